@@ -1,0 +1,47 @@
+# One command per need; each target installs what it needs first.
+#   make install   .venv with labreport (editable) and the test tools
+#   make test      the test suite (CPU, no internet, a few minutes)
+#   make demo      quick CPU preview of the whole pipeline on the development copy of CIFAR-10
+#   make report    the full lab: every run of experiments.toml, then the report
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LABREPORT := $(VENV)/bin/labreport
+SHARED_DATA ?= ../shared/data/build_cifar10.py
+
+.PHONY: install test test-fast demo report data bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+# CIFAR-10 for the demo: built from the development archive beside the checkout when it is
+# there, otherwise `labreport run` finds or downloads it under ./data.
+data: install
+	@if [ ! -d data/cifar-10-batches-py ] && [ -f $(SHARED_DATA) ]; then \
+		$(PY) $(SHARED_DATA) data; fi
+
+demo: data
+	$(LABREPORT) run --profile quick --runs demo/runs
+	@if $(LABREPORT) --help | grep -q ' build '; then \
+		$(LABREPORT) build --profile quick --runs demo/runs --out demo/report.pdf; fi
+
+report: data
+	$(LABREPORT) run
+	@if $(LABREPORT) --help | grep -q ' build '; then $(LABREPORT) build --out report.pdf; fi
+
+bench: data
+	$(PY) bench/bench_train.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

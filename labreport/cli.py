@@ -1,0 +1,235 @@
+"""The `labreport` command: thin click commands over the library.
+
+Exit codes: 0 ok, 1 some runs failed, 2 usage, configuration or data error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .config import Config, load_config
+from .errors import LabreportError
+from .store import RunStore
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Context:
+    def __init__(self, config_path: Path, runs: str | None):
+        self.config_path = config_path
+        self.runs = runs
+
+    def config(self, profile: str | None) -> Config:
+        return load_config(self.config_path, profile)
+
+    def store(self, config: Config) -> RunStore:
+        """--runs, else LABREPORT_RUNS, else [store] root (relative to the TOML), else ./runs."""
+        root = self.runs or os.environ.get("LABREPORT_RUNS")
+        if root is None and config.store_root:
+            root = config.base_dir / config.store_root
+        return RunStore(root or "runs")
+
+
+def _fail(e: LabreportError):
+    click.echo(f"error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+class Group(click.Group):
+    """Turns library errors into one-line messages with their exit code, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LabreportError as e:
+            _fail(e)
+
+
+profile_option = click.option("--profile", "-p", metavar="NAME", help="apply [profile.NAME] of the TOML")
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="experiments.toml", show_default=True, help="the experiment matrix")
+@click.option("--runs", metavar="DIR", help="run store (default: [store] root, LABREPORT_RUNS, ./runs)")
+@click.version_option(package_name="labreport")
+@click.pass_context
+def main(ctx, config_path, runs):
+    """Run a ResNet-on-CIFAR-10 lab study and turn it into a PDF report.
+
+    \b
+    Example:
+        labreport plan                  # what the matrix expands to
+        labreport run --profile quick   # a quick CPU preview of every run
+        labreport status                # what is done
+    """
+    ctx.obj = Context(config_path, runs)
+
+
+def _state_rows(config: Config, store: RunStore) -> list[dict]:
+    rows = []
+    for run in config.runs:
+        st = store.state(run.key)
+        rows.append({"experiment": run.experiment, "task": run.task, "label": run.label, "key": run.key,
+                     "status": st.status, "epochs_done": st.epochs_done, "epochs": run.spec.epochs,
+                     "varying": dict(run.varying), "spec": run.spec.to_dict(),
+                     "error": st.error, "leased_by": st.leased_by})
+    return rows
+
+
+def _status_text(row: dict) -> str:
+    if row["status"] == "partial":
+        return f"partial {row['epochs_done']}/{row['epochs']}"
+    return row["status"]
+
+
+@main.command()
+@profile_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def plan(obj: Context, profile, as_json):
+    """List every run of the matrix: experiment, settings, key and status.
+
+    \b
+    Example:
+        labreport plan
+        labreport plan --profile quick --json
+    """
+    config = obj.config(profile)
+    rows = _state_rows(config, obj.store(config))
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for exp in config.experiments:
+        erows = [r for r in rows if r["experiment"] == exp.name]
+        spec = config.runs[[r.experiment for r in config.runs].index(exp.name)].spec
+        task = f" (task {exp.task})" if exp.task else ""
+        click.echo(f"{exp.name}{task}: {spec.model}, {len(erows)} run(s), {spec.epochs} epochs, "
+                   f"{spec.optimizer} lr={spec.lr:g}, batch {spec.batch_size}")
+        for r in erows:
+            coords = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["varying"].items())
+            click.echo(f"  {r['key']}  {_status_text(r):<14} {coords}")
+    unique = len(config.unique_runs())
+    click.echo(f"{len(rows)} runs ({unique} distinct)" + (f", profile '{profile}'" if profile else ""))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def models(as_json):
+    """List the model registry with parameter counts (and the paper's, where it has one).
+
+    \b
+    Example:
+        labreport models
+    """
+    from .models import MODELS, build_model, count_parameters  # torch: only here
+
+    rows = []
+    for name, info in MODELS.items():
+        rows.append({"name": name, "family": info.family, "params": count_parameters(build_model(name)),
+                     "paper_params_m": info.paper_params_m, "paper_error": info.paper_error,
+                     "supports": sorted(info.supports), "description": info.description})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'model':<11} {'params':>12} {'paper':>7} {'paper err%':>10}  description")
+    for r in rows:
+        paper = f"{r['paper_params_m']}M" if r["paper_params_m"] else "-"
+        err = f"{r['paper_error']}" if r["paper_error"] else "-"
+        click.echo(f"{r['name']:<11} {r['params']:>12,} {paper:>7} {err:>10}  {r['description']}")
+
+
+@main.command()
+@profile_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def status(obj: Context, profile, as_json):
+    """Show each run's state in the store: done, partial k/N, missing, diverged, failed.
+
+    \b
+    Example:
+        labreport status --profile quick
+    """
+    config = obj.config(profile)
+    store = obj.store(config)
+    rows = _state_rows(config, store)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    for r in rows:
+        extra = f"  ({r['error']})" if r["error"] else ""
+        if r["leased_by"]:
+            lb = r["leased_by"]
+            extra += f"  [claimed by {lb.get('host')}:{lb.get('pid')} since {lb.get('since')}]"
+        click.echo(f"{r['key']}  {_status_text(r):<14} {r['label']}{extra}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"  (store: {store.root})")
+
+
+@main.command()
+@profile_option
+@click.option("--only", multiple=True, metavar="NAME", help="train only this experiment (repeatable)")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N")
+@click.option("--dry-run", is_flag=True, help="list what would be trained, train nothing")
+@click.pass_obj
+def run(obj: Context, profile, only, device, dry_run):
+    """Train every run of the matrix that is not done yet (interrupted runs resume).
+
+    \b
+    Example:
+        labreport run --profile quick
+        labreport run --only resnet20-reg --device cuda:1
+    """
+    from .runner import pending, run_matrix, select_runs
+
+    config = obj.config(profile)
+    store = obj.store(config)
+    runs = select_runs(config, tuple(only))
+    if dry_run:
+        todo, final = pending(store, runs)
+        for r in todo:
+            st = store.state(r.key)
+            click.echo(f"would train {r.key}  {_status_text({'status': st.status, 'epochs_done': st.epochs_done, 'epochs': r.spec.epochs}):<14} {r.label}")
+        click.echo(f"{len(todo)} to train, {len(final)} already done")
+        return
+
+    def load_data():
+        from .data import load_cifar10, resolve_root
+
+        data = load_cifar10(resolve_root(config.data_root, config.base_dir), download=config.download)
+        for w in data.warnings:
+            click.echo(f"warning: {w}", err=True)
+        return data
+
+    reporter = _reporter(len(runs))
+    try:
+        with reporter:
+            summary = run_matrix(config, store, device=device, only=tuple(only), reporter=reporter,
+                                 data_loader=load_data)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished epochs are saved; run the same command again to resume", err=True)
+        sys.exit(130)
+    parts = [f"{len(summary.trained)} trained", f"{len(summary.cached)} cached",
+             f"{len(summary.diverged)} diverged", f"{len(summary.failed)} failed"]
+    if summary.skipped_busy:
+        parts.append(f"{len(summary.skipped_busy)} busy elsewhere")
+    click.echo(", ".join(parts) + f"  (store: {store.root})")
+    for label, msg in summary.failed:
+        click.echo(f"  FAILED {label}: {msg}", err=True)
+    if summary.interrupted:
+        click.echo(f"interrupted during {summary.interrupted}: run the same command again to resume", err=True)
+        sys.exit(130)
+    sys.exit(0 if summary.ok else 1)
+
+
+def _reporter(total: int):
+    from .progress import LineReporter, RichReporter
+
+    return RichReporter(total) if sys.stderr.isatty() else LineReporter()

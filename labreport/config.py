@@ -1,0 +1,478 @@
+"""experiments.toml -> frozen, typed specs: one `Run` per point of every experiment's grid.
+
+Resolution order for a training setting, later layers win:
+
+    FIELDS defaults < [defaults] < [[experiment]] < [profile.NAME] < [profile.NAME.experiment.EXP]
+
+A profile is an override layer (``--profile quick`` must shorten every run, even one whose
+experiment sets its own epochs). A list value expands as a grid (the Cartesian product over all
+list-valued keys), except for keys whose value is itself a list (``milestones``), where a list of
+lists is the grid. ``seeds = N`` means seeds 0..N-1; ``seeds = [3, 7]`` names them.
+
+The run key hashes the resolved training settings and TRAIN_VERSION only: experiment names, tasks,
+report text and templates never change it, so renaming an experiment or editing the title never
+retrains, and two experiments asking for the same training share one run.
+
+Nothing here imports torch: `plan` and `status` must stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .catalog import CATALOG, model_info
+from .errors import ConfigError, ModelError
+
+# Bump when train.py changes what a run computes (not how fast): every key changes, so old
+# results are kept on disk but no longer count as done.
+TRAIN_VERSION = 1
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
+
+
+# --------------------------------------------------------------------------------------------
+# The training settings: name -> (type, default, check, what it means)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Field:
+    type: type | tuple[type, ...]
+    default: Any
+    check: Any = None  # callable(value) -> error text or None
+    help: str = ""
+
+
+def _choice(*options):
+    return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
+
+
+def _range(lo=None, hi=None, lo_open=False, hi_open=False):
+    def check(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return "must be a finite number"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}"
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {'<' if hi_open else '<='} {hi}"
+        return None
+    return check
+
+
+def _milestones(v):
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in v):
+        return "must be a list of positive integers"
+    if list(v) != sorted(set(v)):
+        return "must be strictly increasing"
+    return None
+
+
+FIELDS: dict[str, Field] = {
+    "model": Field(str, None, None, "a name from `labreport models`"),
+    "norm": Field(str, "batch", _choice("batch", "none"), "BatchNorm everywhere, or none at all"),
+    "dropout": Field(float, 0.0, _range(0.0, 1.0, hi_open=True), "dropout probability"),
+    "init": Field(str, "he", _choice("he", "torch"), "He init (paper) or PyTorch's layer defaults"),
+    "optimizer": Field(str, "adam", _choice("adam", "sgd")),
+    "lr": Field(float, 1e-4, _range(0.0, 10.0, lo_open=True), "peak learning rate"),
+    "momentum": Field(float, 0.9, _range(0.0, 1.0, hi_open=True), "SGD momentum (ignored by Adam)"),
+    "nesterov": Field(bool, False),
+    "weight_decay": Field(float, 0.0, _range(0.0, 1.0), "L2 through the optimizer's weight_decay"),
+    "schedule": Field(str, "constant", _choice("constant", "step", "cosine")),
+    "milestones": Field(list, [], _milestones, "step schedule: lr *= gamma at each (epochs or iterations)"),
+    "gamma": Field(float, 0.1, _range(0.0, 1.0, lo_open=True)),
+    "schedule_unit": Field(str, "epoch", _choice("epoch", "iter"), "unit of milestones and warm-up"),
+    "warmup_lr": Field(float, 0.0, _range(0.0), "lr during warm-up (0: no warm-up)"),
+    "warmup": Field(int, 0, _range(0), "length of the warm-up, in schedule_unit"),
+    "epochs": Field(int, 50, _range(1, 100_000)),
+    "batch_size": Field(int, 128, _range(1, 65_536), "images per optimizer step"),
+    "augment": Field(bool, True, None, "pad 4 + random 32x32 crop + horizontal flip"),
+    "val_size": Field(int, 5000, _range(0, 49_999), "training images held out to choose the epoch"),
+    "train_subset": Field(int, 0, _range(0), "train on this many images (0: all)"),
+    "test_subset": Field(int, 0, _range(0), "evaluate on this many test images (0: all 10,000)"),
+    "precision": Field(str, "auto", _choice("auto", "fp32", "bf16"), "auto: bf16 on CUDA, fp32 on CPU"),
+    "deterministic": Field(bool, False, None, "bit-exact reproducibility (slower)"),
+}
+GRID_KEYS_WITH_LIST_VALUES = {"milestones"}
+EXPERIMENT_KEYS = {"name", "task", "seeds", "description"}
+SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile"}
+REPORT_KEYS = {
+    "title": str, "university": str, "department": str, "discipline": str, "lab_number": (int, str),
+    "student": str, "group": str, "teacher": str, "city": str, "year": (int, str),
+    "language": str, "templates": str, "author": str,
+}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that changes what a training run computes. Hashable, printable, JSON-able."""
+
+    model: str
+    norm: str = "batch"
+    dropout: float = 0.0
+    init: str = "he"
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    schedule_unit: str = "epoch"
+    warmup_lr: float = 0.0
+    warmup: int = 0
+    epochs: int = 50
+    batch_size: int = 128
+    augment: bool = True
+    val_size: int = 5000
+    train_subset: int = 0
+    test_subset: int = 0
+    precision: str = "auto"
+    deterministic: bool = False
+    seed: int = 0
+    dataset: str = "cifar10"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @property
+    def key(self) -> str:
+        """Stable 16-hex-digit id: sha256 of the canonical JSON of the spec and TRAIN_VERSION."""
+        canon = json.dumps({"spec": self.to_dict(), "train_version": TRAIN_VERSION},
+                           sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
+        d = dict(d)
+        d["milestones"] = tuple(d.get("milestones", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of an experiment's grid: the unit that is trained, cached and reported."""
+
+    experiment: str
+    task: str | None
+    spec: TrainSpec
+    varying: tuple[tuple[str, Any], ...]  # the grid coordinates that tell this run apart
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def label(self) -> str:
+        coords = ", ".join(f"{k}={_fmt(v)}" for k, v in self.varying)
+        return f"{self.experiment}[{coords}]" if coords else self.experiment
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    task: str | None
+    settings: dict[str, Any]  # as written (before profiles), lists are grids
+    seeds: tuple[int, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    profile: str | None
+    report: dict[str, Any]
+    data_root: str | None
+    download: bool
+    store_root: str | None
+    analysis: dict[str, float]
+    run_options: dict[str, Any]
+    experiments: tuple[Experiment, ...]
+    runs: tuple[Run, ...] = field(repr=False)
+    profiles: tuple[str, ...] = ()
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def unique_runs(self) -> list[Run]:
+        """Runs with distinct keys, first occurrence wins (what `run` must train)."""
+        seen: dict[str, Run] = {}
+        for r in self.runs:
+            seen.setdefault(r.key, r)
+        return list(seen.values())
+
+
+ANALYSIS_DEFAULTS = {
+    "trained_threshold": 0.2,  # best val accuracy above which a run "trains"; chance is 0.10
+    "claim_rate": 0.10,  # the lab's claim: BN-less ResNet-110 trains in at most 10% of cases
+    "confidence": 0.95,  # level of the Wilson interval
+}
+RUN_DEFAULTS = {"device": "auto", "channels_last": True, "compile": False}  # speed only, not in keys
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _unknown(key: str, known, what: str = "key") -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; known {what}s: {', '.join(sorted(known))}"
+    return f"unknown {what} '{key}'{hint}"
+
+
+class _Ctx:
+    """Prefixes every error with the file and the place in it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def err(self, where: str, msg: str) -> ConfigError:
+        msg = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], f"{where}: {msg}")
+        return ConfigError(f"{self.path}: {msg}")
+
+
+def _check_value(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
+    """Type-check and range-check one setting; returns the canonical value (int lr -> float)."""
+    f = FIELDS[key]
+    want = f.type
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ctx.err(where, f"'{key}' is too large") from None
+    if want is int and isinstance(value, bool) or not isinstance(value, want):
+        tname = {float: "a number", int: "an integer", bool: "true or false", str: "a string",
+                 list: "a list"}[want]
+        raise ctx.err(where, f"'{key}' must be {tname}, got {value!r}")
+    if key == "model":
+        try:
+            model_info(value)
+        except ModelError as e:
+            raise ctx.err(where, str(e)) from None
+    if f.check is not None:
+        problem = f.check(value)
+        if problem:
+            raise ctx.err(where, f"'{key}' {problem}, got {value!r}")
+    if key in GRID_KEYS_WITH_LIST_VALUES:
+        value = tuple(value)
+    return value
+
+
+def _settings(ctx: _Ctx, where: str, table: dict, extra_keys=()) -> dict[str, list]:
+    """Validate a table of training settings; every value becomes a list of grid values."""
+    out: dict[str, list] = {}
+    for key, raw in table.items():
+        if key in extra_keys:
+            continue
+        if key not in FIELDS:
+            raise ctx.err(where, _unknown(key, set(FIELDS) | set(extra_keys)))
+        is_grid = isinstance(raw, list) and (
+            key not in GRID_KEYS_WITH_LIST_VALUES or any(isinstance(x, list) for x in raw))
+        values = raw if is_grid else [raw]
+        if is_grid and not values:
+            raise ctx.err(where, f"'{key}' is an empty grid: give at least one value")
+        checked = [_check_value(ctx, where, key, v) for v in values]
+        if len(set(map(repr, checked))) != len(checked):
+            raise ctx.err(where, f"'{key}' lists the same value twice: {raw!r}")
+        out[key] = checked
+    return out
+
+
+def _seeds(ctx: _Ctx, where: str, raw: Any) -> tuple[int, ...]:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if not 1 <= raw <= 10_000:
+            raise ctx.err(where, f"'seeds' must be between 1 and 10000, got {raw}")
+        return tuple(range(raw))
+    if isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw):
+        if len(set(raw)) != len(raw):
+            raise ctx.err(where, f"'seeds' lists the same seed twice: {raw}")
+        return tuple(raw)
+    raise ctx.err(where, f"'seeds' must be a count (seeds = 3) or a non-empty list of seeds >= 0, got {raw!r}")
+
+
+def _table(ctx: _Ctx, doc: dict, name: str) -> dict:
+    t = doc.get(name, {})
+    if not isinstance(t, dict):
+        raise ctx.err(f"[{name}]", "must be a table")
+    return t
+
+
+def _simple_section(ctx: _Ctx, doc: dict, name: str, defaults: dict) -> dict:
+    t = _table(ctx, doc, name)
+    out = dict(defaults)
+    for k, v in t.items():
+        if k not in defaults:
+            raise ctx.err(f"[{name}]", _unknown(k, defaults))
+        want = type(defaults[k])
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            try:
+                v = float(v)
+            except OverflowError:
+                raise ctx.err(f"[{name}]", f"'{k}' is too large") from None
+        if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
+            raise ctx.err(f"[{name}]", f"'{k}' must be of type {want.__name__}, got {v!r}")
+        out[k] = v
+    return out
+
+
+def load_config(path: str | Path, profile: str | None = None) -> Config:
+    """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
+    path = Path(path)
+    ctx = _Ctx(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (pass --config FILE or run where experiments.toml is)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw_bytes.decode("utf-8-sig")  # a BOM (Windows editors) is not an error
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        doc = tomllib.loads(text)
+    except ValueError as e:  # TOMLDecodeError, or an integer over the 4300-digit limit
+        raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+
+    for section in doc:
+        if section not in SECTIONS:
+            raise ctx.err("top level", _unknown(section, SECTIONS, "section"))
+
+    report = _table(ctx, doc, "report")
+    for k, v in report.items():
+        if k not in REPORT_KEYS:
+            raise ctx.err("[report]", _unknown(k, REPORT_KEYS))
+        if not isinstance(v, REPORT_KEYS[k]) or isinstance(v, bool):
+            raise ctx.err("[report]", f"'{k}' must be text, got {v!r}")
+    if report.get("language", "ru") not in ("ru", "en"):
+        raise ctx.err("[report]", f"'language' must be 'ru' or 'en', got {report['language']!r}")
+
+    data = _simple_section(ctx, doc, "data", {"root": "", "download": True})
+    store = _simple_section(ctx, doc, "store", {"root": ""})
+    analysis = _simple_section(ctx, doc, "analysis", ANALYSIS_DEFAULTS)
+    for k in ("trained_threshold", "claim_rate", "confidence"):
+        if not 0.0 < analysis[k] < 1.0:
+            raise ctx.err("[analysis]", f"'{k}' must be between 0 and 1 (exclusive), got {analysis[k]}")
+    run_options = _simple_section(ctx, doc, "run", RUN_DEFAULTS)
+
+    defaults_table = _table(ctx, doc, "defaults")
+    defaults = _settings(ctx, "[defaults]", defaults_table, extra_keys={"seeds"})
+    for k, v in defaults.items():
+        if len(v) > 1:
+            raise ctx.err("[defaults]", f"'{k}' is a list: grids belong in an [[experiment]]")
+    default_seeds = _seeds(ctx, "[defaults]", defaults_table["seeds"]) if "seeds" in defaults_table else (0,)
+
+    profiles = _table(ctx, doc, "profile")
+    prof_global: dict[str, list] = {}
+    prof_exp: dict[str, dict] = {}
+    prof_seeds = None
+    for pname, ptable in profiles.items():  # check every profile, not only the one asked for
+        if not isinstance(ptable, dict):
+            raise ctx.err(f"[profile.{pname}]", "must be a table")
+        _settings(ctx, f"[profile.{pname}]", ptable, extra_keys={"experiment", "seeds"})
+    if profile is not None:
+        if profile not in profiles:
+            known = ", ".join(profiles) or "none defined"
+            raise ctx.err("--profile", f"unknown profile '{profile}' (profiles: {known})")
+        ptable = profiles[profile]
+        where = f"[profile.{profile}]"
+        prof_global = _settings(ctx, where, ptable, extra_keys={"experiment", "seeds"})
+        if "seeds" in ptable:
+            prof_seeds = _seeds(ctx, where, ptable["seeds"])
+        prof_exp = ptable.get("experiment", {})
+        if not isinstance(prof_exp, dict):
+            raise ctx.err(where, "'experiment' must be a table of per-experiment overrides")
+
+    exps_raw = doc.get("experiment", [])
+    if not isinstance(exps_raw, list) or not exps_raw:
+        raise ctx.err("top level", "no [[experiment]] tables: add at least one")
+    if not all(isinstance(t, dict) for t in exps_raw):
+        raise ctx.err("top level", "'experiment' must be an array of tables: write [[experiment]]")
+    unknown_exp = set(prof_exp) - {t.get("name") for t in exps_raw if isinstance(t.get("name"), str)}
+    if unknown_exp:
+        raise ctx.err(f"[profile.{profile}]", f"overrides unknown experiment '{sorted(unknown_exp)[0]}'")
+    experiments: list[Experiment] = []
+    runs: list[Run] = []
+    names: set[str] = set()
+    for i, table in enumerate(exps_raw, 1):
+        where = f"experiment #{i}"
+        name = table.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ctx.err(where, f"'name' must be 1-64 letters, digits, '.', '_' or '-' "
+                                 f"(starting with a letter or digit), got {name!r}")
+        where = f"experiment '{name}'"
+        if name in names:
+            raise ctx.err(where, "duplicate experiment name")
+        names.add(name)
+        if "model" not in table:
+            raise ctx.err(where, f"'model' is missing (one of {', '.join(CATALOG)})")
+        task = table.get("task")
+        if task is not None and (not isinstance(task, (int, str)) or isinstance(task, bool)):
+            raise ctx.err(where, f"'task' must be a number or text, got {task!r}")
+        desc = table.get("description", "")
+        if not isinstance(desc, str):
+            raise ctx.err(where, "'description' must be text")
+        own = _settings(ctx, where, table, extra_keys=EXPERIMENT_KEYS)
+        seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else default_seeds
+        layers = [defaults, own, prof_global]
+        if name in prof_exp:
+            pe = prof_exp[name]
+            pwhere = f"[profile.{profile}.experiment.{name}]"
+            if not isinstance(pe, dict):
+                raise ctx.err(pwhere, "must be a table")
+            layers.append(_settings(ctx, pwhere, pe, extra_keys={"seeds"}))
+            if "seeds" in pe:
+                seeds = _seeds(ctx, pwhere, pe["seeds"])
+            elif prof_seeds is not None:
+                seeds = prof_seeds
+        elif prof_seeds is not None:
+            seeds = prof_seeds
+        merged: dict[str, list] = {}
+        for layer in layers:
+            merged.update(layer)
+        # grid coordinates in the order the experiment writes them
+        merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
+        experiments.append(Experiment(name, None if task is None else str(task), dict(table), seeds, desc))
+        runs.extend(_expand(ctx, where, name, None if task is None else str(task), merged, seeds))
+
+    return Config(path=path, profile=profile, report=report, data_root=data["root"] or None,
+                  download=data["download"], store_root=store["root"] or None, analysis=analysis,
+                  run_options=run_options, experiments=tuple(experiments), runs=tuple(runs),
+                  profiles=tuple(profiles))
+
+
+def _expand(ctx: _Ctx, where: str, name: str, task: str | None, merged: dict[str, list],
+            seeds: tuple[int, ...]) -> list[Run]:
+    grid_keys = [k for k, v in merged.items() if len(v) > 1]
+    fixed = {k: v[0] for k, v in merged.items() if len(v) == 1}
+    info = model_info(fixed["model"]) if "model" in fixed else None
+    out = []
+    for combo in itertools.product(*(merged[k] for k in grid_keys)):
+        point = dict(fixed, **dict(zip(grid_keys, combo)))
+        minfo = info or model_info(point["model"])
+        for opt in ("norm", "dropout", "init"):
+            if opt not in minfo.supports and opt in point and point[opt] != FIELDS[opt].default:
+                raise ctx.err(where, f"model '{minfo.name}' does not support {opt}={point[opt]!r}")
+        if point.get("schedule") == "step" and not point.get("milestones"):
+            raise ctx.err(where, "schedule = 'step' needs 'milestones'")
+        for seed in seeds:
+            spec = TrainSpec(**{k: v for k, v in point.items() if k != "seed"}, seed=seed)
+            varying = tuple((k, point[k]) for k in grid_keys)
+            if len(seeds) > 1:
+                varying += (("seed", seed),)
+            out.append(Run(name, task, spec, varying))
+    return out

@@ -1,0 +1,22 @@
+"""Errors that the CLI turns into one-line messages (never a traceback).
+
+Each carries the exit code the CLI should use: 2 for usage/config/data errors.
+"""
+
+
+class LabreportError(Exception):
+    """Base class: a problem the user can fix; the message says how."""
+
+    exit_code = 2
+
+
+class ConfigError(LabreportError):
+    """experiments.toml is unreadable or invalid."""
+
+
+class DataError(LabreportError):
+    """CIFAR-10 is missing, incomplete or malformed."""
+
+
+class ModelError(LabreportError):
+    """Unknown model name or an option the model does not support."""

@@ -1,0 +1,253 @@
+"""The run store: one folder per run key, every file written atomically.
+
+    <root>/<key>/spec.json        the resolved TrainSpec, TRAIN_VERSION, when it was first started
+    <root>/<key>/history.json     one record per finished epoch (rewritten whole each epoch)
+    <root>/<key>/ckpt.pt          the newest checkpoint (end of the last finished epoch)
+    <root>/<key>/ckpt.prev.pt     the one before, the fallback when the newest is damaged
+    <root>/<key>/error.json       the last failure (a crash, not a divergence), if any
+    <root>/<key>/result.json      written last: the run is done only when this is complete and valid
+    <root>/<key>/lease.json       held while a process trains the run
+
+Atomic means: write a temporary file in the same folder, fsync it, rename it over the target,
+fsync the folder. A reader sees the old file or the new one, never half of one, whatever kills
+the writer (Ctrl-C, kill -9, power loss).
+
+torch is imported only where checkpoints are read or written, so `status` and a `run` with
+nothing left to do stay fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULT_STATUSES = ("completed", "diverged")  # the two outcomes that end a run for good
+RESULT_REQUIRED = ("key", "status", "spec", "epochs_run", "provenance")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed file, or None when it is missing, truncated or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the store knows about one run key."""
+
+    status: str  # "done" | "diverged" | "partial" | "failed" | "missing"
+    epochs_done: int = 0
+    result: dict | None = None
+    error: str | None = None
+    leased_by: dict | None = None
+
+
+class RunStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def run_dir(self, key: str) -> Path:
+        if not (len(key) == 16 and all(c in "0123456789abcdef" for c in key)):
+            raise ValueError(f"not a run key: {key!r}")  # keys are ours: never a path from input
+        return self.root / key
+
+    # --- reading ---------------------------------------------------------------------------
+    def read_result(self, key: str) -> dict | None:
+        """The result if it is complete and valid, else None (a damaged result is not a result)."""
+        res = read_json(self.run_dir(key) / "result.json")
+        if not isinstance(res, dict) or any(k not in res for k in RESULT_REQUIRED):
+            return None
+        if res["key"] != key or res["status"] not in RESULT_STATUSES:
+            return None
+        return res
+
+    def read_history(self, key: str) -> list[dict]:
+        hist = read_json(self.run_dir(key) / "history.json")
+        return hist if isinstance(hist, list) else []
+
+    def state(self, key: str) -> RunState:
+        d = self.run_dir(key)
+        if not d.is_dir():
+            return RunState("missing")
+        lease = read_json(d / "lease.json")
+        res = self.read_result(key)
+        if res is not None:
+            status = "done" if res["status"] == "completed" else "diverged"
+            return RunState(status, res["epochs_run"], res)
+        epochs = len(self.read_history(key))
+        err = read_json(d / "error.json")
+        if isinstance(err, dict):
+            return RunState("failed", epochs, error=str(err.get("message", "unknown error")), leased_by=lease)
+        if epochs or (d / "ckpt.pt").exists() or lease:
+            return RunState("partial", epochs, leased_by=lease if isinstance(lease, dict) else None)
+        return RunState("missing")
+
+    def keys(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and len(p.name) == 16)
+
+    # --- writing ---------------------------------------------------------------------------
+    def write_spec(self, key: str, spec: dict, train_version: int) -> None:
+        path = self.run_dir(key) / "spec.json"
+        old = read_json(path)
+        started = old.get("created") if isinstance(old, dict) else None
+        atomic_write_json(path, {"key": key, "spec": spec, "train_version": train_version,
+                                 "created": started or _now()})
+
+    def write_history(self, key: str, history: list[dict]) -> None:
+        atomic_write_json(self.run_dir(key) / "history.json", history)
+
+    def write_result(self, key: str, result: dict) -> None:
+        missing = [k for k in RESULT_REQUIRED if k not in result]
+        if missing or result["status"] not in RESULT_STATUSES:
+            raise ValueError(f"refusing to write an incomplete result (missing {missing})")
+        d = self.run_dir(key)
+        atomic_write_json(d / "result.json", result)
+        (d / "error.json").unlink(missing_ok=True)
+
+    def write_error(self, key: str, message: str, log: str = "") -> None:
+        atomic_write_json(self.run_dir(key) / "error.json",
+                          {"message": message, "log": log, "time": _now(), "host": socket.gethostname()})
+
+    def clear_error(self, key: str) -> None:
+        (self.run_dir(key) / "error.json").unlink(missing_ok=True)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self, key: str, state: dict) -> None:
+        """Write ckpt.pt atomically, keeping the previous one as ckpt.prev.pt."""
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        d = self.run_dir(key)
+        newest, prev = d / "ckpt.pt", d / "ckpt.prev.pt"
+        if newest.exists():
+            os.replace(newest, prev)  # a crash right here leaves prev valid and no newest: fine
+        atomic_write_bytes(newest, buf.getvalue())
+
+    def load_checkpoint(self, key: str, map_location=None) -> tuple[dict | None, list[str]]:
+        """The newest readable checkpoint and the warnings met on the way (weights_only: no pickle code runs)."""
+        import torch
+
+        warnings: list[str] = []
+        d = self.run_dir(key)
+        for name in ("ckpt.pt", "ckpt.prev.pt"):
+            path = d / name
+            if not path.exists():
+                continue
+            try:
+                state = torch.load(path, map_location=map_location, weights_only=True)
+                if not isinstance(state, dict) or "epoch" not in state:
+                    raise ValueError("not a labreport checkpoint")
+                return state, warnings
+            except Exception as e:  # truncated, garbage, or a pickle that wants to run code
+                warnings.append(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:120]})")
+        if warnings:
+            warnings.append("no usable checkpoint: the run restarts from epoch 0")
+        return None, warnings
+
+    def remove_checkpoints(self, key: str) -> None:
+        for name in ("ckpt.pt", "ckpt.prev.pt"):
+            (self.run_dir(key) / name).unlink(missing_ok=True)
+
+    # --- leases: one trainer per run -------------------------------------------------------
+    def acquire(self, key: str, stale_after: float = 600.0) -> bool:
+        """Claim the run (O_EXCL create of lease.json). A lease whose holder is gone is taken over:
+        a dead pid on this host, or a heartbeat older than `stale_after` seconds anywhere."""
+        d = self.run_dir(key)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / "lease.json"
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                held = read_json(path)
+                if isinstance(held, dict) and not _lease_is_stale(held, stale_after):
+                    return False
+                path.unlink(missing_ok=True)  # stale or unreadable: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        return False
+
+    def heartbeat(self, key: str) -> None:
+        path = self.run_dir(key) / "lease.json"
+        held = read_json(path)
+        if isinstance(held, dict) and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+            held["heartbeat"] = time.time()
+            atomic_write_json(path, held)
+
+    def release(self, key: str) -> None:
+        path = self.run_dir(key) / "lease.json"
+        held = read_json(path)
+        if isinstance(held, dict) and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+            path.unlink(missing_ok=True)
+
+
+def _lease_is_stale(lease: dict, stale_after: float) -> bool:
+    if lease.get("host") == socket.gethostname():
+        pid = lease.get("pid")
+        if isinstance(pid, int) and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+        elif pid == os.getpid():
+            return True  # our own leftover (e.g. a retry in the same process)
+    hb = lease.get("heartbeat")
+    return not isinstance(hb, (int, float)) or time.time() - hb > stale_after
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

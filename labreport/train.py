@@ -1,0 +1,342 @@
+"""train(spec, data, device, store) -> result: one run, resumable from its last finished epoch.
+
+The whole data set lives on the training device as uint8; batches are cut, normalised and
+augmented there as tensor ops (see data.py), so the loop body is a few lines and the device never
+waits for Python. The checkpoint is the single source of truth: it carries the model, the
+optimizer, every RNG state, the step and the history, so a resumed run continues exactly where
+the last finished epoch left it (bit-identical on CPU with deterministic = true).
+
+The epoch whose number is reported is chosen on the validation split; the test set is evaluated
+every epoch only to draw the curves and to report the test accuracy of that chosen epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .config import TRAIN_VERSION, TrainSpec
+from .data import Cifar10, iterate_batches, split_train_val, subset_indices
+from .models import build_model, count_parameters
+from .schedule import lr_at
+from .store import RunStore
+
+SPLIT_SEED = 0  # the validation split and the subsets are the same for every run: comparable numbers
+EVAL_BATCH = 1000  # images per forward pass when evaluating (no gradients: memory is small)
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: a valid outcome of a run, not a crash."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"loss is not finite at epoch {epoch} (step {step})")
+        self.epoch, self.step = epoch, step
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is executed, never what it computes: none of this enters the run key."""
+
+    channels_last: bool = True  # NHWC: faster convolutions on CPU (~1.6x measured) and tensor cores
+    compile: bool = False  # torch.compile the model
+    micro_batch: int | None = None  # split each batch into micro-batches (set by the OOM fallback)
+    checkpoint_every: int = 1  # epochs between checkpoints
+
+
+class Reporter(Protocol):
+    def run_started(self, label: str, key: str, epochs: int, start_epoch: int, steps: int) -> None: ...
+    def step(self, epoch: int, step: int) -> None: ...
+    def epoch_done(self, record: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    def run_started(self, *a, **k): pass
+    def step(self, *a, **k): pass
+    def epoch_done(self, *a, **k): pass
+    def message(self, *a, **k): pass
+
+
+# --------------------------------------------------------------------------------------------
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' asked for, but CUDA is not available here")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":  # bf16 autocast pays on tensor cores; on CPU it is slower than fp32
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 (N,3,32,32) on the device
+    y: torch.Tensor  # int64 (N,)
+
+
+@dataclass
+class Prepared:
+    """The three splits a spec trains and evaluates on, already on the device."""
+
+    train: Split
+    val: Split
+    test: Split
+    fingerprint: str
+    official: bool
+
+
+def prepare(data: Cifar10, spec: TrainSpec, device: torch.device) -> Prepared:
+    train_idx, val_idx = split_train_val(len(data.train_y), spec.val_size, SPLIT_SEED)
+    if spec.train_subset and spec.train_subset < len(train_idx):
+        train_idx = train_idx[subset_indices(len(train_idx), spec.train_subset, SPLIT_SEED)]
+    test_idx = torch.arange(len(data.test_y))
+    if spec.test_subset and spec.test_subset < len(test_idx):
+        test_idx = subset_indices(len(test_idx), spec.test_subset, SPLIT_SEED)
+
+    def split(x, y, idx):
+        return Split(x[idx].to(device), y[idx].to(device))
+
+    return Prepared(split(data.train_x, data.train_y, train_idx), split(data.train_x, data.train_y, val_idx),
+                    split(data.test_x, data.test_y, test_idx), data.fingerprint, data.official)
+
+
+def prepare_key(spec: TrainSpec) -> tuple:
+    """Specs with equal prepare_key share one Prepared (the runner caches it between runs)."""
+    return (spec.dataset, spec.val_size, spec.train_subset, spec.test_subset)
+
+
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model, split: Split, precision: str, channels_last: bool) -> tuple[float | None, float | None]:
+    """Mean cross-entropy and accuracy over a split (None, None for an empty split)."""
+    n = len(split.y)
+    if n == 0:
+        return None, None
+    model.eval()
+    loss_sum = torch.zeros((), device=split.y.device, dtype=torch.float64)
+    correct = torch.zeros((), device=split.y.device, dtype=torch.int64)
+    for x, y in iterate_batches(split.x, split.y, EVAL_BATCH, shuffle=False, augment=False, generator=None,
+                                channels_last=channels_last):
+        with _autocast(x.device, precision):
+            out = model(x)
+        loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
+        correct += (out.argmax(1) == y).sum()
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _make_optimizer(spec: TrainSpec, params) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
+                               weight_decay=spec.weight_decay)
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)  # L2, as the lab states
+
+
+@contextlib.contextmanager
+def _determinism(on: bool, device: torch.device):
+    """deterministic = true: deterministic kernels for the duration of the run, restored after."""
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_bench = torch.backends.cudnn.benchmark
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS for determinism
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not on  # autotune conv algorithms
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_det)
+        torch.backends.cudnn.benchmark = old_bench
+
+
+def _memory(device: torch.device) -> tuple[float | None, float | None]:
+    """Peak device memory allocated / reserved in MiB since the last reset (None on CPU)."""
+    if device.type != "cuda":
+        return None, None
+    mib = 2 ** 20
+    return torch.cuda.max_memory_allocated(device) / mib, torch.cuda.max_memory_reserved(device) / mib
+
+
+def _rng_state(device: torch.device, gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["data"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def provenance(device: torch.device, data: Prepared, precision: str, options: RunOptions) -> dict:
+    return {
+        "labreport": __version__, "train_version": TRAIN_VERSION, "torch": torch.__version__,
+        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_type": device.type, "host": platform.node(), "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "precision": precision, "channels_last": options.channels_last,
+        "compile": options.compile, "data_fingerprint": data.fingerprint, "data_official": data.official,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore, *,
+          options: RunOptions = RunOptions(), reporter: Reporter = SilentReporter(), label: str = "",
+          on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Train one run (or resume it from the store) and write its result. Returns the result.
+
+    Raises torch.OutOfMemoryError to the caller (the runner retries with a smaller micro-batch).
+    """
+    key = spec.key
+    precision = resolve_precision(spec.precision, device)
+    store.write_spec(key, spec.to_dict(), TRAIN_VERSION)
+    with _determinism(spec.deterministic, device):
+        torch.manual_seed(spec.seed)  # the model's initial weights and dropout masks
+        model = build_model(spec.model, norm=spec.norm, dropout=spec.dropout, init=spec.init).to(device)
+        if options.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = _make_optimizer(spec, model.parameters())
+        gen = torch.Generator(device=device).manual_seed(spec.seed)  # data order and augmentation
+        n_train = len(data.train.y)
+        steps_per_epoch = n_train // spec.batch_size  # the last partial batch is dropped
+        if steps_per_epoch == 0:
+            raise ValueError(f"batch_size {spec.batch_size} is larger than the {n_train} training images")
+        micro = options.micro_batch or spec.batch_size
+
+        start_epoch, step, history = 0, 0, []
+        ckpt, warnings = store.load_checkpoint(key, map_location=device)
+        for w in warnings:
+            reporter.message(f"warning: {w}")
+        oom_events: list[dict] = []
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            _set_rng_state(ckpt["rng"], device, gen)
+            start_epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+            micro = min(micro, ckpt.get("micro_batch", micro))
+            oom_events = list(ckpt.get("oom_events", []))
+        if options.micro_batch and options.micro_batch < spec.batch_size and not any(
+                e["micro_batch"] == options.micro_batch for e in oom_events):
+            oom_events.append({"epoch": start_epoch, "micro_batch": options.micro_batch})
+        fwd = torch.compile(model) if options.compile else model
+        params = [p for p in model.parameters() if p.requires_grad]
+        reporter.run_started(label or key, key, spec.epochs, start_epoch, steps_per_epoch)
+
+        status, diverged_at = "completed", None
+        for epoch in range(start_epoch, spec.epochs):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            gnorm_sum = torch.zeros((), device=device, dtype=torch.float64)
+            gnorm_max = torch.zeros((), device=device)
+            batches = iterate_batches(data.train.x, data.train.y, spec.batch_size, shuffle=True,
+                                      augment=spec.augment, generator=gen, channels_last=options.channels_last,
+                                      drop_last=True)
+            try:
+                for i, (x, y) in enumerate(batches):
+                    lr = lr_at(spec, step, steps_per_epoch)
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                    opt.zero_grad(set_to_none=True)
+                    for xm, ym in zip(x.split(micro), y.split(micro)):
+                        with _autocast(device, precision):
+                            out = fwd(xm)
+                        loss = F.cross_entropy(out.float(), ym)
+                        (loss * (len(ym) / len(y))).backward()  # the mean over the whole batch
+                        loss_sum += loss.detach().double() * len(ym)
+                        correct += (out.argmax(1) == ym).sum()
+                    gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                    gnorm_sum += gnorm.double()
+                    gnorm_max = torch.maximum(gnorm_max, gnorm.float())
+                    # A NaN/inf loss always makes a NaN/inf gradient norm. Checking syncs with the
+                    # device, so on CUDA only every 32 steps and at the end of the epoch.
+                    if (device.type == "cpu" or i % 32 == 31 or i == steps_per_epoch - 1) \
+                            and not torch.isfinite(gnorm_sum):
+                        raise Diverged(epoch + 1, step)
+                    opt.step()
+                    step += 1
+                    reporter.step(epoch, i + 1)
+            except Diverged as d:
+                status, diverged_at = "diverged", d.epoch
+                reporter.message(f"{label or key}: {d}; recorded as diverged")
+                break
+            train_time = time.perf_counter() - t0
+            seen = steps_per_epoch * spec.batch_size
+            val_loss, val_acc = evaluate(model, data.val, precision, options.channels_last)
+            test_loss, test_acc = evaluate(model, data.test, precision, options.channels_last)
+            alloc, reserved = _memory(device)
+            record = {
+                "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
+                "train_acc": correct.item() / seen, "val_loss": val_loss, "val_acc": val_acc,
+                "test_loss": test_loss, "test_acc": test_acc, "train_time_s": train_time,
+                "epoch_time_s": time.perf_counter() - t0, "images_per_s": seen / train_time,
+                "grad_norm_mean": gnorm_sum.item() / steps_per_epoch, "grad_norm_max": gnorm_max.item(),
+                "mem_alloc_mib": alloc, "mem_reserved_mib": reserved, "micro_batch": micro,
+            }
+            history.append(record)
+            reporter.epoch_done(record)
+            if (epoch + 1) % options.checkpoint_every == 0 or epoch + 1 == spec.epochs:
+                store.save_checkpoint(key, {
+                    "epoch": epoch + 1, "step": step, "history": history, "model": model.state_dict(),
+                    "optimizer": opt.state_dict(), "rng": _rng_state(device, gen),
+                    "micro_batch": micro, "oom_events": oom_events,
+                })
+                store.write_history(key, history)
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
+
+    result = summarize(spec, history, status, diverged_at)
+    result.update(provenance=provenance(device, data, precision, options), oom_events=oom_events,
+                  params=count_parameters(model), steps=step,
+                  n_train=n_train, n_val=len(data.val.y), n_test=len(data.test.y))
+    store.write_history(key, history)
+    store.write_result(key, result)
+    return result
+
+
+def summarize(spec: TrainSpec, history: list[dict], status: str, diverged_at: int | None) -> dict:
+    """The run's headline numbers. The epoch is chosen on validation accuracy (earliest of ties);
+    with no validation split the last epoch is taken, never the best test epoch."""
+    res: dict = {"key": spec.key, "spec": spec.to_dict(), "status": status, "epochs_run": len(history),
+                 "diverged_at_epoch": diverged_at, "total_time_s": sum(h["epoch_time_s"] for h in history)}
+    if not history:
+        res.update(best_epoch=None, selected_by=None, best_val_acc=None, test_acc_at_best=None,
+                   final_test_acc=None, final_train_acc=None, final_val_acc=None)
+        return res
+    has_val = history[0]["val_acc"] is not None
+    if has_val:
+        best = max(history, key=lambda h: (h["val_acc"], -h["epoch"]))
+    else:
+        best = history[-1]
+    last = history[-1]
+    res.update(best_epoch=best["epoch"], selected_by="val_acc" if has_val else "last_epoch",
+               best_val_acc=best["val_acc"] if has_val else None, test_acc_at_best=best["test_acc"],
+               final_test_acc=last["test_acc"], final_train_acc=last["train_acc"],
+               final_val_acc=last["val_acc"] if has_val else None,
+               mean_epoch_time_s=res["total_time_s"] / len(history),
+               peak_mem_alloc_mib=max((h["mem_alloc_mib"] or 0) for h in history) or None,
+               peak_mem_reserved_mib=max((h["mem_reserved_mib"] or 0) for h in history) or None)
+    return res

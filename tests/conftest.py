@@ -1,0 +1,34 @@
+"""Shared fixtures. Data: a small synthetic CIFAR-10 on disk, and a guard that no test downloads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labreport.data import write_synthetic_cifar10
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory) -> Path:
+    """Root folder holding cifar-10-batches-py/ with 500 train / 100 test learnable synthetic images.
+
+    Session-scoped and shared: treat it as read-only (copy it, or write your own, to corrupt files).
+    """
+    root = tmp_path_factory.mktemp("cifar")
+    write_synthetic_cifar10(root, n_train=500, n_test=100, seed=0)
+    return root
+
+
+@pytest.fixture
+def no_download(monkeypatch) -> list:
+    """Make torchvision's download fail as if offline; returns the list of attempted calls (args, kwargs)."""
+    import torchvision.datasets.utils as tv_utils
+
+    calls: list = []
+
+    def offline(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise OSError("network is unreachable (tests never download)")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    return calls
