@@ -29,6 +29,11 @@ class ModelInfo:
     paper_params_m: float | None = None  # He et al. 2015 Table 6, millions
     paper_error: float | None = None  # He et al. 2015 Table 6, test error %
     supports: frozenset[str] = frozenset(OPTIONS)
+    params: int | None = None  # trainable parameters with the default options (tests/test_models.py checks)
+
+
+# Exact counts with BatchNorm (norm="batch"), 10 classes: measured, and checked by a test.
+_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 
 
 def _cifar_resnet(depth: int, params: float, error: float) -> ModelInfo:
@@ -36,7 +41,7 @@ def _cifar_resnet(depth: int, params: float, error: float) -> ModelInfo:
     return ModelInfo(
         f"resnet{depth}", "cifar-resnet",
         f"CIFAR ResNet-{depth} (He et al. 2015 sec. 4.2): 3 stages x {n} basic blocks, option-A shortcuts",
-        depth, params, error,
+        depth, params, error, params=_PARAMS[depth],
     )
 
 
@@ -44,17 +49,17 @@ def _plain(depth: int) -> ModelInfo:
     return ModelInfo(
         f"plain{depth}", "plain",
         f"plain {depth}-layer net: ResNet-{depth} with the skip connections removed (gradient-flow study)",
-        depth,
+        depth, params=_PARAMS[depth],
     )
 
 
 _INFOS = [
     ModelInfo("resnet18", "torchvision",
               "torchvision ResNet-18, ImageNet stem, 10 classes (as the lab loads it)",
-              18, supports=frozenset({"dropout"})),
+              18, supports=frozenset({"dropout"}), params=11_181_642),
     ModelInfo("cifarnet", "baseline",
               "small CNN baseline of the lab: 4 conv + 2 fc, dropout after each stage",
-              6),
+              6, params=2_168_554),
     # Table 6 of the paper: depth, params (M), error (%).
     *(_cifar_resnet(d, p, e) for d, p, e in [
         (20, 0.27, 8.75), (32, 0.46, 7.51), (44, 0.66, 7.17),

@@ -229,6 +229,34 @@ def run(obj: Context, profile, only, device, dry_run):
     sys.exit(0 if summary.ok else 1)
 
 
+@main.command()
+@profile_option
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default="report.pdf",
+              show_default=True, help="the PDF to write")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="also write the HTML")
+@click.pass_obj
+def build(obj: Context, profile, out, html_out):
+    """Build the PDF report from the run store (no training, no data set needed).
+
+    Missing or unfinished runs are marked as such. Figures (SVG, PNG) and summary.json,
+    every number the conclusions use, are written to REPORT_files/ next to the PDF.
+
+    \b
+    Example:
+        labreport build --out report.pdf
+        labreport build --profile quick --out preview.pdf --html preview.html
+    """
+    from .report import build as build_report
+
+    config = obj.config(profile)
+    built = build_report(config, obj.store(config), out, html_out)
+    for p in built.problems:
+        click.echo(f"warning: {p}", err=True)
+    c = built.study.counts
+    click.echo(f"wrote {out} ({c['done']} done, {c['diverged']} diverged, "
+               f"{c['partial'] + c['missing'] + c['failed']} not finished); figures and summary in {built.summary.parent}")
+
+
 def _reporter(total: int):
     from .progress import LineReporter, RichReporter
 

@@ -1,8 +1,7 @@
 """CIFAR-10: find, download, verify and load it into tensors; batch and augment it on the device.
 
-The whole data set is held as one uint8 tensor per split (airbench's `CifarLoader` idea): an epoch
-is a permutation of indices, and normalisation and augmentation are batched tensor ops on the
-training device. No PIL, no DataLoader workers.
+The data set is one uint8 tensor per split (airbench's `CifarLoader` idea): an epoch is a permutation
+of indices; normalisation and augmentation are batched tensor ops on the device. No PIL, no workers.
 
 Files are the canonical python layout (https://www.cs.toronto.edu/~kriz/cifar.html):
 `cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`, pickles whose `data` is a
@@ -47,15 +46,12 @@ IMAGE_SHAPE = (3, 32, 32)  # channels, height, width; a row of `data` holds 3 * 
 
 def resolve_root(configured: str | Path | None, base: Path | None = None) -> Path:
     """The data folder: $LABREPORT_DATA, else `configured` (relative to `base`, the TOML's folder), else ./data."""
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
+    if env := os.environ.get(ENV_VAR, "").strip():
         return Path(env).expanduser().absolute()
-    if configured is not None and str(configured).strip():
-        path = Path(configured).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = Path(base) / path
-        return path.absolute()
-    return Path("data").absolute()
+    if configured is None or not str(configured).strip():
+        return Path("data").absolute()
+    path = Path(configured).expanduser()
+    return (Path(base) / path if base is not None and not path.is_absolute() else path).absolute()
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors have no useful ==; identity is what we want
@@ -68,16 +64,6 @@ class Cifar10:
     official: bool  # every file has the md5 torchvision lists for the official download
     root: Path  # the cifar-10-batches-py folder the tensors came from
     warnings: tuple[str, ...] = ()  # for the user and the report, e.g. "files differ from the official ..."
-
-
-def _official_md5s() -> dict[str, str]:
-    # Reuse torchvision's table rather than copying 7 hashes; the import is deferred because
-    # torchvision takes ~1 s to import and most of this module does not need it.
-    from torchvision.datasets import CIFAR10
-
-    table = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
-    table[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
-    return table
 
 
 def _missing_message(root: Path) -> str:
@@ -165,8 +151,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
     _ALLOWED = {
         ("_codecs", "encode"),  # bytes written by pickle protocol 2 under Python 3
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
         *((f"numpy.{core}.multiarray", n) for core in ("core", "_core") for n in ("_reconstruct", "scalar")),
         *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),  # pickle protocol 5
     }
@@ -208,12 +193,6 @@ def _batch_arrays(path: Path, batch: dict) -> tuple[np.ndarray, np.ndarray]:
     return data, labels.astype(np.int64)
 
 
-def _check_meta(path: Path, meta: dict) -> None:
-    names = tuple(n.decode() if isinstance(n, bytes) else n for n in _get(meta, "label_names") or ())
-    if names != CLASSES:  # a different class order would silently mislabel every per-class result
-        raise _bad(path, f"label_names {names} are not CIFAR-10's {CLASSES}")
-
-
 def _stack(arrays: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
     x = np.concatenate([a for a, _ in arrays]).reshape(-1, *IMAGE_SHAPE)  # one copy, no per-image objects
     return torch.from_numpy(x), torch.from_numpy(np.concatenate([b for _, b in arrays]))
@@ -232,10 +211,16 @@ def load_cifar10(root: Path, *, download: bool = True) -> Cifar10:
     with ThreadPoolExecutor(max_workers=1) as pool:
         md5s = pool.submit(lambda: {n: hashlib.md5(b).hexdigest() for n, b in raw.items()})
         fingerprint = pool.submit(_fingerprint, raw.items())
-        _check_meta(folder / META_FILE, _unpickle(folder / META_FILE, raw[META_FILE]))
+        names = _get(_unpickle(folder / META_FILE, raw[META_FILE]), "label_names") or ()
+        if tuple(n.decode() if isinstance(n, bytes) else n for n in names) != CLASSES:
+            # a different class order would silently mislabel every per-class result
+            raise _bad(folder / META_FILE, f"label_names {names} are not CIFAR-10's {CLASSES}")
         train = [_batch_arrays(folder / n, _unpickle(folder / n, raw[n])) for n in TRAIN_FILES]
         test = [_batch_arrays(folder / TEST_FILE, _unpickle(folder / TEST_FILE, raw[TEST_FILE]))]
-        official_md5 = _official_md5s()
+        # torchvision's md5 table, not a copy; imported here as it takes ~1.5 s and little else needs it
+        from torchvision.datasets import CIFAR10
+
+        official_md5 = dict(CIFAR10.train_list + CIFAR10.test_list, **{META_FILE: CIFAR10.meta["md5"]})
         differing = [n for n in FILES if md5s.result()[n] != official_md5[n]]
     warnings = ()
     if differing:
@@ -289,13 +274,9 @@ def write_synthetic_cifar10(root: Path, *, n_train: int = 500, n_test: int = 100
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    if tar:
-        # mtime 0 everywhere so the tarball's bytes are deterministic too.
+    if tar:  # mtime 0 in gzip and tar headers: the tarball's bytes are deterministic too
         with open(root / TARBALL, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w") as t:
-            info = tarfile.TarInfo(CIFAR_DIR)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            t.addfile(info)
             for name, blob in blobs.items():
                 info = tarfile.TarInfo(f"{CIFAR_DIR}/{name}")
                 info.size, info.mode = len(blob), 0o644
@@ -311,13 +292,18 @@ def write_synthetic_cifar10(root: Path, *, n_train: int = 500, n_test: int = 100
 
 # --- device-side batching -------------------------------------------------------------------------
 
+def _affine(mean, std, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # (x / 255 - mean) / std == x * scale - shift. Made once per epoch: each host-to-GPU copy stalls the CPU.
+    std_t = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
+    scale, shift = 1.0 / (255.0 * std_t), torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1) / std_t
+    return scale.to(device, dtype), shift.to(device, dtype)
+
+
 def normalize(x_uint8: torch.Tensor, mean=MEAN, std=STD, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(..., 3, H, W) uint8 -> (x / 255 - mean) / std as `dtype`, on x's device, as one multiply-subtract."""
+    """(..., 3, H, W) uint8 -> (x / 255 - mean) / std as `dtype`, on x's device."""
     if x_uint8.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 pixels, got {x_uint8.dtype}")
-    std_t = torch.tensor(std, dtype=torch.float64)
-    scale = (1.0 / (255.0 * std_t)).view(-1, 1, 1).to(x_uint8.device, dtype)
-    shift = (torch.tensor(mean, dtype=torch.float64) / std_t).view(-1, 1, 1).to(x_uint8.device, dtype)
+    scale, shift = _affine(mean, std, x_uint8.device, dtype)
     return x_uint8.to(dtype).mul_(scale).sub_(shift)
 
 
@@ -328,8 +314,9 @@ def _draw_crop_flip(n: int, pad: int, flip: bool, generator: torch.Generator, de
     return offsets, flips
 
 
-def random_crop_flip(x: torch.Tensor, *, pad: int = AUG_PAD, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
-    """He et al. 2015 (sec. 4.2) augmentation: pad `pad` zeros per side, random crop back to H x W, mirror with p=0.5.
+def random_crop_flip(x: torch.Tensor, *, pad: int = AUG_PAD, generator: torch.Generator,
+                     flip: bool = True) -> torch.Tensor:
+    """He et al. 2015 (sec. 4.2): pad `pad` zeros per side, random crop back to H x W, mirror with p=0.5.
 
     Call it on normalised images: the zero padding is then the data set's mean colour, so the border
     carries no signal (torchvision's RandomCrop on raw pixels pads black instead). Crops and flips are
@@ -342,13 +329,12 @@ def random_crop_flip(x: torch.Tensor, *, pad: int = AUG_PAD, generator: torch.Ge
     if pad == 0 and not flip:
         return x
     padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
-    wp = w + 2 * pad
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (n, h) rows of the padded image
     cols = torch.arange(w, device=x.device).expand(n, w)
     if flips is not None:
         cols = torch.where(flips[:, None], (w - 1) - cols, cols)  # a mirrored crop reads columns right to left
-    cols = offsets[1, :, None] + cols  # (n, w)
-    index = (rows[:, :, None] * wp + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    cols = offsets[1, :, None] + cols  # (n, w) columns of the padded image
+    index = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
     return padded.reshape(n, c, -1).gather(2, index).view(n, c, h, w)
 
 
@@ -388,7 +374,7 @@ def iterate_batches(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, 
         raise ValueError("shuffle and augment need a torch.Generator")
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device}, batches are made on {device}")
-    n = len(x_uint8)
+    n, (scale, shift) = len(x_uint8), _affine(MEAN, STD, device, dtype)
     order = torch.randperm(n, generator=generator, device=device) if shuffle else torch.arange(n, device=device)
     for b in range(num_batches(n, batch_size, drop_last)):
         idx = order[b * batch_size:(b + 1) * batch_size]
@@ -397,7 +383,7 @@ def iterate_batches(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, 
                 _draw_crop_flip(len(idx), AUG_PAD, True, generator, device)
             continue
         idx_src = idx.to(x_uint8.device)
-        xb = normalize(x_uint8[idx_src].to(device, non_blocking=True), dtype=dtype)
+        xb = x_uint8[idx_src].to(device, non_blocking=True).to(dtype).mul_(scale).sub_(shift)  # = normalize()
         if augment:
             xb = random_crop_flip(xb, pad=AUG_PAD, generator=generator)
         if channels_last:

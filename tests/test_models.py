@@ -229,3 +229,9 @@ def test_catalog_and_factories_name_the_same_models():
     from labreport.models import FACTORIES
 
     assert set(CATALOG) == set(FACTORIES)
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n != "resnet1202"])
+def test_catalog_parameter_counts_are_the_real_ones(name):
+    # the report quotes catalog counts without importing torch: they must be the built model's
+    assert MODELS[name].params == count_parameters(build_model(name))

@@ -1,0 +1,443 @@
+"""Training throughput of labreport's trainer against the common PyTorch loop and the bare model step.
+
+    python bench/bench_train.py [--data DIR] [--images N] [--batch 128] [--rounds 3]
+                                [--device auto|cpu|cuda] [--workers 2] [--json OUT]
+
+One process, one machine, measured side by side: every round times each method once, in a rotated
+order (A B C D, B C D A, ...), and the table shows the median over rounds (the machine is noisy;
+a ratio of two numbers taken minutes apart on a shared box means little). ResNet-20, batch 128,
+Adam, augmentation on, over the same N training images:
+
+  labreport    labreport.train.train, lab defaults (channels_last, fp32 on CPU / bf16 on CUDA),
+               one epoch in a fresh temporary run store; the images/s the trainer records itself
+               (training only) and the wall clock of the whole train() call (build, epoch,
+               evaluation, checkpoint) so nothing hides.
+  reference    the common style: torchvision CIFAR10 + RandomCrop/Flip/ToTensor/Normalize,
+               DataLoader(num_workers=2, shuffle), NCHW fp32, loss.item() every step.
+  bare         forward + backward + Adam step on one fixed, already normalised batch: no data
+               path at all, the compute limit (channels_last like labreport, and NCHW).
+
+Targets (the issue): labreport >= 1.5x reference and >= 0.9x bare (channels_last). Last, the wall
+time of `labreport run` when every run is already done (target < 1 s, no torch, no data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from labreport.config import TrainSpec
+from labreport.data import MEAN, STD, load_cifar10, split_train_val, subset_indices, write_synthetic_cifar10
+from labreport.models import build_model
+from labreport.store import RunStore
+from labreport.train import SPLIT_SEED, RunOptions, prepare, resolve_device, resolve_precision, train
+
+MODEL = "resnet20"
+LR = 1e-4  # the lab's Adam learning rate (experiments.toml [defaults])
+VAL_SIZE = 256  # evaluation is not what is measured: small splits keep the epoch's wall honest but short
+TEST_SUBSET = 256
+TARGET_VS_REFERENCE = 1.5
+TARGET_VS_BARE = 0.9
+TARGET_NOOP_S = 1.0
+REPO = Path(__file__).resolve().parents[1]
+BUILD_SCRIPT = REPO.parent / "shared" / "data" / "build_cifar10.py"
+
+
+# ---------------------------------------------------------------------------------------- setup
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data", help="folder holding cifar-10-batches-py (default ./data)")
+    p.add_argument("--images", type=int, default=1024, help="training images per measurement (default 1024)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
+    p.add_argument("--noop-reps", type=int, default=5, help="timed `labreport run` calls per command")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the figures as JSON")
+    return p.parse_args(argv)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device, precision: str) -> dict:
+    info = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "precision_labreport": precision}
+    try:
+        import torchvision
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        info["torchvision"] = None
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def ensure_data(root: Path, n_needed: int) -> tuple[Path, str]:
+    """root holding cifar-10-batches-py: as found, built from ../shared, or synthetic (with a note)."""
+    if (root / "cifar-10-batches-py").is_dir():
+        return root, "CIFAR-10 from " + str(root)
+    if BUILD_SCRIPT.is_file():
+        print(f"building CIFAR-10 into {root} with {BUILD_SCRIPT} ...", flush=True)
+        subprocess.run([sys.executable, str(BUILD_SCRIPT), str(root)], check=True)
+        return root, f"CIFAR-10 built by {BUILD_SCRIPT.name} into {root}"
+    write_synthetic_cifar10(root, n_train=max(n_needed, 1000), n_test=max(TEST_SUBSET, 100))
+    return root, f"NOTE: no CIFAR-10 and no build script: synthetic look-alike written to {root}"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def lab_spec(n: int, batch: int, seed: int) -> TrainSpec:
+    """The lab's defaults (Adam 1e-4, augment, precision auto) for one epoch over n images."""
+    return TrainSpec(model=MODEL, epochs=1, batch_size=batch, optimizer="adam", lr=LR, augment=True,
+                     val_size=VAL_SIZE, train_subset=n, test_subset=TEST_SUBSET, seed=seed)
+
+
+def train_indices(n_total: int, n: int) -> torch.Tensor:
+    """The very images labreport's prepare() trains on for train_subset=n."""
+    train_idx, _ = split_train_val(n_total, VAL_SIZE, SPLIT_SEED)
+    return train_idx[subset_indices(len(train_idx), n, SPLIT_SEED)]
+
+
+# ------------------------------------------------------------------------------------ methods
+def run_labreport(prepared, n: int, batch: int, device: torch.device, seed: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-runs-") as tmp:  # fresh store: never resumes
+        sync(device)
+        t0 = time.perf_counter()
+        result = train(lab_spec(n, batch, seed), prepared, device, RunStore(tmp), options=RunOptions())
+        sync(device)
+        wall = time.perf_counter() - t0
+        h = RunStore(tmp).read_history(result["key"])[-1]
+    seen = (n // batch) * batch
+    return {"images_per_s": h["images_per_s"], "train_time_s": h["train_time_s"],
+            "epoch_time_s": h["epoch_time_s"], "call_wall_s": wall, "wall_images_per_s": seen / wall}
+
+
+def _cifar10_from_arrays(data_hwc, targets, transform):
+    """torchvision's CIFAR10 over arrays already loaded: its item path (HWC uint8 -> PIL -> transform).
+
+    Used only when torchvision's constructor refuses the files (it checks the md5 of the official
+    download, so a rebuilt copy such as ../shared's is "corrupted" to it). __getitem__ is still
+    torchvision's, so the per-image work is exactly the common loop's.
+    """
+    from torchvision.datasets import CIFAR10
+
+    ds = CIFAR10.__new__(CIFAR10)  # skip __init__ (the md5 check and the unpickling), keep the methods
+    ds.root, ds.train, ds.transform, ds.target_transform = "", True, transform, None
+    ds.data, ds.targets = data_hwc, targets
+    return ds
+
+
+def make_reference_dataset(root: Path, data) -> tuple[object, str]:
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    try:
+        return datasets.CIFAR10(str(root), train=True, download=False, transform=tf), "torchvision CIFAR10"
+    except (RuntimeError, KeyError) as e:
+        hwc = data.train_x.permute(0, 2, 3, 1).contiguous().numpy()
+        note = (f"torchvision CIFAR10 refused {root} ({e}); its __getitem__ is used over the same "
+                "arrays (HWC uint8 -> PIL -> transforms)")
+        return _cifar10_from_arrays(hwc, data.train_y.tolist(), tf), note
+
+
+def run_reference(dataset, indices: torch.Tensor, batch: int, device: torch.device, workers: int,
+                  seed: int) -> dict:
+    from torch.utils.data import DataLoader, Subset
+
+    torch.manual_seed(seed)
+    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=batch, shuffle=True, num_workers=workers,
+                        drop_last=True, pin_memory=device.type == "cuda")
+    model = build_model(MODEL).to(device)  # NCHW fp32
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    model.train()
+    running, correct, seen = 0.0, 0, 0
+    sync(device)
+    t0 = time.perf_counter()  # the epoch as the common loop pays it: worker start-up included
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        running += loss.item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+        seen += len(y)
+    sync(device)
+    dt = time.perf_counter() - t0
+    return {"images_per_s": seen / dt, "train_time_s": dt}
+
+
+def run_bare(n: int, batch: int, device: torch.device, channels_last: bool, precision: str, seed: int) -> dict:
+    torch.manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(MODEL).to(device).to(memory_format=fmt)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)  # already normalised
+    y = torch.randint(0, 10, (batch,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    model.train()
+    steps = n // batch
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            out = model(x)
+        F.cross_entropy(out.float(), y).backward()
+        opt.step()
+    sync(device)
+    dt = time.perf_counter() - t0
+    return {"images_per_s": steps * batch / dt, "train_time_s": dt}
+
+
+# ------------------------------------------------------------------------------ labreport run no-op
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)\s*$")
+
+
+def _timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return time.perf_counter() - t0, proc
+
+
+def bench_noop(data_root: Path, device: str, reps: int) -> dict:
+    """Train a tiny matrix once, then time `labreport run` with nothing left to do."""
+    with tempfile.TemporaryDirectory(prefix="bench-noop-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "experiments.toml").write_text(
+            "[data]\n"
+            f"root = {json.dumps(str(data_root.resolve()))}\n"
+            "download = false\n"
+            "[store]\nroot = \"runs\"\n"
+            "[defaults]\nepochs = 1\nbatch_size = 128\ntrain_subset = 256\nval_size = 128\ntest_subset = 128\n"
+            "[[experiment]]\nname = \"tiny\"\nmodel = \"resnet20\"\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("LABREPORT_DATA", "LABREPORT_RUNS")}
+        args = ["-c", str(tmp / "experiments.toml"), "run", "--device", device]
+        first_s, proc = _timed([sys.executable, "-m", "labreport", *args], env, tmp)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the tiny `labreport run` failed (rc {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        # From here on a data load would fail loudly: the data root points nowhere and download is off.
+        env["LABREPORT_DATA"] = str(tmp / "no-data-here")
+        commands = {"python -m labreport": [sys.executable, "-m", "labreport"]}
+        script = Path(sys.executable).parent / "labreport"
+        if script.is_file() and os.access(script, os.X_OK):
+            commands["labreport (console script)"] = [str(script)]
+        _timed([sys.executable, "-c", "pass"], env, tmp)  # warm the page cache for the floor below
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        floor = []
+        outputs = set()
+        for _ in range(reps):  # interleaved, like the throughput rounds
+            floor.append(_timed([sys.executable, "-c", "pass"], env, tmp)[0])
+            for name, cmd in commands.items():
+                dt, p = _timed([*cmd, *args], env, tmp)
+                if p.returncode != 0:
+                    raise RuntimeError(f"no-op `{name} run` failed (rc {p.returncode}):\n{p.stdout}{p.stderr}")
+                times[name].append(dt)
+                outputs.add(p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "")
+        _, p = _timed([sys.executable, "-X", "importtime", "-m", "labreport", *args], env, tmp)
+        mods = [(m.group(4), int(m.group(2)), len(m.group(3))) for m in map(IMPORT_LINE.match, p.stderr.splitlines())
+                if m]
+        torch_mods = sorted({name for name, _, _ in mods if name == "torch" or name.startswith("torch.")})
+        top = sorted(((us, name) for name, us, depth in mods if depth == 1), reverse=True)[:4]
+    return {"first_run_s": first_s, "python_floor_s": statistics.median(floor),
+            "median_s": {k: statistics.median(v) for k, v in times.items()}, "times_s": times,
+            "output": sorted(outputs), "torch_imported": bool(torch_mods), "torch_modules": torch_mods[:5],
+            "modules_imported": len(mods), "top_imports_ms": [(n, us / 1000) for us, n in top],
+            "data_loaded": False}  # it would have raised: LABREPORT_DATA pointed at a missing folder
+
+
+# -------------------------------------------------------------------------------------- report
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
+
+
+def summarize(rounds: list[dict]) -> dict:
+    def med(method, field="images_per_s"):
+        return statistics.median(r[method][field] for r in rounds)
+
+    def span(method, field="images_per_s"):
+        vals = [r[method][field] for r in rounds]
+        return min(vals), max(vals)
+
+    s = {"labreport": med("labreport"), "labreport_wall": med("labreport", "wall_images_per_s"),
+         "reference": med("reference"), "bare_cl": med("bare_cl"), "bare_nchw": med("bare_nchw")}
+    s["spans"] = {"labreport": span("labreport"), "labreport_wall": span("labreport", "wall_images_per_s"),
+                  "reference": span("reference"), "bare_cl": span("bare_cl"), "bare_nchw": span("bare_nchw")}
+    s["ratios"] = {
+        "labreport_vs_reference": _ratio(s["labreport"], s["reference"]),
+        "labreport_vs_bare": _ratio(s["labreport"], s["bare_cl"]),
+        "labreport_vs_bare_nchw": _ratio(s["labreport"], s["bare_nchw"]),
+        "labreport_wall_vs_reference": _ratio(s["labreport_wall"], s["reference"]),
+    }
+    s["round_ratios"] = {  # the same ratio within each round: shows how much the noise moves it
+        "labreport_vs_reference": [_ratio(r["labreport"]["images_per_s"], r["reference"]["images_per_s"])
+                                   for r in rounds],
+        "labreport_vs_bare": [_ratio(r["labreport"]["images_per_s"], r["bare_cl"]["images_per_s"]) for r in rounds],
+    }
+    s["targets"] = {"labreport_vs_reference": TARGET_VS_REFERENCE, "labreport_vs_bare": TARGET_VS_BARE}
+    s["met"] = {"labreport_vs_reference": s["ratios"]["labreport_vs_reference"] >= TARGET_VS_REFERENCE,
+                "labreport_vs_bare": s["ratios"]["labreport_vs_bare"] >= TARGET_VS_BARE}
+    return s
+
+
+def print_table(s: dict, rounds: list[dict], args, workers: int) -> None:
+    def secs(method, field):
+        return statistics.median(r[method][field] for r in rounds)
+
+    rows = [
+        ("labreport trainer (recorded: training only)", "labreport", secs("labreport", "train_time_s")),
+        ("labreport trainer (wall of train() call)", "labreport_wall", secs("labreport", "call_wall_s")),
+        (f"reference loop (torchvision + DataLoader, {workers} workers)", "reference", secs("reference", "train_time_s")),
+        ("bare step, channels_last (compute limit)", "bare_cl", secs("bare_cl", "train_time_s")),
+        ("bare step, NCHW", "bare_nchw", secs("bare_nchw", "train_time_s")),
+    ]
+    print(f"\n{'method':<56} {'img/s':>8} {'min..max':>15} {'s/epoch':>8}")
+    for label, key, sec in rows:
+        lo, hi = s["spans"][key]
+        print(f"{label:<56} {s[key]:>8.1f} {lo:>7.1f}..{hi:<7.1f} {sec:>8.2f}")
+    ev = statistics.median(r["labreport"]["epoch_time_s"] - r["labreport"]["train_time_s"] for r in rounds)
+    print(f"  (labreport epoch_time_s - train_time_s = {ev:.2f} s: evaluation of {VAL_SIZE} val + "
+          f"{TEST_SUBSET} test images; the rest of the call is model build and checkpoint)")
+
+    r, rr = s["ratios"], s["round_ratios"]
+
+    def per_round(key):
+        return ", ".join(f"{v:.2f}" for v in rr[key])
+
+    print()
+    print(f"labreport / reference      {r['labreport_vs_reference']:5.2f}x   target >= {TARGET_VS_REFERENCE}x  "
+          f"{_verdict(s['met']['labreport_vs_reference'])}   (per round: {per_round('labreport_vs_reference')})")
+    print(f"labreport / bare (CL)      {r['labreport_vs_bare']:5.2f}x   target >= {TARGET_VS_BARE}x  "
+          f"{_verdict(s['met']['labreport_vs_bare'])}   (per round: {per_round('labreport_vs_bare')})")
+    print(f"labreport / bare (NCHW)    {r['labreport_vs_bare_nchw']:5.2f}x   (information: the other layout's limit)")
+    print(f"labreport wall / reference {r['labreport_wall_vs_reference']:5.2f}x   (information: whole train() call)")
+
+
+def print_noop(n: dict) -> None:
+    print("\n`labreport run` with every run already done (tiny matrix, trained once first "
+          f"in {n['first_run_s']:.1f} s):")
+    for name, med in n["median_s"].items():
+        times = ", ".join(f"{t:.2f}" for t in n["times_s"][name])
+        print(f"  {name:<28} median {med:.3f} s  target < {TARGET_NOOP_S:g} s  {_verdict(med < TARGET_NOOP_S)}"
+              f"   ({times})")
+    print(f"  python -c pass (floor)       median {n['python_floor_s']:.3f} s")
+    torch_note = f"YES ({', '.join(n['torch_modules'])})" if n["torch_imported"] else "no"
+    print(f"  torch imported: {torch_note}   data loaded: no (LABREPORT_DATA pointed at a missing folder)   "
+          f"modules imported: {n['modules_imported']}")
+    print("  slowest top-level imports: " + ", ".join(f"{m} {ms:.0f} ms" for m, ms in n["top_imports_ms"]))
+    print(f"  its output: {' | '.join(n['output'])}")
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    device = resolve_device(args.device)
+    precision = resolve_precision("auto", device)  # what the trainer uses under the lab's defaults
+    n = (args.images // args.batch) * args.batch
+    if n < args.batch:
+        sys.exit(f"--images must be at least --batch ({args.batch})")
+    info = machine_info(device, precision)
+    data_root, data_note = ensure_data(Path(args.data), n + VAL_SIZE)
+
+    t0 = time.perf_counter()
+    data = load_cifar10(data_root, download=False)
+    load_s = time.perf_counter() - t0
+    if len(data.train_y) < n + VAL_SIZE:
+        sys.exit(f"{data_root} holds {len(data.train_y)} training images; --images {n} needs {n + VAL_SIZE}")
+    t0 = time.perf_counter()
+    prepared = prepare(data, lab_spec(n, args.batch, 0), device)  # as the runner does: once, cached
+    prepare_s = time.perf_counter() - t0
+    dataset, ref_note = make_reference_dataset(data_root, data)
+    indices = train_indices(len(data.train_y), n)
+
+    print(f"labreport training benchmark: {MODEL}, batch {args.batch}, Adam lr {LR:g}, augmentation on, "
+          f"{n} training images per measurement, {args.rounds} interleaved rounds (order rotated), median")
+    print(f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch {info['torch']} "
+          f"({info['torch_threads']} threads), torchvision {info['torchvision']}, python {info['python']}, "
+          f"device {device}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}")
+    print(f"data: {data_note}; fingerprint {data.fingerprint}; labreport load {load_s:.2f} s + prepare {prepare_s:.2f} s "
+          "(once, not in the figures)")
+    print(f"labreport: channels_last on, precision {precision} (lab defaults); reference: NCHW fp32, "
+          f"{args.workers} DataLoader workers (the common choice; they share the {info['logical_cpus']} CPUs "
+          "with the training threads), loss.item() per step")
+    if ref_note != "torchvision CIFAR10":
+        print(f"reference data: {ref_note}")
+
+    methods = {
+        "labreport": lambda m, seed: run_labreport(prepared, m, args.batch, device, seed),
+        "reference": lambda m, seed: run_reference(dataset, indices[:m], args.batch, device, args.workers, seed),
+        "bare_cl": lambda m, seed: run_bare(m, args.batch, device, True, precision, seed),
+        "bare_nchw": lambda m, seed: run_bare(m, args.batch, device, False, "fp32", seed),
+    }
+    # Warm-up, not counted: oneDNN/cuDNN kernel choice, allocator, first fork of the workers.
+    t0 = time.perf_counter()
+    for fn in methods.values():
+        fn(2 * args.batch, 1000)
+    print(f"warm-up (2 steps of each method, not counted): {time.perf_counter() - t0:.1f} s", flush=True)
+
+    names = list(methods)
+    rounds: list[dict] = []
+    for i in range(args.rounds):
+        order = names[i % len(names):] + names[:i % len(names)]
+        rec = {}
+        for name in order:
+            rec[name] = methods[name](n, i)
+        rounds.append(rec)
+        print(f"round {i + 1}/{args.rounds} ({' '.join(order)}): "
+              f"labreport {rec['labreport']['images_per_s']:.1f} (wall {rec['labreport']['wall_images_per_s']:.1f}), "
+              f"reference {rec['reference']['images_per_s']:.1f}, bare CL {rec['bare_cl']['images_per_s']:.1f}, "
+              f"bare NCHW {rec['bare_nchw']['images_per_s']:.1f} img/s", flush=True)
+
+    summary = summarize(rounds)
+    print_table(summary, rounds, args, args.workers)
+    noop = bench_noop(data_root, "cpu" if device.type == "cpu" else args.device, args.noop_reps)
+    print_noop(noop)
+    total = time.perf_counter() - t_start
+    print(f"\ntotal benchmark time {total:.0f} s")
+
+    if args.json_out:
+        out = {"machine": info, "settings": {"model": MODEL, "images": n, "batch": args.batch, "rounds": args.rounds,
+                                             "workers": args.workers, "val_size": VAL_SIZE,
+                                             "test_subset": TEST_SUBSET, "lr": LR},
+               "data": {"note": data_note, "fingerprint": data.fingerprint, "reference": ref_note,
+                        "load_s": load_s, "prepare_s": prepare_s},
+               "rounds": rounds, "summary": summary, "noop": noop, "total_s": total}
+        Path(args.json_out).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"figures written to {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

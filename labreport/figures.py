@@ -1,0 +1,357 @@
+"""Results -> matplotlib Figures for the report (no torch; no I/O except `save_figure`).
+
+Every function takes what `analysis` computed (groups, success rates, resources) and returns a
+`matplotlib.figure.Figure`, or None when there is nothing to draw, so the report can skip the
+figure and say why. Figures are built with the object-oriented API only: no pyplot, no global
+backend, rcParams changed only inside `rc_context`. Sizes fit an A4 text column (6.3 in wide);
+titles are left to the report's numbered captions. `save_figure` writes byte-identical SVG and
+PNG files for equal input, so a rebuilt report does not change when the results did not.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from .analysis import Group, Resource
+
+PAGE_WIDTH = 6.3  # inches: A4 minus 2 x 2.5 cm margins, minus a little
+MANY = 6  # more groups than this: test accuracy only, compact legend below
+PALETTE = matplotlib.colormaps["tab10"].colors  # colour-blind-safe, 10 colours
+LINESTYLES = ("-", "--", ":", "-.")
+
+_RC = {
+    "font.family": "DejaVu Sans",  # has Cyrillic glyphs
+    "font.size": 8,
+    "axes.labelsize": 8,
+    "axes.titlesize": 9,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "legend.fontsize": 7.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "svg.hashsalt": "labreport",  # fixed element ids: reproducible SVG
+    "svg.fonttype": "path",  # glyphs as paths: renders the same without the font installed
+}
+
+LABELS = {
+    "ru": {
+        "epoch": "Эпоха", "accuracy": "Точность", "test_accuracy": "Точность на тесте",
+        "val": "валидация", "test": "тест", "epoch_time": "Время эпохи, с",
+        "peak_mem": "Пиковая память, МиБ", "threshold": "Порог", "na": "—", "na_cpu": "н/д на CPU",
+        "partial_runs": "неполный {k}/{n} запусков", "partial_epochs": "неполный {k}/{n} эпох",
+        "best_val": "Лучшая точность на валидации", "trained": "обучилась",
+        "not_trained": "не обучилась", "no_value": "расходимость / нет данных",
+        "trained_count": "обучилось: {k}/{n}", "cell_metric": "Точность на тесте, %",
+    },
+    "en": {
+        "epoch": "Epoch", "accuracy": "Accuracy", "test_accuracy": "Test accuracy",
+        "val": "validation", "test": "test", "epoch_time": "Epoch time, s",
+        "peak_mem": "Peak memory, MiB", "threshold": "Threshold", "na": "n/a", "na_cpu": "n/a on CPU",
+        "partial_runs": "partial {k}/{n} runs", "partial_epochs": "partial {k}/{n} epochs",
+        "best_val": "Best validation accuracy", "trained": "trained",
+        "not_trained": "not trained", "no_value": "diverged / no value",
+        "trained_count": "trained: {k}/{n}", "cell_metric": "Test accuracy, %",
+    },
+}
+
+FACTORS = {
+    "ru": {"dropout": "Dropout", "weight_decay": "Коэффициент L2 (weight decay)", "norm": "Нормализация",
+           "lr": "Скорость обучения", "batch_size": "Размер батча", "model": "Модель"},
+    "en": {"dropout": "Dropout", "weight_decay": "L2 coefficient (weight decay)", "norm": "Normalization",
+           "lr": "Learning rate", "batch_size": "Batch size", "model": "Model"},
+}
+_SHORT = {"weight_decay": "wd", "batch_size": "bs"}  # legend keys: the grid legend must stay compact
+
+
+def _t(lang: str, key: str) -> str:
+    return LABELS.get(lang, LABELS["en"])[key]
+
+
+def _styled(fn):
+    """Build the figure under the house rcParams (restored afterwards: no global state)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(_RC):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _sorted_levels(values) -> list:
+    levels = list(dict.fromkeys(values))
+    try:
+        return sorted(levels)
+    except TypeError:  # mixed types: keep a stable order anyway
+        return sorted(levels, key=str)
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy curves
+# --------------------------------------------------------------------------------------------
+def _mean_curve(runs: Sequence, key: str) -> tuple[list, list]:
+    """Mean of `key` per epoch over the runs that reached that epoch (partial runs included)."""
+    per_epoch: dict = {}
+    for r in runs:
+        for h in r.history:
+            if (e := h.get("epoch")) is not None and _finite(v := h.get(key)):
+                per_epoch.setdefault(e, []).append(v)
+    epochs = sorted(per_epoch)
+    return epochs, [statistics.fmean(per_epoch[e]) for e in epochs]
+
+
+def _legend_label(g: Group, groups: Sequence[Group], lang: str, wrap: bool = False) -> str:
+    """Grid coordinates only when every group is from one experiment; a marker when incomplete
+    (on its own line with `wrap`, so that legend columns stay narrow)."""
+    if g.coords and len({x.experiment for x in groups}) == 1:
+        label = ", ".join(f"{_SHORT.get(k, k)}={_fmt(v)}" for k, v in g.coords)
+    else:
+        label = g.label
+    if not g.complete:
+        if g.n_total > 1:
+            marker = _t(lang, "partial_runs").format(k=len(g.finished), n=g.n_total)
+        else:
+            run = g.runs[0]
+            done = max((h.get("epoch", 0) for h in run.history), default=0)
+            marker = _t(lang, "partial_epochs").format(k=done, n=run.spec.get("epochs", "?"))
+        label += f"{chr(10) if wrap else ' '}({marker})"
+    return label
+
+
+def _styles(groups: Sequence[Group]) -> list[tuple]:
+    """(colour, linestyle) per group. A two-factor grid: colour = one factor, line = the other,
+    so a 3 x 4 grid reads as 'colour is L2, dash is dropout' instead of 12 unrelated colours."""
+    n = len(groups)
+    names = [k for k, _ in groups[0].coords] if groups else []
+    if n > len(PALETTE) and len(names) == 2 and all([k for k, _ in g.coords] == names for g in groups):
+        a, b = (_sorted_levels(g.coord(k) for g in groups) for k in names)
+        if len(a) < len(b):
+            names, a, b = names[::-1], b, a
+        if len(a) <= len(PALETTE) and len(b) <= len(LINESTYLES):
+            return [(PALETTE[a.index(g.coord(names[0]))], LINESTYLES[b.index(g.coord(names[1]))]) for g in groups]
+    return [(PALETTE[i % len(PALETTE)], LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]) for i in range(n)]
+
+
+@_styled
+def curves(groups: Sequence[Group], lang: str = "ru", title: str | None = None) -> Figure | None:
+    """Validation (dashed) and test (solid) accuracy per epoch, mean over each group's runs.
+
+    More than MANY groups: test accuracy only, one style per group, legend below in columns.
+    None when no group has any history.
+    """
+    drawn = [g for g in groups if any(r.history for r in g.runs)]
+    if not drawn:
+        return None
+    many = len(drawn) > MANY
+    fig = Figure(figsize=(PAGE_WIDTH, 4.0 if many else 3.3), layout="constrained")
+    ax = fig.add_subplot()
+    handles, any_val = [], False
+    for g, (colour, ls) in zip(drawn, _styles(drawn)):
+        runs = [r for r in g.runs if r.history]
+        label = _legend_label(g, drawn, lang, wrap=many)
+        ax.plot(*_mean_curve(runs, "test_acc"), color=colour, ls=ls if many else "-", lw=1.2)
+        if not many:
+            ve, vv = _mean_curve(runs, "val_acc")
+            if ve:
+                ax.plot(ve, vv, color=colour, ls="--", lw=1.0)
+                any_val = True
+        handles.append(Line2D([], [], color=colour, ls=ls if many else "-", lw=1.2, label=label))
+    if not many:
+        handles.append(Line2D([], [], color="0.3", ls="-", lw=1.0, label=_t(lang, "test")))
+        if any_val:
+            handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=_t(lang, "val")))
+    ax.set_xlabel(_t(lang, "epoch"))
+    ax.set_ylabel(_t(lang, "test_accuracy" if many else "accuracy"))
+    ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ncol = 3 if many else min(len(handles), 4)
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
+               fontsize=7 if many else 7.5, handlelength=2.5, columnspacing=1.2)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Two-factor grid
+# --------------------------------------------------------------------------------------------
+@_styled
+def heatmap(groups: Sequence[Group], row: str, col: str, lang: str = "ru") -> Figure | None:
+    """Mean test accuracy (at the validation-chosen epoch) over a row x col grid, in %.
+
+    Cells average the groups at that grid point (other factors, if any, pooled); a cell with no
+    finished run says n/a. None when either factor has fewer than 2 levels or nothing finished.
+    """
+    grid = [g for g in groups if g.coord(row) is not None and g.coord(col) is not None]
+    rows = _sorted_levels(g.coord(row) for g in grid)
+    cols = _sorted_levels(g.coord(col) for g in grid)
+    if len(rows) < 2 or len(cols) < 2:
+        return None
+    cells: dict[tuple, list[float]] = {}
+    for g in grid:
+        if g.mean is not None:
+            cells.setdefault((g.coord(row), g.coord(col)), []).append(g.mean)
+    if not cells:
+        return None
+    values = np.full((len(rows), len(cols)), np.nan)
+    for (r, c), means in cells.items():
+        values[rows.index(r), cols.index(c)] = 100 * statistics.fmean(means)
+    fig = Figure(figsize=(min(PAGE_WIDTH, 1.1 * len(cols) + 2.2), 0.5 * len(rows) + 1.3), layout="constrained")
+    ax = fig.add_subplot()
+    ax.grid(False)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.9")
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            v = values[i, j]
+            if math.isnan(v):
+                ax.text(j, i, _t(lang, "na"), ha="center", va="center", color="0.35")
+            else:  # dark text on the light (yellow) end of viridis, light text elsewhere
+                dark = (v - lo) / (hi - lo) > 0.6
+                ax.text(j, i, f"{v:.1f}%", ha="center", va="center", color="0.1" if dark else "white")
+    ax.set_xticks(range(len(cols)), [_fmt(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [_fmt(r) for r in rows])
+    ax.set_xlabel(FACTORS.get(lang, FACTORS["en"]).get(col, col))
+    ax.set_ylabel(FACTORS.get(lang, FACTORS["en"]).get(row, row))
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    cbar = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
+    cbar.set_label(_t(lang, "cell_metric"))
+    cbar.outline.set_visible(False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds: did each run train?
+# --------------------------------------------------------------------------------------------
+PerRun = Sequence[tuple[int | None, float | None, bool]]  # analysis.SuccessRate.per_run
+
+
+@_styled
+def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, lang: str = "ru") -> Figure | None:
+    """Best validation accuracy of every seed, one column per arm, with the 'trained' threshold.
+
+    Points are spread by their index in the arm (deterministic jitter). Filled circles trained,
+    hollow ones did not; runs without a value (diverged before validating) are an 'x' at 0, as
+    are diverged runs whose value is above the threshold (drawn at that value).
+    """
+    arms = [(label, list(per_run)) for label, per_run in arms if per_run]
+    if not arms:
+        return None
+    fig = Figure(figsize=(min(PAGE_WIDTH, 1.5 * len(arms) + 2.0), 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.grid(False, axis="x")
+    trained_pts, other_pts, bad_pts = [], [], []
+    for x, (_, per_run) in enumerate(arms):
+        offsets = np.linspace(-0.22, 0.22, len(per_run)) if len(per_run) > 1 else [0.0]
+        for dx, (_, acc, ok) in zip(offsets, per_run):
+            if not _finite(acc):
+                bad_pts.append((x + dx, 0.0))
+            elif ok:
+                trained_pts.append((x + dx, acc))
+            elif acc > threshold:  # above the threshold yet not trained: it diverged later
+                bad_pts.append((x + dx, acc))
+            else:
+                other_pts.append((x + dx, acc))
+    ax.axhline(threshold, ls="--", lw=1.0, color="0.4", label=f"{_t(lang, 'threshold')} {threshold:g}")
+    for pts, kw, key in ((trained_pts, dict(marker="o", color=PALETTE[0]), "trained"),
+                         (other_pts, dict(marker="o", facecolors="none", edgecolors=PALETTE[1]), "not_trained"),
+                         (bad_pts, dict(marker="x", color=PALETTE[3]), "no_value")):
+        if pts:
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, s=22, linewidths=1.0, label=_t(lang, key), zorder=3, **kw)
+    ticks = [f"{label}\n{_t(lang, 'trained_count').format(k=sum(ok for *_, ok in pr), n=len(pr))}"
+             for label, pr in arms]
+    ax.set_xticks(range(len(arms)), ticks)
+    ax.set_xlim(-0.5, len(arms) - 0.5)
+    ax.set_ylim(-0.03, 1.0)
+    ax.set_ylabel(_t(lang, "best_val"))
+    fig.legend(loc="outside lower center", ncol=2, frameon=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Cost
+# --------------------------------------------------------------------------------------------
+def _compact(label: str) -> str:
+    for key, short in _SHORT.items():
+        label = label.replace(f"{key}=", f"{short}=")
+    return label.replace("[", " [")
+
+
+def _bar_panel(ax, values: list, fmt: str, na: str) -> None:
+    y = np.arange(len(values))
+    ax.barh(y, [v if _finite(v) else 0 for v in values], color=PALETTE[0], height=0.65)
+    top = max((v for v in values if _finite(v)), default=1.0) or 1.0
+    for yi, v in zip(y, values):
+        ax.text((v if _finite(v) else 0) + 0.02 * top, yi, fmt.format(v) if _finite(v) else na,
+                va="center", fontsize=7, color="0.2" if _finite(v) else "0.5")
+    ax.set_xlim(0, top * 1.25)
+    ax.set_axisbelow(True)  # grid lines behind the bars
+    ax.grid(False, axis="y")
+    ax.tick_params(axis="y", length=0)
+
+
+@_styled
+def resources_chart(rows: Sequence[Resource], lang: str = "ru") -> Figure | None:
+    """Seconds per epoch and peak device memory per group: two horizontal bar panels."""
+    rows = list(rows)
+    if not rows or all(not _finite(r.epoch_time_s) and not _finite(r.peak_mem_mib) for r in rows):
+        return None
+    fig = Figure(figsize=(PAGE_WIDTH, 0.2 * len(rows) + 1.0), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    _bar_panel(left, [r.epoch_time_s for r in rows], "{:.1f}", _t(lang, "na"))
+    left.set_xlabel(_t(lang, "epoch_time"))
+    left.set_yticks(range(len(rows)), [_compact(r.label) for r in rows])
+    left.invert_yaxis()
+    mem = [r.peak_mem_mib for r in rows]
+    if any(_finite(m) for m in mem):
+        _bar_panel(right, mem, "{:.0f}", _t(lang, "na"))
+    else:
+        right.text(0.5, 0.5, _t(lang, "na_cpu"), transform=right.transAxes, ha="center", va="center",
+                   color="0.4", fontsize=9)
+        right.set_xticks([])
+        right.grid(False)
+        for spine in right.spines.values():
+            spine.set_visible(False)
+    right.set_xlabel(_t(lang, "peak_mem"))
+    right.tick_params(axis="y", length=0, labelleft=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+def save_figure(fig: Figure, out_dir: Path, name: str) -> dict[str, Path]:
+    """Write out_dir/name.svg and out_dir/name.png (150 dpi), byte-identical for equal figures:
+    no date in the SVG, no software tag in the PNG, fixed SVG ids."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"svg": out_dir / f"{name}.svg", "png": out_dir / f"{name}.png"}
+    with matplotlib.rc_context(_RC):
+        fig.savefig(paths["svg"], format="svg", metadata={"Date": None, "Creator": None})
+        fig.savefig(paths["png"], format="png", dpi=150, metadata={"Software": None})
+    return paths

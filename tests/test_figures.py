@@ -1,0 +1,195 @@
+"""Tests for labreport.figures: what each figure draws, empty input, reproducible files, Cyrillic."""
+
+from __future__ import annotations
+
+import pytest
+from matplotlib.figure import Figure
+
+from labreport import figures
+from labreport.analysis import Resource, group_runs, resources, success_rate
+from labreport.results import RunView
+
+EPOCHS = 3
+
+
+def _history(final: float, epochs: int = EPOCHS, val: bool = True, gpu: bool = True) -> tuple[dict, ...]:
+    out = []
+    for e in range(1, epochs + 1):
+        acc = 0.1 + (final - 0.1) * e / EPOCHS
+        out.append(dict(epoch=e, lr=0.1, train_loss=1.0, train_acc=acc + 0.05, val_loss=1.0,
+                        val_acc=acc + 0.01 if val else None, test_loss=1.0, test_acc=acc, train_time_s=1.0,
+                        epoch_time_s=1.2, images_per_s=1000.0, grad_norm_mean=1.0, grad_norm_max=2.0,
+                        mem_alloc_mib=100.0 if gpu else None, mem_reserved_mib=120.0 if gpu else None,
+                        micro_batch=128))
+    return tuple(out)
+
+
+def _view(exp: str, varying: dict, final: float, status: str = "done", epochs_done: int = EPOCHS,
+          gpu: bool = True, val: bool = True) -> RunView:
+    spec = dict(model="resnet20", norm="batch", dropout=varying.get("dropout", 0.0),
+                weight_decay=varying.get("weight_decay", 0.0), seed=varying.get("seed", 0), epochs=EPOCHS)
+    history = () if status == "missing" else _history(final, epochs_done if status == "partial" else EPOCHS,
+                                                      val=val, gpu=gpu)
+    result = None
+    if status in ("done", "diverged"):
+        result = dict(status="completed" if status == "done" else "diverged", best_epoch=EPOCHS,
+                      best_val_acc=history[-1]["val_acc"], test_acc_at_best=history[-1]["test_acc"],
+                      final_test_acc=history[-1]["test_acc"], final_train_acc=history[-1]["train_acc"],
+                      mean_epoch_time_s=1.2, peak_mem_alloc_mib=100.0 if gpu else None, params=270_000, spec=spec)
+    coords = ", ".join(f"{k}={v}" for k, v in varying.items())
+    return RunView(exp, "4", f"{exp}[{coords}]", f"{exp}-{coords}", spec, dict(varying), status, result, history)
+
+
+@pytest.fixture
+def grid():
+    """dropout x weight_decay = 2 x 3; (0.3, 1e-3) missing, (0.3, 1e-4) partial after 1 epoch."""
+    views = []
+    for d in (0.0, 0.3):
+        for wd in (0.0, 1e-4, 1e-3):
+            status = {(0.3, 1e-3): "missing", (0.3, 1e-4): "partial"}.get((d, wd), "done")
+            views.append(_view("reg", {"dropout": d, "weight_decay": wd}, 0.8 - d / 10 - wd * 10, status, 1))
+    return group_runs(views)
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def _legend_texts(fig: Figure) -> list[str]:
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+# --- curves -----------------------------------------------------------------------------------
+def test_curves_draws_val_and_test_per_group_and_marks_partial(grid):
+    fig = figures.curves(grid, lang="en")
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    # 5 groups with history (the missing one has none): one test and one validation line each
+    assert len(ax.get_lines()) == 10
+    assert {line.get_linestyle() for line in ax.get_lines()} == {"-", "--"}
+    assert ax.get_ylim() == (0, 1)
+    labels = _legend_texts(fig)
+    assert "dropout=0.3, wd=0.0001 (partial 1/3 epochs)" in labels
+    assert "dropout=0, wd=0" in labels and "test" in labels and "validation" in labels
+    assert not any("0.001" in lbl and "dropout=0.3" in lbl for lbl in labels)
+
+
+def test_curves_many_groups_test_only_russian():
+    views = [_view("reg", {"dropout": d, "weight_decay": wd}, 0.8) for d in (0.0, 0.15, 0.3)
+             for wd in (0.0, 1e-5, 1e-4, 1e-3)]
+    fig = figures.curves(group_runs(views), lang="ru")
+    (ax,) = fig.axes
+    assert len(ax.get_lines()) == 12
+    assert ax.get_ylabel() == "Точность на тесте" and ax.get_xlabel() == "Эпоха"
+    # grid styling: colour follows one factor (4 levels), line style the other (3 levels)
+    styles = {(line.get_color(), line.get_linestyle()) for line in ax.get_lines()}
+    assert len(styles) == 12
+    assert len({c for c, _ in styles}) == 4 and len({s for _, s in styles}) == 3
+    assert not fig.axes[0].get_title()
+
+
+def test_curves_multi_seed_partial_group_and_no_validation():
+    runs = [_view("nobn", {"seed": s}, 0.5, status, val=False)
+            for s, status in enumerate(("done", "done", "partial", "missing"))]
+    fig = figures.curves(group_runs(runs), lang="ru", title="Заголовок")
+    (ax,) = fig.axes
+    assert len(ax.get_lines()) == 1  # no validation split: test only
+    assert "nobn (неполный 2/4 запусков)" in _legend_texts(fig)
+    assert ax.get_title() == "Заголовок"
+
+
+def test_curves_none_without_history():
+    assert figures.curves([]) is None
+    assert figures.curves(group_runs([_view("x", {"seed": 0}, 0.5, "missing")])) is None
+
+
+# --- heatmap ----------------------------------------------------------------------------------
+def test_heatmap_annotates_every_cell(grid):
+    fig = figures.heatmap(grid, "dropout", "weight_decay", lang="en")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    texts = _texts(fig)
+    assert len(texts) == 2 * 3
+    # the missing cell and the partial one (no finished run) have no value
+    assert texts.count("n/a") == 2
+    assert texts[0] == "80.0%"  # row dropout=0, col wd=0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.0001", "0.001"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "0.3"]
+    assert len(fig.axes) == 2  # the heat map and its colour bar
+    assert "—" in _texts(figures.heatmap(grid, "dropout", "weight_decay", lang="ru"))
+
+
+def test_heatmap_none_with_one_level(grid):
+    one_row = [g for g in grid if g.coord("dropout") == 0.0]
+    assert figures.heatmap(one_row, "dropout", "weight_decay") is None
+    assert figures.heatmap(grid, "dropout", "norm") is None
+    assert figures.heatmap([], "dropout", "weight_decay") is None
+
+
+# --- seeds ------------------------------------------------------------------------------------
+def test_seeds_strip_points_threshold_and_counts():
+    arms = [("BN", [(0, 0.9, True), (1, 0.88, True)]),
+            ("no BN", [(0, 0.1, False), (1, None, False), (2, 0.6, True), (3, 0.5, False)])]
+    fig = figures.seeds_strip(arms, threshold=0.2, lang="en")
+    (ax,) = fig.axes
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.2]  # the threshold
+    trained, not_trained, bad = ax.collections
+    assert len(trained.get_offsets()) == 3
+    assert len(not_trained.get_offsets()) == 1
+    # None at 0, and a run above the threshold that did not train (diverged) at its value
+    assert sorted(y for _, y in bad.get_offsets()) == [0.0, 0.5]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["BN\ntrained: 2/2", "no BN\ntrained: 1/4"]
+    assert "Threshold 0.2" in _legend_texts(fig)
+
+
+def test_seeds_strip_from_success_rate_is_deterministic():
+    runs = [_view("nobn", {"seed": s}, 0.1 + 0.5 * (s == 2)) for s in range(5)]
+    rate = success_rate("ResNet-110, без BN", runs, threshold=0.2, claim_rate=0.1)
+    a, b = (figures.seeds_strip([(rate.label, rate.per_run)], 0.2) for _ in range(2))
+    assert (a.axes[0].collections[0].get_offsets() == b.axes[0].collections[0].get_offsets()).all()
+    assert figures.seeds_strip([], 0.2) is None
+    assert figures.seeds_strip([("empty", [])], 0.2) is None
+
+
+# --- resources --------------------------------------------------------------------------------
+def test_resources_chart_two_panels(grid):
+    rows = resources(grid)
+    fig = figures.resources_chart(rows, lang="ru")
+    left, right = fig.axes
+    assert len(left.patches) == len(right.patches) == len(rows)
+    assert left.get_xlabel() == "Время эпохи, с" and right.get_xlabel() == "Пиковая память, МиБ"
+    assert [t.get_text() for t in left.get_yticklabels()][0] == "reg [dropout=0, wd=0]"
+    assert _texts(fig).count("—") == 2 * 2  # two groups without a finished run, in both panels
+
+
+def test_resources_chart_cpu_memory_and_empty():
+    rows = [Resource("a", "resnet20", 1, 2.0, 100.0, None, 0.1), Resource("b", "resnet20", 1, 3.0, 90.0, None, 0.1)]
+    fig = figures.resources_chart(rows, lang="en")
+    left, right = fig.axes
+    assert len(left.patches) == 2 and not right.patches
+    assert "n/a on CPU" in [t.get_text() for t in right.texts]
+    assert figures.resources_chart([]) is None
+    assert figures.resources_chart([Resource("a", "m", None, None, None, None, None)]) is None
+
+
+# --- files ------------------------------------------------------------------------------------
+def test_save_figure_is_byte_identical_and_undated(grid, tmp_path):
+    outs = [figures.save_figure(figures.curves(grid, lang="ru"), tmp_path / d, "curves") for d in ("a", "b")]
+    for kind in ("svg", "png"):
+        assert outs[0][kind] == tmp_path / "a" / f"curves.{kind}"
+        assert outs[0][kind].read_bytes() == outs[1][kind].read_bytes()
+    svg = outs[0]["svg"].read_text(encoding="utf-8")
+    assert "<dc:date>" not in svg and "Date" not in svg
+    assert "Эпоха" in svg and "Точность" in svg  # Cyrillic labels made it into the file
+    assert outs[0]["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_figure_renders_in_both_languages(grid, tmp_path):
+    arms = [("ResNet-110, без BN", [(0, 0.1, False), (1, None, False)])]
+    for lang in ("ru", "en"):
+        figs = {"curves": figures.curves(grid, lang), "heatmap": figures.heatmap(grid, "dropout", "weight_decay", lang),
+                "seeds": figures.seeds_strip(arms, 0.2, lang), "resources": figures.resources_chart(resources(grid), lang)}
+        for name, fig in figs.items():
+            paths = figures.save_figure(fig, tmp_path, f"{name}_{lang}")
+            assert paths["png"].stat().st_size > 1000
