@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 import numpy as np
@@ -277,9 +277,9 @@ def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, lang: str 
             else:
                 other_pts.append((x + dx, acc))
     ax.axhline(threshold, ls="--", lw=1.0, color="0.4", label=f"{_t(lang, 'threshold')} {threshold:g}")
-    for pts, kw, key in ((trained_pts, dict(marker="o", color=PALETTE[0]), "trained"),
-                         (other_pts, dict(marker="o", facecolors="none", edgecolors=PALETTE[1]), "not_trained"),
-                         (bad_pts, dict(marker="x", color=PALETTE[3]), "no_value")):
+    for pts, kw, key in ((trained_pts, {"marker": "o", "color": PALETTE[0]}, "trained"),
+                         (other_pts, {"marker": "o", "facecolors": "none", "edgecolors": PALETTE[1]}, "not_trained"),
+                         (bad_pts, {"marker": "x", "color": PALETTE[3]}, "no_value")):
         if pts:
             xs, ys = zip(*pts)
             ax.scatter(xs, ys, s=22, linewidths=1.0, label=_t(lang, key), zorder=3, **kw)

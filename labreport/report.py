@@ -8,8 +8,8 @@ no other `file://` path.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,13 @@ class FigureRef:
     caption: str
     svg: Path
     png: Path
+
+
+class _NoResult(dict):
+    """What the templates see for a run without a result: every field is None."""
+
+    def __missing__(self, key):
+        return None
 
 
 class Numbering:
@@ -180,7 +187,7 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
         r=report, lang=lang, study=study, views=views, figures=figures, num=Numbering(),
         task_titles=TASK_TITLES[lang], catalog=CATALOG, provenance=_provenance(views),
         config=config, fonts_dir=FONTS_DIR.as_uri(), version=__version__,
-        experiments=experiment_rows(config),
+        experiments=experiment_rows(config), no_result=_NoResult(),
     )
 
 
@@ -218,7 +225,15 @@ def write_pdf(html: str, out: Path, allowed: list[Path], base_url: Path) -> None
     import weasyprint
 
     doc = weasyprint.HTML(string=html, base_url=base_url.as_uri() + "/", url_fetcher=_LocalOnlyFetcher(allowed))
-    pdf = doc.write_pdf(pdf_identifier=b"labreport", uncompressed_pdf=False)
+    # fontTools stamps the embedded font subsets with the current time unless SOURCE_DATE_EPOCH is
+    # set; a fixed stamp (and a fixed PDF id) makes two builds of the same results byte-identical.
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = old or "0"
+    try:
+        pdf = doc.write_pdf(pdf_identifier=b"labreport")
+    finally:
+        if old is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
     atomic_write_bytes(out, pdf)
 
 

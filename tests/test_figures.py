@@ -16,26 +16,26 @@ def _history(final: float, epochs: int = EPOCHS, val: bool = True, gpu: bool = T
     out = []
     for e in range(1, epochs + 1):
         acc = 0.1 + (final - 0.1) * e / EPOCHS
-        out.append(dict(epoch=e, lr=0.1, train_loss=1.0, train_acc=acc + 0.05, val_loss=1.0,
-                        val_acc=acc + 0.01 if val else None, test_loss=1.0, test_acc=acc, train_time_s=1.0,
-                        epoch_time_s=1.2, images_per_s=1000.0, grad_norm_mean=1.0, grad_norm_max=2.0,
-                        mem_alloc_mib=100.0 if gpu else None, mem_reserved_mib=120.0 if gpu else None,
-                        micro_batch=128))
+        out.append({"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": acc + 0.05, "val_loss": 1.0,
+                        "val_acc": acc + 0.01 if val else None, "test_loss": 1.0, "test_acc": acc, "train_time_s": 1.0,
+                        "epoch_time_s": 1.2, "images_per_s": 1000.0, "grad_norm_mean": 1.0, "grad_norm_max": 2.0,
+                        "mem_alloc_mib": 100.0 if gpu else None, "mem_reserved_mib": 120.0 if gpu else None,
+                        "micro_batch": 128})
     return tuple(out)
 
 
 def _view(exp: str, varying: dict, final: float, status: str = "done", epochs_done: int = EPOCHS,
           gpu: bool = True, val: bool = True) -> RunView:
-    spec = dict(model="resnet20", norm="batch", dropout=varying.get("dropout", 0.0),
-                weight_decay=varying.get("weight_decay", 0.0), seed=varying.get("seed", 0), epochs=EPOCHS)
+    spec = {"model": "resnet20", "norm": "batch", "dropout": varying.get("dropout", 0.0),
+                "weight_decay": varying.get("weight_decay", 0.0), "seed": varying.get("seed", 0), "epochs": EPOCHS}
     history = () if status == "missing" else _history(final, epochs_done if status == "partial" else EPOCHS,
                                                       val=val, gpu=gpu)
     result = None
     if status in ("done", "diverged"):
-        result = dict(status="completed" if status == "done" else "diverged", best_epoch=EPOCHS,
-                      best_val_acc=history[-1]["val_acc"], test_acc_at_best=history[-1]["test_acc"],
-                      final_test_acc=history[-1]["test_acc"], final_train_acc=history[-1]["train_acc"],
-                      mean_epoch_time_s=1.2, peak_mem_alloc_mib=100.0 if gpu else None, params=270_000, spec=spec)
+        result = {"status": "completed" if status == "done" else "diverged", "best_epoch": EPOCHS,
+                      "best_val_acc": history[-1]["val_acc"], "test_acc_at_best": history[-1]["test_acc"],
+                      "final_test_acc": history[-1]["test_acc"], "final_train_acc": history[-1]["train_acc"],
+                      "mean_epoch_time_s": 1.2, "peak_mem_alloc_mib": 100.0 if gpu else None, "params": 270_000, "spec": spec}
     coords = ", ".join(f"{k}={v}" for k, v in varying.items())
     return RunView(exp, "4", f"{exp}[{coords}]", f"{exp}-{coords}", spec, dict(varying), status, result, history)
 
@@ -159,7 +159,7 @@ def test_resources_chart_two_panels(grid):
     left, right = fig.axes
     assert len(left.patches) == len(right.patches) == len(rows)
     assert left.get_xlabel() == "Время эпохи, с" and right.get_xlabel() == "Пиковая память, МиБ"
-    assert [t.get_text() for t in left.get_yticklabels()][0] == "reg [dropout=0, wd=0]"
+    assert next(t.get_text() for t in left.get_yticklabels()) == "reg [dropout=0, wd=0]"
     assert _texts(fig).count("—") == 2 * 2  # two groups without a finished run, in both panels
 
 
