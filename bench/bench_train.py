@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data", help="folder holding cifar-10-batches-py (default ./data)")
-    p.add_argument("--images", type=int, default=1024, help="training images per measurement (default 1024)")
+    p.add_argument("--images", type=int, default=2048, help="training images per measurement (default 2048)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
@@ -104,6 +104,38 @@ def ensure_data(root: Path, n_needed: int) -> tuple[Path, str]:
         return root, f"CIFAR-10 built by {BUILD_SCRIPT.name} into {root}"
     write_synthetic_cifar10(root, n_train=max(n_needed, 1000), n_test=max(TEST_SUBSET, 100))
     return root, f"NOTE: no CIFAR-10 and no build script: synthetic look-alike written to {root}"
+
+
+class CpuMeter:
+    """Share of the machine's CPU time used by anyone but this process (and its finished children).
+
+    /proc/stat counts every CPU's busy ticks (steal included: a hypervisor's other guests); os.times
+    counts ours. A measurement taken while others were busy is slower for reasons that are not ours:
+    with OpenMP threads on every core, a second busy process can slow training by several times.
+    """
+
+    def __init__(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def others(self) -> float | None:
+        busy = self._busy()
+        wall = time.perf_counter() - self.t0
+        if busy is None or self.busy0 is None or wall <= 0:
+            return None
+        return max(0.0, (busy - self.busy0) - (self._own() - self.own0)) / (wall * (os.cpu_count() or 1))
 
 
 def sync(device: torch.device) -> None:
@@ -223,7 +255,7 @@ IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)\s*$")
 
 def _timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     return time.perf_counter() - t0, proc
 
 
@@ -274,6 +306,10 @@ def bench_noop(data_root: Path, device: str, reps: int) -> dict:
 
 
 # -------------------------------------------------------------------------------------- report
+def _pct(x: float | None) -> str:
+    return "?" if x is None else f"{100 * x:.0f}%"
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
@@ -282,66 +318,74 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT MET"
 
 
+METHODS = {  # key -> (label, the field of a round's record that holds its images/s)
+    "labreport": ("labreport trainer (recorded: training only)", "images_per_s"),
+    "labreport_wall": ("labreport trainer (wall of the train() call)", "wall_images_per_s"),
+    "reference": ("reference loop (torchvision + DataLoader)", "images_per_s"),
+    "bare_cl": ("bare step, channels_last (the compute limit)", "images_per_s"),
+    "bare_nchw": ("bare step, NCHW", "images_per_s"),
+}
+RATIOS = {  # name -> (label, numerator, denominator, target or None)
+    "labreport_vs_reference": ("labreport / reference", "labreport", "reference", TARGET_VS_REFERENCE),
+    "labreport_vs_bare": ("labreport / bare (channels_last)", "labreport", "bare_cl", TARGET_VS_BARE),
+    "labreport_vs_bare_nchw": ("labreport / bare (NCHW)", "labreport", "bare_nchw", None),
+    "labreport_wall_vs_reference": ("labreport wall / reference", "labreport_wall", "reference", None),
+}
+
+
+def _ips(rec: dict, key: str) -> float:
+    return rec["labreport" if key == "labreport_wall" else key][METHODS[key][1]]
+
+
 def summarize(rounds: list[dict]) -> dict:
-    def med(method, field="images_per_s"):
-        return statistics.median(r[method][field] for r in rounds)
-
-    def span(method, field="images_per_s"):
-        vals = [r[method][field] for r in rounds]
-        return min(vals), max(vals)
-
-    s = {"labreport": med("labreport"), "labreport_wall": med("labreport", "wall_images_per_s"),
-         "reference": med("reference"), "bare_cl": med("bare_cl"), "bare_nchw": med("bare_nchw")}
-    s["spans"] = {"labreport": span("labreport"), "labreport_wall": span("labreport", "wall_images_per_s"),
-                  "reference": span("reference"), "bare_cl": span("bare_cl"), "bare_nchw": span("bare_nchw")}
-    s["ratios"] = {
-        "labreport_vs_reference": _ratio(s["labreport"], s["reference"]),
-        "labreport_vs_bare": _ratio(s["labreport"], s["bare_cl"]),
-        "labreport_vs_bare_nchw": _ratio(s["labreport"], s["bare_nchw"]),
-        "labreport_wall_vs_reference": _ratio(s["labreport_wall"], s["reference"]),
-    }
-    s["round_ratios"] = {  # the same ratio within each round: shows how much the noise moves it
-        "labreport_vs_reference": [_ratio(r["labreport"]["images_per_s"], r["reference"]["images_per_s"])
-                                   for r in rounds],
-        "labreport_vs_bare": [_ratio(r["labreport"]["images_per_s"], r["bare_cl"]["images_per_s"]) for r in rounds],
-    }
-    s["targets"] = {"labreport_vs_reference": TARGET_VS_REFERENCE, "labreport_vs_bare": TARGET_VS_BARE}
-    s["met"] = {"labreport_vs_reference": s["ratios"]["labreport_vs_reference"] >= TARGET_VS_REFERENCE,
-                "labreport_vs_bare": s["ratios"]["labreport_vs_bare"] >= TARGET_VS_BARE}
+    """Medians over rounds, and each ratio as the median of its per-round ratios: the two numbers
+    of a ratio were taken a minute apart, so they shared most of whatever load the machine had."""
+    s: dict = {"images_per_s": {}, "best_images_per_s": {}, "ratios": {}, "round_ratios": {}, "targets": {},
+               "met": {}}
+    for key in METHODS:
+        vals = [_ips(r, key) for r in rounds]
+        s["images_per_s"][key], s["best_images_per_s"][key] = statistics.median(vals), max(vals)
+    for name, (_, num, den, target) in RATIOS.items():
+        per_round = [_ratio(_ips(r, num), _ips(r, den)) for r in rounds]
+        s["round_ratios"][name] = per_round
+        s["ratios"][name] = statistics.median(per_round)
+        if target is not None:
+            s["targets"][name], s["met"][name] = target, s["ratios"][name] >= target
+    others = [r[k]["others_cpu"] for r in rounds for k in r if r[k].get("others_cpu") is not None]
+    s["others_cpu_median"] = statistics.median(others) if others else None
+    s["others_cpu_max"] = max(others) if others else None
     return s
 
 
-def print_table(s: dict, rounds: list[dict], args, workers: int) -> None:
+def print_table(s: dict, rounds: list[dict], workers: int) -> None:
     def secs(method, field):
         return statistics.median(r[method][field] for r in rounds)
 
-    rows = [
-        ("labreport trainer (recorded: training only)", "labreport", secs("labreport", "train_time_s")),
-        ("labreport trainer (wall of train() call)", "labreport_wall", secs("labreport", "call_wall_s")),
-        (f"reference loop (torchvision + DataLoader, {workers} workers)", "reference", secs("reference", "train_time_s")),
-        ("bare step, channels_last (compute limit)", "bare_cl", secs("bare_cl", "train_time_s")),
-        ("bare step, NCHW", "bare_nchw", secs("bare_nchw", "train_time_s")),
-    ]
-    print(f"\n{'method':<56} {'img/s':>8} {'min..max':>15} {'s/epoch':>8}")
-    for label, key, sec in rows:
-        lo, hi = s["spans"][key]
-        print(f"{label:<56} {s[key]:>8.1f} {lo:>7.1f}..{hi:<7.1f} {sec:>8.2f}")
+    seconds = {"labreport": secs("labreport", "train_time_s"), "labreport_wall": secs("labreport", "call_wall_s"),
+               "reference": secs("reference", "train_time_s"), "bare_cl": secs("bare_cl", "train_time_s"),
+               "bare_nchw": secs("bare_nchw", "train_time_s")}
+    print(f"\n{'method':<50} {'img/s':>8} {'best':>8} {'worst':>8} {'s/epoch':>8}")
+    for key, (label, _) in METHODS.items():
+        if key == "reference":
+            label = label[:-1] + f", {workers} workers)"
+        worst = min(_ips(r, key) for r in rounds)
+        print(f"{label:<50} {s['images_per_s'][key]:>8.1f} {s['best_images_per_s'][key]:>8.1f} {worst:>8.1f} "
+              f"{seconds[key]:>8.2f}")
     ev = statistics.median(r["labreport"]["epoch_time_s"] - r["labreport"]["train_time_s"] for r in rounds)
-    print(f"  (labreport epoch_time_s - train_time_s = {ev:.2f} s: evaluation of {VAL_SIZE} val + "
-          f"{TEST_SUBSET} test images; the rest of the call is model build and checkpoint)")
-
-    r, rr = s["ratios"], s["round_ratios"]
-
-    def per_round(key):
-        return ", ".join(f"{v:.2f}" for v in rr[key])
-
+    print(f"  img/s: median over rounds; s/epoch: median seconds for the measured images. labreport's wall "
+          f"includes model build,\n  evaluation ({ev:.2f} s for {VAL_SIZE} val + {TEST_SUBSET} test images) "
+          "and the checkpoint; its recorded figure is training only.")
     print()
-    print(f"labreport / reference      {r['labreport_vs_reference']:5.2f}x   target >= {TARGET_VS_REFERENCE}x  "
-          f"{_verdict(s['met']['labreport_vs_reference'])}   (per round: {per_round('labreport_vs_reference')})")
-    print(f"labreport / bare (CL)      {r['labreport_vs_bare']:5.2f}x   target >= {TARGET_VS_BARE}x  "
-          f"{_verdict(s['met']['labreport_vs_bare'])}   (per round: {per_round('labreport_vs_bare')})")
-    print(f"labreport / bare (NCHW)    {r['labreport_vs_bare_nchw']:5.2f}x   (information: the other layout's limit)")
-    print(f"labreport wall / reference {r['labreport_wall_vs_reference']:5.2f}x   (information: whole train() call)")
+    for name, (label, _, _, target) in RATIOS.items():
+        verdict = f"target >= {target}x  {_verdict(s['met'][name])}" if target else "(information)"
+        rounds_txt = ", ".join(f"{v:.2f}" for v in s["round_ratios"][name])
+        print(f"{label:<34} {s['ratios'][name]:5.2f}x   {verdict:<22} per round: {rounds_txt}")
+    if s["others_cpu_median"] is not None:
+        print(f"\nCPU used by other processes during the measurements: median {_pct(s['others_cpu_median'])}, "
+              f"max {_pct(s['others_cpu_max'])} of the machine")
+        if s["others_cpu_max"] > 0.10:
+            print("  WARNING: the machine was shared while measuring; absolute img/s are low and ratios noisy. "
+                  "Rerun on a quiet machine (more --rounds help).")
 
 
 def print_noop(n: dict) -> None:
@@ -413,15 +457,18 @@ def main(argv=None) -> int:
         order = names[i % len(names):] + names[:i % len(names)]
         rec = {}
         for name in order:
+            meter = CpuMeter()
             rec[name] = methods[name](n, i)
+            rec[name]["others_cpu"] = meter.others()
         rounds.append(rec)
         print(f"round {i + 1}/{args.rounds} ({' '.join(order)}): "
               f"labreport {rec['labreport']['images_per_s']:.1f} (wall {rec['labreport']['wall_images_per_s']:.1f}), "
               f"reference {rec['reference']['images_per_s']:.1f}, bare CL {rec['bare_cl']['images_per_s']:.1f}, "
-              f"bare NCHW {rec['bare_nchw']['images_per_s']:.1f} img/s", flush=True)
+              f"bare NCHW {rec['bare_nchw']['images_per_s']:.1f} img/s; CPU used by other processes: "
+              + ", ".join(_pct(rec[k].get("others_cpu")) for k in names), flush=True)
 
     summary = summarize(rounds)
-    print_table(summary, rounds, args, args.workers)
+    print_table(summary, rounds, args.workers)
     noop = bench_noop(data_root, "cpu" if device.type == "cpu" else args.device, args.noop_reps)
     print_noop(noop)
     total = time.perf_counter() - t_start

@@ -6,6 +6,7 @@ The store is read first and torch is imported only when something is left to tra
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from .config import Config, Run
 from .store import RunStore
 
 FINAL_STATES = ("done", "diverged")  # never trained again
+HEARTBEAT_EVERY_S = 30.0  # lease refresh while training, also mid-epoch; RunStore.acquire's stale_after is 600 s
 
 
 @dataclass
@@ -38,8 +40,11 @@ def select_runs(config: Config, only: tuple[str, ...] = ()) -> list[Run]:
             from .errors import ConfigError
             names = ", ".join(e.name for e in config.experiments)
             raise ConfigError(f"--only: no experiment named '{unknown[0]}' (experiments: {names})")
-        runs = [r for r in config.runs if r.experiment in only]
-        runs = list({r.key: r for r in reversed(runs)}.values())[::-1]
+        first: dict[str, Run] = {}
+        for r in config.runs:
+            if r.experiment in only:
+                first.setdefault(r.key, r)  # as unique_runs: first occurrence, in matrix order
+        runs = list(first.values())
     return runs
 
 
@@ -54,10 +59,16 @@ def pending(store: RunStore, runs: list[Run]) -> tuple[list[Run], list[Run]]:
 def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: tuple[str, ...] = (),
                reporter=None, data_loader=None, retry_failed: bool = True) -> Summary:
     """Train what is missing. `data_loader()` returns a Cifar10 (called at most once, and only if
-    something is left to train)."""
+    something is left to train). Failed runs are retried, unless retry_failed=False: then they are
+    left alone and listed in Summary.failed."""
     runs = select_runs(config, only)
     todo, final = pending(store, runs)
     summary = Summary(cached=[r.label for r in final])
+    if not retry_failed:  # leave failed runs as they are, and say so
+        states = {r.key: store.state(r.key) for r in todo}
+        summary.failed = [(r.label, f"{states[r.key].error} (not retried)") for r in todo
+                          if states[r.key].status == "failed"]
+        todo = [r for r in todo if states[r.key].status != "failed"]
     if not todo:
         return summary
 
@@ -86,7 +97,8 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
             options = base
             while True:
                 try:
-                    result = train(run.spec, prepared[pk], dev, store, options=options, reporter=reporter,
+                    result = train(run.spec, prepared[pk], dev, store, options=options,
+                                   reporter=_LeaseKeeper(reporter, store, key),
                                    label=f"[{n}/{len(todo)}] {run.label}",
                                    on_epoch=lambda _e, k=key: store.heartbeat(k))
                     break
@@ -112,3 +124,28 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
         finally:
             store.release(key)
     return summary
+
+
+class _LeaseKeeper:
+    """Passes a Reporter's calls on, and refreshes the run's lease every HEARTBEAT_EVERY_S from the
+    step loop: an epoch on a CPU can last longer than the lease's stale_after, and a lease refreshed
+    only between epochs would then be taken over by another worker while this one still trains."""
+
+    def __init__(self, reporter, store: RunStore, key: str):
+        self.reporter, self.store, self.key = reporter, store, key
+        self.last = time.monotonic()
+
+    def run_started(self, *args):
+        self.reporter.run_started(*args)
+
+    def step(self, epoch, step):
+        self.reporter.step(epoch, step)
+        if time.monotonic() - self.last >= HEARTBEAT_EVERY_S:
+            self.store.heartbeat(self.key)
+            self.last = time.monotonic()
+
+    def epoch_done(self, record):
+        self.reporter.epoch_done(record)
+
+    def message(self, text):
+        self.reporter.message(text)

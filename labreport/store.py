@@ -114,6 +114,7 @@ class RunStore:
         if not d.is_dir():
             return RunState("missing")
         lease = read_json(d / "lease.json")
+        lease = lease if isinstance(lease, dict) else None  # an unreadable lease is nobody's
         res = self.read_result(key)
         if res is not None:
             status = "done" if res["status"] == "completed" else "diverged"
@@ -123,7 +124,7 @@ class RunStore:
         if isinstance(err, dict):
             return RunState("failed", epochs, error=str(err.get("message", "unknown error")), leased_by=lease)
         if epochs or (d / "ckpt.pt").exists() or lease:
-            return RunState("partial", epochs, leased_by=lease if isinstance(lease, dict) else None)
+            return RunState("partial", epochs, leased_by=lease)
         return RunState("missing")
 
     def keys(self) -> list[str]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from . import __version__
 from .config import TRAIN_VERSION, TrainSpec
 from .data import Cifar10, iterate_batches, split_train_val, subset_indices
+from .errors import LabreportError
 from .models import build_model, count_parameters
 from .schedule import lr_at
 from .store import RunStore
@@ -67,11 +68,17 @@ class SilentReporter:
 
 # --------------------------------------------------------------------------------------------
 def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for --device / [run] device; a LabreportError (a usage error) if it is unusable."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise LabreportError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' asked for, but CUDA is not available here")
+        raise LabreportError(f"device '{name}' asked for, but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise LabreportError(f"device '{name}' asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 
@@ -181,11 +188,17 @@ def _rng_state(device: torch.device, gen: torch.Generator) -> dict:
     return state
 
 
-def _set_rng_state(state: dict, device: torch.device, gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["data"])
+def _set_rng_state(state: dict, device: torch.device, gen: torch.Generator) -> bool:
+    """Restore the RNG states. They must be CPU ByteTensors, whatever map_location moved them to.
+    False when the data generator's state is from another device type (a CUDA run resumed on a CPU)."""
+    torch.set_rng_state(state["torch"].cpu())
     if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    try:
+        gen.set_state(state["data"].cpu())
+    except RuntimeError:  # the CPU and CUDA generators' states differ in size
+        return False
+    return True
 
 
 def provenance(device: torch.device, data: Prepared, precision: str, options: RunOptions) -> dict:
@@ -231,7 +244,9 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
-            _set_rng_state(ckpt["rng"], device, gen)
+            if not _set_rng_state(ckpt["rng"], device, gen):
+                reporter.message(f"warning: {label or key}: the checkpoint was made on another device type; "
+                                 "data order and augmentation go on from the seed (not bit-identical)")
             start_epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
             micro = min(micro, ckpt.get("micro_batch", micro))
             oom_events = list(ckpt.get("oom_events", []))

@@ -1,6 +1,7 @@
 """lr_at: the learning rate as a pure function of the global step, checked on hand-picked steps."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -73,5 +74,5 @@ def test_cosine_endpoints_and_midpoint():
     last = lr_at(s, total - 1, per_epoch)  # the last step actually taken: small but positive
     assert 0 < last < 1e-3
     lrs = [lr_at(s, i, per_epoch) for i in range(total)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone decreasing
+    assert all(a >= b for a, b in itertools.pairwise(lrs))  # monotone decreasing
     assert all(math.isfinite(x) for x in lrs)

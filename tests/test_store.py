@@ -340,3 +340,12 @@ def test_an_unreadable_lease_is_taken_over(store, content):
     (store.run_dir(KEY) / "lease.json").write_bytes(content)
     assert store.acquire(KEY)
     assert _lease(store, KEY)["pid"] == os.getpid()
+
+
+def test_a_lease_that_is_not_an_object_is_nobodys(store):
+    store.write_error(KEY, "RuntimeError: boom")
+    (store.run_dir(KEY) / "lease.json").write_text("[1, 2]")
+    st = store.state(KEY)
+    assert (st.status, st.leased_by) == ("failed", None)
+    store.clear_error(KEY)
+    assert store.state(KEY).leased_by is None

@@ -3,11 +3,17 @@
 Every run here is tiny (64 training images, batches of 32, 1-3 epochs) on the synthetic CIFAR-10 of
 conftest.py, on the CPU. The resume tests train the real cifarnet (BatchNorm and dropout: every
 piece of state a checkpoint must carry); the tests of the runner's bookkeeping swap in a
-one-conv network (fixture `tiny_net`) because the network is not what they test.
+one-conv network (fixture `tiny`) because the network is not what they test.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,7 +74,7 @@ class Recorder:
 
 
 def tiny_net(name, *, num_classes=10, norm="batch", dropout=0.0, init="he"):
-    """build_model's signature, a network of ~400 parameters: BatchNorm, dropout, one conv."""
+    """build_model's signature, a network of 330 parameters: one conv, BatchNorm, dropout."""
     nn = torch.nn
     return nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8, num_classes))
@@ -101,10 +107,28 @@ def never_load():
     raise AssertionError("the data loader must not be called when nothing is left to train")
 
 
-def matrix(config, store, data, **kw):
+def matrix(config, store, data, device="cpu", **kw):
     loader = Loader(data)
-    summary = run_matrix(config, store, device="cpu", data_loader=loader, **kw)
+    summary = run_matrix(config, store, device=device, data_loader=loader, **kw)
     return summary, loader.calls
+
+
+@contextlib.contextmanager
+def interrupted_after_epoch(n: int):
+    """Ctrl-C right after epoch n was saved: the runner's heartbeat after the epoch raises."""
+    real_heartbeat = RunStore.heartbeat
+
+    def heartbeat(self, key):
+        real_heartbeat(self, key)
+        if len(self.read_history(key)) == n:
+            raise KeyboardInterrupt
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(RunStore, "heartbeat", heartbeat)
+    try:
+        yield
+    finally:
+        mp.undo()
 
 
 def strip_timing(history: list[dict]) -> list[dict]:
@@ -197,19 +221,8 @@ def crashed(resume_config, data, tmp_path_factory):
     """Run B: Ctrl-C right after epoch 2 was saved (the runner's per-epoch heartbeat raises)."""
     store = RunStore(tmp_path_factory.mktemp("crashed") / "runs")
     key = resume_config.runs[0].key
-    mp = pytest.MonkeyPatch()
-    real_heartbeat = RunStore.heartbeat
-
-    def heartbeat(self, k):
-        real_heartbeat(self, k)
-        if len(self.read_history(k)) == 2:
-            raise KeyboardInterrupt
-
-    mp.setattr(RunStore, "heartbeat", heartbeat)
-    try:
+    with interrupted_after_epoch(2):
         summary, _ = matrix(resume_config, store, data)
-    finally:
-        mp.undo()
     assert summary.interrupted == "det" and summary.trained == [] and not summary.ok
     st = store.state(key)
     assert (st.status, st.epochs_done, st.leased_by) == ("partial", 2, None)
@@ -306,6 +319,43 @@ def test_result_carries_its_provenance(reference, data):
     assert (res["best_epoch"], res["test_acc_at_best"]) == (best["epoch"], best["test_acc"])
     spec = read_json(store.run_dir(key) / "spec.json")
     assert spec["key"] == key and spec["spec"] == res["spec"]
+
+
+def test_a_checkpoint_from_another_device_type_still_resumes(tmp_path, data, tiny):
+    """A CUDA run resumed on a CPU: the data generator's saved state (16 bytes on CUDA, 5056 on a
+    CPU) does not fit; the run goes on with a warning instead of failing at every retry."""
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "moved"}], epochs=2))
+    store = RunStore(tmp_path / "runs")
+    key = config.runs[0].key
+    with interrupted_after_epoch(1):
+        assert matrix(config, store, data)[0].interrupted == "moved"
+    path = store.run_dir(key) / "ckpt.pt"
+    ckpt = torch.load(path, weights_only=True)
+    cuda_like = torch.zeros(16, dtype=torch.uint8)  # what torch.cuda.get_rng_state() returns: seed, offset
+    ckpt["rng"] = dict(ckpt["rng"], data=cuda_like, cuda=cuda_like)
+    torch.save(ckpt, path)
+    rec = Recorder()
+    summary, _ = matrix(config, store, data, reporter=rec)
+    assert (summary.trained, summary.failed) == (["moved"], [])
+    assert rec.started[0][3] == 1 and store.read_result(key)["epochs_run"] == 2
+    assert any("another device type" in m for m in rec.messages)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda(tmp_path, data):
+    """load_checkpoint(map_location=cuda) puts the saved RNG states on the GPU too; they must go
+    back to the CPU to be restored, or every resume on a GPU fails."""
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "gpu"}], epochs=2, dropout=0.15))
+    store = RunStore(tmp_path / "runs")
+    with interrupted_after_epoch(1):
+        assert matrix(config, store, data, device="cuda")[0].interrupted == "gpu"
+    rec = Recorder()
+    summary, _ = matrix(config, store, data, device="cuda", reporter=rec)
+    assert (summary.trained, summary.failed) == (["gpu"], [])
+    assert rec.started[0][3] == 1 and not any("warning" in m for m in rec.messages)
+    res = store.read_result(config.runs[0].key)
+    assert res["epochs_run"] == 2 and res["provenance"]["device_type"] == "cuda"
 
 
 # --- divergence --------------------------------------------------------------------------------
@@ -434,7 +484,7 @@ def test_a_batch_larger_than_the_training_set_fails_with_a_clear_message(tmp_pat
 # --- the reported epoch is chosen on validation --------------------------------------------------
 def _hist(val, test):
     return [{"epoch": i + 1, "val_acc": v, "test_acc": t, "train_acc": 0.5, "epoch_time_s": 1.0,
-             "mem_alloc_mib": None, "mem_reserved_mib": None} for i, (v, t) in enumerate(zip(val, test))]
+             "mem_alloc_mib": None, "mem_reserved_mib": None} for i, (v, t) in enumerate(zip(val, test, strict=True))]
 
 
 SPEC = TrainSpec(model="resnet20")
@@ -463,3 +513,84 @@ def test_summary_of_an_empty_history():
     res = summarize(SPEC, [], "diverged", 1)
     assert (res["epochs_run"], res["best_epoch"], res["test_acc_at_best"], res["diverged_at_epoch"]) == \
         (0, None, None, 1)
+
+
+# --- the runner's bookkeeping --------------------------------------------------------------------
+def test_failed_runs_are_left_alone_with_retry_failed_false(tmp_path, data, monkeypatch, tiny):
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "bad"}]))
+    store = RunStore(tmp_path / "runs")
+    key = config.runs[0].key
+    store.write_error(key, "RuntimeError: earlier")
+
+    def no_training(*a, **k):
+        raise AssertionError("a failed run must not be retried")
+
+    monkeypatch.setattr(train_mod, "train", no_training)
+    summary = run_matrix(config, store, device="cpu", data_loader=never_load, retry_failed=False)
+    assert summary.failed == [("bad", "RuntimeError: earlier (not retried)")] and summary.trained == []
+    assert store.state(key).status == "failed"
+
+
+def test_only_keeps_the_matrix_order_and_the_first_label_of_shared_runs(tmp_path):
+    from labreport.runner import select_runs
+
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "a"}, {"name": "b", "lr": 2e-3},
+                                                            {"name": "c"}]))  # c trains what a trains
+    assert [r.label for r in select_runs(config)] == ["a", "b"]
+    assert [r.label for r in select_runs(config, ("a", "b", "c"))] == ["a", "b"]
+    assert [r.label for r in select_runs(config, ("c", "b"))] == ["b", "c"]
+    with pytest.raises(Exception, match="no experiment named 'd'"):
+        select_runs(config, ("d",))
+
+
+def test_the_lease_is_refreshed_during_an_epoch(tmp_path, data, monkeypatch, tiny):
+    """An epoch can outlast the lease's stale_after (600 s) on a CPU: the lease must be refreshed
+    from the step loop, not only between epochs (here: at every step)."""
+    import labreport.runner as runner_mod
+
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "a"}], epochs=2))  # 2 x 2 steps
+    store = RunStore(tmp_path / "runs")
+    beats: list[int] = []  # finished epochs at each heartbeat
+    rec = Recorder()
+    real = RunStore.heartbeat
+
+    def heartbeat(self, key):
+        beats.append(len(self.read_history(key)))
+        real(self, key)
+
+    monkeypatch.setattr(RunStore, "heartbeat", heartbeat)
+    monkeypatch.setattr(runner_mod, "HEARTBEAT_EVERY_S", 0.0)
+    assert run_matrix(config, store, device="cpu", data_loader=lambda: data, reporter=rec).trained == ["a"]
+    # per epoch: a beat after each of the 2 steps and one after the epoch's checkpoint
+    assert beats == [0, 0, 1, 1, 1, 2]
+    assert len(rec.epochs) == 2  # the wrapped reporter still hears everything
+
+
+def test_a_run_leased_by_a_live_worker_is_skipped(tmp_path, data, tiny):
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "busy"}, {"name": "free", "lr": 2e-3}]))
+    store = RunStore(tmp_path / "runs")
+    busy_key = config.runs[0].key
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        store.run_dir(busy_key).mkdir(parents=True)
+        lease = {"host": socket.gethostname(), "pid": worker.pid, "since": "now", "heartbeat": time.time()}
+        (store.run_dir(busy_key) / "lease.json").write_text(json.dumps(lease))
+        summary, _ = matrix(config, store, data)
+        assert (summary.skipped_busy, summary.trained, summary.failed) == (["busy"], ["free"], [])
+        st = store.state(busy_key)
+        assert (st.status, st.leased_by["pid"]) == ("partial", worker.pid)  # its lease is untouched
+    finally:
+        worker.kill()
+        worker.wait()
+    summary, _ = matrix(config, store, data)  # the worker died without finishing: taken over
+    assert (summary.trained, summary.cached) == (["busy"], ["free"])
+    assert store.state(busy_key).leased_by is None
+
+
+def test_without_a_validation_split_the_last_epoch_is_reported(tmp_path, data, tiny):
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "noval"}], epochs=2, val_size=0))
+    store = RunStore(tmp_path / "runs")
+    assert matrix(config, store, data)[0].trained == ["noval"]
+    res = store.read_result(config.runs[0].key)
+    assert (res["selected_by"], res["best_epoch"], res["best_val_acc"], res["n_val"]) == ("last_epoch", 2, None, 0)
+    assert res["test_acc_at_best"] == store.read_history(res["key"])[-1]["test_acc"]
