@@ -78,11 +78,12 @@ class RichReporter(LineReporter):
         return self
 
     def __exit__(self, *exc):
+        if self.task is not None:  # the last run's bar: count it in the matrix bar too
+            self.progress.advance(self.matrix)
         self.progress.stop()
 
     def run_started(self, label, key, epochs, start_epoch, steps):
-        super_label = label
-        self.label, self.epochs, self.t0 = super_label, epochs, time.perf_counter()
+        self.label, self.epochs, self.t0 = label, epochs, time.perf_counter()
         if self.task is not None:
             self.progress.remove_task(self.task)
             self.progress.advance(self.matrix)

@@ -6,11 +6,13 @@ The store is read first and torch is imported only when something is left to tra
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
 
 from .config import Config, Run
+from .errors import LabreportError
 from .store import RunStore
 
 FINAL_STATES = ("done", "diverged")  # never trained again
@@ -37,7 +39,7 @@ def select_runs(config: Config, only: tuple[str, ...] = ()) -> list[Run]:
     if only:
         unknown = [o for o in only if o not in {e.name for e in config.experiments}]
         if unknown:
-            from .errors import ConfigError
+            from .errors import ConfigError  # noqa: E402
             names = ", ".join(e.name for e in config.experiments)
             raise ConfigError(f"--only: no experiment named '{unknown[0]}' (experiments: {names})")
         first: dict[str, Run] = {}
@@ -74,11 +76,20 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
 
     import torch  # from here on, there is work to do
 
+    from .data import load_cifar10, resolve_root
     from .train import RunOptions, SilentReporter, prepare, prepare_key, resolve_device, train
 
     reporter = reporter or SilentReporter()
     dev = resolve_device(device if device != "auto" else config.run_options["device"])
-    data = data_loader()
+    try:
+        store.root.mkdir(parents=True, exist_ok=True)
+        probe = store.root / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise LabreportError(f"run store {store.root} is not a writable folder ({e.strerror})") from None
+    data = (data_loader or (lambda: load_cifar10(resolve_root(config.data_root, config.base_dir),
+                                                 download=config.download)))()
     prepared: dict[tuple, object] = {}
     base = RunOptions(channels_last=config.run_options["channels_last"], compile=config.run_options["compile"])
     for n, run in enumerate(todo, 1):
@@ -90,12 +101,18 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
             summary.skipped_busy.append(run.label)
             reporter.message(f"{run.label}: being trained by another worker, skipped")
             continue
+        if store.state(key).status in FINAL_STATES:  # finished between our check and our claim
+            store.release(key)
+            summary.cached.append(run.label)
+            continue
+        store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
         try:
             pk = prepare_key(run.spec)
             if pk not in prepared:
                 prepared = {pk: prepare(data, run.spec, dev)}  # keep one on the device at a time
             options = base
             while True:
+                oom = False
                 try:
                     result = train(run.spec, prepared[pk], dev, store, options=options,
                                    reporter=_LeaseKeeper(reporter, store, key),
@@ -103,14 +120,17 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
                                    on_epoch=lambda _e, k=key: store.heartbeat(k))
                     break
                 except torch.OutOfMemoryError:
+                    oom = True  # handled below, once the traceback no longer pins the GPU tensors
+                if oom:
                     micro = (options.micro_batch or run.spec.batch_size) // 2
+                    if micro < 1:
+                        raise RuntimeError("out of memory even with a micro-batch of 1 image")
                     if dev.type == "cuda":
                         torch.cuda.empty_cache()
-                    if micro < 1:
-                        raise
                     reporter.message(f"{run.label}: out of memory; retrying with micro-batch {micro} "
                                      f"and gradient accumulation (effective batch {run.spec.batch_size})")
                     options = RunOptions(**{**base.__dict__, "micro_batch": micro})
+            store.prune_checkpoints(key)
             (summary.diverged if result["status"] == "diverged" else summary.trained).append(run.label)
         except KeyboardInterrupt:
             summary.interrupted = run.label

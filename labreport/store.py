@@ -187,38 +187,64 @@ class RunStore:
                     raise ValueError("not a labreport checkpoint")
                 return state, warnings
             except Exception as e:  # truncated, garbage, or a pickle that wants to run code
-                warnings.append(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:120]})")
+                warnings.append(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:120]}); "
+                                f"kept as {path.name}.bad")
+                # moved aside: the next save would otherwise rotate it into ckpt.prev.pt, the fallback
+                os.replace(path, path.with_name(path.name + ".bad"))
         if warnings:
             warnings.append("no usable checkpoint: the run restarts from epoch 0")
         return None, warnings
 
-    def remove_checkpoints(self, key: str) -> None:
-        for name in ("ckpt.pt", "ckpt.prev.pt"):
+    def prune_checkpoints(self, key: str) -> None:
+        """A finished run keeps only its final checkpoint (the trained weights)."""
+        for name in ("ckpt.prev.pt", "ckpt.pt.bad", "ckpt.prev.pt.bad"):
             (self.run_dir(key) / name).unlink(missing_ok=True)
 
     # --- leases: one trainer per run -------------------------------------------------------
     def acquire(self, key: str, stale_after: float = 600.0) -> bool:
-        """Claim the run (O_EXCL create of lease.json). A lease whose holder is gone is taken over:
-        a dead pid on this host, or a heartbeat older than `stale_after` seconds anywhere."""
+        """Claim the run. True if this process now holds its lease.
+
+        The claim is written to a private file and hard-linked to lease.json: link() fails when
+        the name exists, so a lease appears atomically and never half-written. A lease whose holder
+        is gone (a dead pid on this host, or a heartbeat older than `stale_after` seconds) is taken
+        over by renaming it aside first; of several workers racing for it only one rename succeeds,
+        and a lease that turns out to be fresh is put back."""
         d = self.run_dir(key)
         d.mkdir(parents=True, exist_ok=True)
         path = d / "lease.json"
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                held = read_json(path)
-                if isinstance(held, dict) and not _lease_is_stale(held, stale_after):
-                    return False
-                path.unlink(missing_ok=True)  # stale or unreadable: take it over
-                continue
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".lease.", suffix=".tmp")
+        try:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
                 f.flush()
                 os.fsync(f.fileno())
-            return True
-        return False
+            for _ in range(3):
+                try:
+                    os.link(tmp, path)
+                    return True
+                except FileExistsError:
+                    pass
+                held = read_json(path)
+                if isinstance(held, dict) and not _lease_is_stale(held, stale_after):
+                    return False
+                aside = d / f".lease.stale.{os.getpid()}.{time.monotonic_ns()}"
+                try:
+                    os.rename(path, aside)
+                except FileNotFoundError:
+                    continue  # someone else moved it: try again
+                moved = read_json(aside)
+                if isinstance(moved, dict) and not _lease_is_stale(moved, stale_after):
+                    try:  # we moved a fresh lease another worker had just taken: give it back
+                        os.link(aside, path)
+                    except FileExistsError:
+                        pass
+                    aside.unlink(missing_ok=True)
+                    return False
+                aside.unlink(missing_ok=True)
+            return False
+        finally:
+            os.unlink(tmp)
 
     def heartbeat(self, key: str) -> None:
         path = self.run_dir(key) / "lease.json"

@@ -127,7 +127,8 @@ def prepare_key(spec: TrainSpec) -> tuple:
 
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, split: Split, precision: str, channels_last: bool) -> tuple[float | None, float | None]:
+def evaluate(model, split: Split, precision: str, channels_last: bool,
+             batch: int = EVAL_BATCH) -> tuple[float | None, float | None]:
     """Mean cross-entropy and accuracy over a split (None, None for an empty split)."""
     n = len(split.y)
     if n == 0:
@@ -135,7 +136,7 @@ def evaluate(model, split: Split, precision: str, channels_last: bool) -> tuple[
     model.eval()
     loss_sum = torch.zeros((), device=split.y.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.y.device, dtype=torch.int64)
-    for x, y in iterate_batches(split.x, split.y, EVAL_BATCH, shuffle=False, augment=False, generator=None,
+    for x, y in iterate_batches(split.x, split.y, batch, shuffle=False, augment=False, generator=None,
                                 channels_last=channels_last):
         with _autocast(x.device, precision):
             out = model(x)
@@ -300,8 +301,10 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                 break
             train_time = time.perf_counter() - t0
             seen = steps_per_epoch * spec.batch_size
-            val_loss, val_acc = evaluate(model, data.val, precision, options.channels_last)
-            test_loss, test_acc = evaluate(model, data.test, precision, options.channels_last)
+            # after an OOM the evaluation batch shrinks with the micro-batch: it may be what ran out
+            eval_batch = EVAL_BATCH if micro == spec.batch_size else max(1, min(EVAL_BATCH, 2 * micro))
+            val_loss, val_acc = evaluate(model, data.val, precision, options.channels_last, eval_batch)
+            test_loss, test_acc = evaluate(model, data.test, precision, options.channels_last, eval_batch)
             alloc, reserved = _memory(device)
             record = {
                 "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,10 +262,12 @@ def test_a_malicious_pickle_in_a_checkpoint_is_refused(store, tmp_path):
     assert not marker.exists()
     assert state["epoch"] == 1  # the good previous checkpoint
     assert "ckpt.pt is unreadable" in warnings[0]
+    # the refused file is moved aside, so the next save cannot rotate it into the fallback slot
+    assert not (store.run_dir(KEY) / "ckpt.pt").exists() and (store.run_dir(KEY) / "ckpt.pt.bad").exists()
 
     torch.save({"epoch": 1, "model": _Evil(marker)}, store.run_dir(KEY) / "ckpt.prev.pt")
     state, warnings = store.load_checkpoint(KEY)
-    assert state is None and len(warnings) == 3
+    assert state is None and len(warnings) == 2 and "restarts from epoch 0" in warnings[-1]
     assert not marker.exists()
 
 
@@ -349,3 +352,45 @@ def test_a_lease_that_is_not_an_object_is_nobodys(store):
     assert (st.status, st.leased_by) == ("failed", None)
     store.clear_error(KEY)
     assert store.state(KEY).leased_by is None
+
+
+def test_a_new_lease_is_never_seen_half_written(store, monkeypatch):
+    # the claim is complete before its name appears: link() of a fully written private file
+    seen = []
+    real_link = os.link
+
+    def spy(src, dst, *a, **k):
+        seen.append(json.loads(Path(src).read_text()))
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "link", spy)
+    assert store.acquire(KEY)
+    assert seen and seen[0]["pid"] == os.getpid()
+    assert not [p for p in store.run_dir(KEY).iterdir() if p.name.startswith(".lease.")]  # no leftovers
+
+
+def test_only_one_of_two_racers_takes_over_a_stale_lease(store, monkeypatch):
+    # racer B judges the same stale lease, but A renames it aside and links its own first
+    _write_lease(store, KEY, host="gone-host", pid=1, heartbeat=0.0)
+    lease = store.run_dir(KEY) / "lease.json"
+    real_rename = os.rename
+    state = {"raced": False}
+
+    def rename_after_a_wins(src, dst):
+        if not state["raced"] and Path(src) == lease:
+            state["raced"] = True
+            real_rename(src, str(dst) + ".a")  # A moved the stale lease aside ...
+            _write_lease(store, KEY, host="host-a", pid=424242)  # ... and now holds a fresh one
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename_after_a_wins)
+    assert store.acquire(KEY) is False  # B lost: A's fresh lease is left (or put back) in place
+    assert json.loads(lease.read_text())["host"] == "host-a"
+
+
+def test_prune_keeps_only_the_final_checkpoint(store):
+    store.save_checkpoint(KEY, _ckpt(1))
+    store.save_checkpoint(KEY, _ckpt(2))
+    store.prune_checkpoints(KEY)
+    names = {p.name for p in store.run_dir(KEY).iterdir()}
+    assert "ckpt.pt" in names and "ckpt.prev.pt" not in names
