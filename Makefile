@@ -32,9 +32,9 @@ data: install
 		$(PY) $(SHARED_DATA) data; fi
 
 demo: data
-	$(LABREPORT) run --profile quick --runs demo/runs
+	$(LABREPORT) --runs demo/runs run --profile quick
 	@if $(LABREPORT) --help | grep -q ' build '; then \
-		$(LABREPORT) build --profile quick --runs demo/runs --out demo/report.pdf; fi
+		$(LABREPORT) --runs demo/runs build --profile quick --out demo/report.pdf; fi
 
 report: data
 	$(LABREPORT) run

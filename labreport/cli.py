@@ -53,6 +53,17 @@ class Group(click.Group):
 profile_option = click.option("--profile", "-p", metavar="NAME", help="apply [profile.NAME] of the TOML")
 
 
+def _set_runs(ctx, _param, value):
+    if value is not None:
+        ctx.find_object(Context).runs = value
+    return value
+
+
+# --runs is accepted before or after the command name (labreport --runs D run / labreport run --runs D)
+runs_option = click.option("--runs", metavar="DIR", expose_value=False, callback=_set_runs,
+                           help="run store (default: [store] root, LABREPORT_RUNS, ./runs)")
+
+
 @click.group(cls=Group, context_settings=CONTEXT)
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default="experiments.toml", show_default=True, help="the experiment matrix")
@@ -90,6 +101,7 @@ def _status_text(row: dict) -> str:
 
 @main.command()
 @profile_option
+@runs_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_obj
 def plan(obj: Context, profile, as_json):
@@ -146,6 +158,7 @@ def models(as_json):
 
 @main.command()
 @profile_option
+@runs_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_obj
 def status(obj: Context, profile, as_json):
@@ -175,6 +188,7 @@ def status(obj: Context, profile, as_json):
 
 @main.command()
 @profile_option
+@runs_option
 @click.option("--only", multiple=True, metavar="NAME", help="train only this experiment (repeatable)")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N")
 @click.option("--dry-run", is_flag=True, help="list what would be trained, train nothing")
@@ -231,6 +245,7 @@ def run(obj: Context, profile, only, device, dry_run):
 
 @main.command()
 @profile_option
+@runs_option
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default="report.pdf",
               show_default=True, help="the PDF to write")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="also write the HTML")

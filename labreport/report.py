@@ -207,6 +207,10 @@ class _LocalOnlyFetcher:
         from weasyprint.urls import URLFetcherResponse
 
         parsed = urlparse(url)
+        if parsed.scheme == "data":  # inline bytes (matplotlib embeds heatmap pixels this way): no I/O
+            from weasyprint.urls import URLFetcher
+
+            return URLFetcher(allowed_protocols={"data"}).fetch(url, headers)
         if parsed.scheme != "file":
             raise ValueError(f"blocked: {parsed.scheme or 'relative'} URL {url[:80]!r} (the report loads only its own files)")
         path = Path(unquote(parsed.path)).resolve()

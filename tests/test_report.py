@@ -201,3 +201,32 @@ def test_failed_build_keeps_previous_pdf(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         build(config, store, out)
     assert out.read_bytes() == before
+
+
+def test_user_templates_override_file_by_file(tmp_path):
+    config, store = make_study(tmp_path, skip=("r20", "r110-bn", "r110-nobn"))
+    (tmp_path / "mytpl").mkdir()
+    (tmp_path / "mytpl" / "title.html.j2").write_text("<section><p>МОЙ ТИТУЛЬНЫЙ ЛИСТ {{ r.title }}</p></section>")
+    text = (tmp_path / "experiments.toml").read_text().replace('language = "ru"', 'language = "ru"\ntemplates = "mytpl"')
+    (tmp_path / "experiments.toml").write_text(text)
+    config = load_config(tmp_path / "experiments.toml")
+    build(config, store, tmp_path / "r.pdf", tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert "МОЙ ТИТУЛЬНЫЙ ЛИСТ Исследование ResNet" in html  # the user's title page ...
+    assert "Цель и постановка задачи" in html  # ... and the shipped sections around it
+
+
+def test_an_added_experiment_appears_without_template_changes(tmp_path):
+    config, store = make_study(tmp_path, skip=("r20", "r110-bn", "r110-nobn"))
+    text = (tmp_path / "experiments.toml").read_text() + '\n[[experiment]]\nname = "my-new-one"\ntask = 7\nmodel = "resnet44"\n'
+    (tmp_path / "experiments.toml").write_text(text)
+    config = load_config(tmp_path / "experiments.toml")
+    run = next(r for r in config.runs if r.experiment == "my-new-one")
+    res, hist = fake_result(run, 0.93, 0.93)
+    store.write_history(run.key, hist)
+    store.write_result(run.key, res)
+    built = build(config, store, tmp_path / "r.pdf")
+    text = pdf_text(tmp_path / "r.pdf")
+    assert "Задание 7" in text and "my-new-one" in text  # its own task section and the tables
+    assert [g.label for g in built.study.best.groups] == ["my-new-one"]  # and the best-model conclusion
+    assert "curves_7.svg" in {p.name for p in built.summary.parent.iterdir()}
