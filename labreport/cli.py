@@ -192,14 +192,26 @@ def status(obj: Context, profile, as_json):
 @click.option("--only", multiple=True, metavar="NAME", help="train only this experiment (repeatable)")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N")
 @click.option("--dry-run", is_flag=True, help="list what would be trained, train nothing")
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="worker processes training runs at once (they share GPUs or divide the CPU cores)")
+@click.option("--gpus", metavar="0,1,...", help="with --jobs: GPUs to spread the workers over")
+@click.option("--fail-fast", is_flag=True, help="with --jobs: stop every worker at the first failed run")
+@click.option("--wait", is_flag=True,
+              help="keep waiting for runs other workers are training, and take over those whose worker died")
+@click.option("--threads", type=click.IntRange(0, 1024), default=0, help="torch CPU threads (0: all cores)")
+@click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.pass_obj
-def run(obj: Context, profile, only, device, dry_run):
+def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wait, threads, summary_json):
     """Train every run of the matrix that is not done yet (interrupted runs resume).
+
+    Several `labreport run` processes, here or on other machines sharing the run store, never
+    train the same run: each run is claimed with a lease first.
 
     \b
     Example:
         labreport run --profile quick
         labreport run --only resnet20-reg --device cuda:1
+        labreport run --jobs 4 --gpus 0,1      # 4 workers, 2 per GPU
     """
     from .runner import pending, run_matrix, select_runs
 
@@ -213,6 +225,8 @@ def run(obj: Context, profile, only, device, dry_run):
             click.echo(f"would train {r.key}  {_status_text({'status': st.status, 'epochs_done': st.epochs_done, 'epochs': r.spec.epochs}):<14} {r.label}")
         click.echo(f"{len(todo)} to train, {len(final)} already done")
         return
+    if jobs > 1:
+        _run_parallel(config, store, jobs, gpus, profile, tuple(only), device, fail_fast)
 
     def load_data():
         from .data import load_cifar10, resolve_root
@@ -226,21 +240,88 @@ def run(obj: Context, profile, only, device, dry_run):
     try:
         with reporter:
             summary = run_matrix(config, store, device=device, only=tuple(only), reporter=reporter,
-                                 data_loader=load_data)
+                                 data_loader=load_data, wait=wait, threads=threads)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: finished epochs are saved; run the same command again to resume", err=True)
         sys.exit(130)
-    parts = [f"{len(summary.trained)} trained", f"{len(summary.cached)} cached",
-             f"{len(summary.diverged)} diverged", f"{len(summary.failed)} failed"]
-    if summary.skipped_busy:
-        parts.append(f"{len(summary.skipped_busy)} busy elsewhere")
-    click.echo(", ".join(parts) + f"  (store: {store.root})")
-    for label, msg in summary.failed:
-        click.echo(f"  FAILED {label}: {msg}", err=True)
+    if summary_json is not None:  # for the parent of --jobs workers
+        from .store import atomic_write_json
+
+        atomic_write_json(summary_json, {"trained": summary.trained, "cached": summary.cached,
+                                         "diverged": summary.diverged, "failed": summary.failed})
+    _print_summary(summary.trained, summary.cached, summary.diverged, summary.failed, store,
+                   busy=len(summary.skipped_busy))
     if summary.interrupted:
         click.echo(f"interrupted during {summary.interrupted}: run the same command again to resume", err=True)
         sys.exit(130)
     sys.exit(0 if summary.ok else 1)
+
+
+def _print_summary(trained, cached, diverged, failed, store, busy=0):
+    parts = [f"{len(trained)} trained", f"{len(cached)} cached", f"{len(diverged)} diverged", f"{len(failed)} failed"]
+    if busy:
+        parts.append(f"{busy} busy elsewhere")
+    click.echo(", ".join(parts) + f"  (store: {store.root})")
+    for label, msg in failed:
+        click.echo(f"  FAILED {label}: {msg}", err=True)
+
+
+def _run_parallel(config, store, jobs, gpus, profile, only, device, fail_fast):
+    from .parallel import run_parallel
+
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
+    live = None
+    if sys.stderr.isatty():
+        live = _LiveWorkers()
+    try:
+        with live or _Null():
+            summary = run_parallel(config, store, jobs=jobs, gpus=gpu_list, profile=profile, only=only,
+                                   device=device, fail_fast=fail_fast, echo=lambda t: click.echo(t, err=True),
+                                   live=live)
+    except KeyboardInterrupt:
+        summary = None
+    if summary is None or summary.interrupted:
+        click.echo("interrupted: finished epochs are saved; run the same command again to resume", err=True)
+    if summary is None:
+        sys.exit(130)
+    _print_summary(summary.trained, summary.cached, summary.diverged, summary.failed, store)
+    for index, code, log in summary.crashed_workers:
+        click.echo(f"  worker {index} exited with code {code}: see {log}", err=True)
+    sys.exit(130 if summary.interrupted else 0 if summary.ok else 1)
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+class _LiveWorkers:
+    """One line per worker and the matrix progress, redrawn in place on a terminal."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(console=Console(stderr=True), refresh_per_second=4)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+
+    def __call__(self, workers, progress):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        for w in workers:
+            state = "running" if w.proc.poll() is None else f"exited {w.proc.returncode}"
+            gpu = f" gpu {w.gpu}" if w.gpu is not None else ""
+            table.add_row(f"worker {w.index}{gpu}", state, w.last_line[-110:])
+        table.add_row("", "", progress)
+        self.live.update(table)
 
 
 @main.command()

@@ -218,7 +218,9 @@ ANALYSIS_DEFAULTS = {
     "claim_rate": 0.10,  # the lab's claim: BN-less ResNet-110 trains in at most 10% of cases
     "confidence": 0.95,  # level of the Wilson interval
 }
-RUN_DEFAULTS = {"device": "auto", "channels_last": True, "compile": False}  # speed only, not in keys
+# How runs execute, never what they compute (not in keys). threads: torch CPU threads per worker
+# (0: torch's default, all cores; `run --jobs N` gives each worker cores // N).
+RUN_DEFAULTS = {"device": "auto", "channels_last": True, "compile": False, "threads": 0}
 
 
 # --------------------------------------------------------------------------------------------

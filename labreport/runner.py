@@ -33,21 +33,19 @@ class Summary:
         return not self.failed and self.interrupted is None
 
 
-def select_runs(config: Config, only: tuple[str, ...] = ()) -> list[Run]:
-    """Distinct runs of the matrix, restricted to the experiments named in `only` (if any)."""
-    runs = config.unique_runs()
-    if only:
-        unknown = [o for o in only if o not in {e.name for e in config.experiments}]
-        if unknown:
-            from .errors import ConfigError  # noqa: E402
-            names = ", ".join(e.name for e in config.experiments)
-            raise ConfigError(f"--only: no experiment named '{unknown[0]}' (experiments: {names})")
-        first: dict[str, Run] = {}
-        for r in config.runs:
-            if r.experiment in only:
-                first.setdefault(r.key, r)  # as unique_runs: first occurrence, in matrix order
-        runs = list(first.values())
-    return runs
+def select_runs(config: Config, only: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> list[Run]:
+    """Distinct runs of the matrix, restricted to the experiments named in `only` and to the run
+    keys in `keys` (if given), first occurrence and matrix order kept."""
+    names = {e.name for e in config.experiments}
+    unknown = [o for o in only if o not in names]
+    if unknown:
+        from .errors import ConfigError  # noqa: E402
+        raise ConfigError(f"--only: no experiment named '{unknown[0]}' (experiments: {', '.join(names)})")
+    first: dict[str, Run] = {}
+    for r in config.runs:
+        if (not only or r.experiment in only) and (not keys or r.key in keys):
+            first.setdefault(r.key, r)
+    return list(first.values())
 
 
 def pending(store: RunStore, runs: list[Run]) -> tuple[list[Run], list[Run]]:
@@ -59,11 +57,16 @@ def pending(store: RunStore, runs: list[Run]) -> tuple[list[Run], list[Run]]:
 
 
 def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: tuple[str, ...] = (),
-               reporter=None, data_loader=None, retry_failed: bool = True) -> Summary:
+               keys: tuple[str, ...] = (), reporter=None, data_loader=None, retry_failed: bool = True,
+               wait: bool = False, poll_s: float = 5.0, threads: int = 0) -> Summary:
     """Train what is missing. `data_loader()` returns a Cifar10 (called at most once, and only if
-    something is left to train). Failed runs are retried, unless retry_failed=False: then they are
-    left alone and listed in Summary.failed."""
-    runs = select_runs(config, only)
+    something is left to train; by default the data set of the config). Failed runs are retried,
+    unless retry_failed=False: then they are left alone and listed in Summary.failed.
+
+    Runs claimed by another live worker are skipped; with `wait`, this worker keeps polling them
+    every `poll_s` seconds until each is finished, failed elsewhere, or claimable (its holder died:
+    the run resumes here from its checkpoint). `threads` > 0 sets torch's CPU threads."""
+    runs = select_runs(config, only, keys)
     todo, final = pending(store, runs)
     summary = Summary(cached=[r.label for r in final])
     if not retry_failed:  # leave failed runs as they are, and say so
@@ -77,10 +80,13 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     import torch  # from here on, there is work to do
 
     from .data import load_cifar10, resolve_root
-    from .train import RunOptions, SilentReporter, prepare, prepare_key, resolve_device, train
+    from .train import RunOptions, SilentReporter, prepare, prepare_key, resolve_device
 
     reporter = reporter or SilentReporter()
     dev = resolve_device(device if device != "auto" else config.run_options["device"])
+    threads = threads or config.run_options.get("threads", 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
     try:
         store.root.mkdir(parents=True, exist_ok=True)
         probe = store.root / f".write-test.{os.getpid()}"
@@ -92,58 +98,89 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
                                                  download=config.download)))()
     prepared: dict[tuple, object] = {}
     base = RunOptions(channels_last=config.run_options["channels_last"], compile=config.run_options["compile"])
-    for n, run in enumerate(todo, 1):
-        key = run.key
-        if store.state(key).status in FINAL_STATES:  # another worker finished it meanwhile
-            summary.cached.append(run.label)
-            continue
-        if not store.acquire(key):
-            summary.skipped_busy.append(run.label)
-            reporter.message(f"{run.label}: being trained by another worker, skipped")
-            continue
-        if store.state(key).status in FINAL_STATES:  # finished between our check and our claim
-            store.release(key)
-            summary.cached.append(run.label)
-            continue
-        store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
-        try:
-            pk = prepare_key(run.spec)
-            if pk not in prepared:
-                prepared = {pk: prepare(data, run.spec, dev)}  # keep one on the device at a time
-            options = base
-            while True:
-                oom = False
-                try:
-                    result = train(run.spec, prepared[pk], dev, store, options=options,
-                                   reporter=_LeaseKeeper(reporter, store, key),
-                                   label=f"[{n}/{len(todo)}] {run.label}",
-                                   on_epoch=lambda _e, k=key: store.heartbeat(k))
-                    break
-                except torch.OutOfMemoryError:
-                    oom = True  # handled below, once the traceback no longer pins the GPU tensors
-                if oom:
-                    micro = (options.micro_batch or run.spec.batch_size) // 2
-                    if micro < 1:
-                        raise RuntimeError("out of memory even with a micro-batch of 1 image")
-                    if dev.type == "cuda":
-                        torch.cuda.empty_cache()
-                    reporter.message(f"{run.label}: out of memory; retrying with micro-batch {micro} "
-                                     f"and gradient accumulation (effective batch {run.spec.batch_size})")
-                    options = RunOptions(**{**base.__dict__, "micro_batch": micro})
-            store.prune_checkpoints(key)
-            (summary.diverged if result["status"] == "diverged" else summary.trained).append(run.label)
-        except KeyboardInterrupt:
-            summary.interrupted = run.label
-            store.release(key)
+    total = len(todo)
+    done_here = 0
+    while True:
+        busy: list[Run] = []
+        for run in todo:
+            key = run.key
+            state = store.state(key)
+            if state.status in FINAL_STATES:  # another worker finished it meanwhile
+                summary.cached.append(run.label)
+                continue
+            if not store.acquire(key):
+                busy.append(run)
+                continue
+            if store.state(key).status in FINAL_STATES:  # finished between our check and our claim
+                store.release(key)
+                summary.cached.append(run.label)
+                continue
+            store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
+            done_here += 1
+            try:
+                pk = prepare_key(run.spec)
+                if pk not in prepared:
+                    prepared = {pk: prepare(data, run.spec, dev)}  # keep one on the device at a time
+                result = _train_with_oom_fallback(run, prepared[pk], dev, store, base, reporter,
+                                                  f"[{done_here}/{total}] {run.label}")
+                store.prune_checkpoints(key)
+                (summary.diverged if result["status"] == "diverged" else summary.trained).append(run.label)
+            except KeyboardInterrupt:
+                summary.interrupted = run.label
+                break
+            except Exception as e:  # one failed run must not stop the matrix
+                msg = f"{type(e).__name__}: {e}"
+                store.write_error(key, msg, traceback.format_exc())
+                summary.failed.append((run.label, f"{msg} (log: {store.run_dir(key) / 'error.json'})"))
+                reporter.message(f"{run.label}: FAILED: {msg}")
+            finally:
+                store.release(key)
+        if summary.interrupted or not busy:
             break
-        except Exception as e:  # one failed run must not stop the matrix
-            msg = f"{type(e).__name__}: {e}"
-            store.write_error(key, msg, traceback.format_exc())
-            summary.failed.append((run.label, f"{msg} (log: {store.run_dir(key) / 'error.json'})"))
-            reporter.message(f"{run.label}: FAILED: {msg}")
-        finally:
-            store.release(key)
+        if not wait:
+            summary.skipped_busy = [r.label for r in busy]
+            for r in busy:
+                reporter.message(f"{r.label}: being trained by another worker, skipped")
+            break
+        time.sleep(poll_s)
+        todo = []
+        for r in busy:  # a run that failed in another worker is that worker's failure, not retried here
+            st = store.state(r.key)
+            if st.status == "failed" and not st.leased_by:
+                summary.failed.append((r.label, f"{st.error} (in another worker; log: "
+                                                 f"{store.run_dir(r.key) / 'error.json'})"))
+            else:
+                todo.append(r)
+        if not todo:
+            break
     return summary
+
+
+def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporter, label: str) -> dict:
+    """train(), retried with half the micro-batch (gradient accumulation keeps the effective batch)
+    after a CUDA out-of-memory error, down to one image per micro-batch."""
+    import torch
+
+    from .train import RunOptions, train
+
+    options = base
+    while True:
+        oom = False
+        try:
+            return train(run.spec, data, dev, store, options=options,
+                         reporter=_LeaseKeeper(reporter, store, run.key), label=label,
+                         on_epoch=lambda _e, k=run.key: store.heartbeat(k))
+        except torch.OutOfMemoryError:
+            oom = True  # handled below, once the traceback no longer pins the GPU tensors
+        if oom:
+            micro = (options.micro_batch or run.spec.batch_size) // 2
+            if micro < 1:
+                raise RuntimeError("out of memory even with a micro-batch of 1 image")
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            reporter.message(f"{run.label}: out of memory; retrying with micro-batch {micro} "
+                             f"and gradient accumulation (effective batch {run.spec.batch_size})")
+            options = RunOptions(**{**base.__dict__, "micro_batch": micro})
 
 
 class _LeaseKeeper:
