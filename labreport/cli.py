@@ -94,6 +94,8 @@ def _state_rows(config: Config, store: RunStore) -> list[dict]:
 
 
 def _status_text(row: dict) -> str:
+    if row.get("queued_job"):
+        return f"queued (job {row['queued_job']})"
     if row["status"] == "partial":
         return f"partial {row['epochs_done']}/{row['epochs']}"
     return row["status"]
@@ -171,6 +173,12 @@ def status(obj: Context, profile, as_json):
     config = obj.config(profile)
     store = obj.store(config)
     rows = _state_rows(config, store)
+    from .slurm import queued_jobs
+
+    queued = queued_jobs(config, store)
+    for r in rows:  # submitted to a job array (run --executor), not claimed by a task yet
+        if r["key"] in queued and r["status"] in ("missing", "partial") and not r["leased_by"]:
+            r["queued_job"] = queued[r["key"]]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -197,11 +205,18 @@ def status(obj: Context, profile, as_json):
 @click.option("--gpus", metavar="0,1,...", help="with --jobs: GPUs to spread the workers over")
 @click.option("--fail-fast", is_flag=True, help="with --jobs: stop every worker at the first failed run")
 @click.option("--wait", is_flag=True,
-              help="keep waiting for runs other workers are training, and take over those whose worker died")
+              help="keep waiting for runs other workers are training, and take over those whose worker died; "
+                   "with --executor: wait for the job array, showing progress")
+@click.option("--executor", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
+              show_default=True, help="local: train here; slurm: one job array task per run left "
+                                      "([executor] in the TOML); submitit-local: that array, run here (tests)")
+@click.option("--partition", metavar="NAME", help="with --executor slurm: override [executor] partition")
+@click.option("--time-min", type=click.IntRange(1), metavar="MIN", help="with --executor: time limit per task")
 @click.option("--threads", type=click.IntRange(0, 1024), default=0, help="torch CPU threads (0: all cores)")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.pass_obj
-def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wait, threads, summary_json):
+def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wait, executor, partition,
+        time_min, threads, summary_json):
     """Train every run of the matrix that is not done yet (interrupted runs resume).
 
     Several `labreport run` processes, here or on other machines sharing the run store, never
@@ -212,6 +227,7 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
         labreport run --profile quick
         labreport run --only resnet20-reg --device cuda:1
         labreport run --jobs 4 --gpus 0,1      # 4 workers, 2 per GPU
+        labreport run --executor slurm --wait  # one Slurm array task per run left
     """
     from .runner import pending, run_matrix, select_runs
 
@@ -225,6 +241,11 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
             click.echo(f"would train {r.key}  {_status_text({'status': st.status, 'epochs_done': st.epochs_done, 'epochs': r.spec.epochs}):<14} {r.label}")
         click.echo(f"{len(todo)} to train, {len(final)} already done")
         return
+    if executor != "local":
+        if jobs > 1:
+            raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")
+        _run_submitit(config, store, executor, tuple(only), device, wait, threads,
+                      {"partition": partition, "time_min": time_min})
     if jobs > 1:
         _run_parallel(config, store, jobs, gpus, profile, tuple(only), device, fail_fast)
 
@@ -264,6 +285,27 @@ def _print_summary(trained, cached, diverged, failed, store, busy=0):
     click.echo(", ".join(parts) + f"  (store: {store.root})")
     for label, msg in failed:
         click.echo(f"  FAILED {label}: {msg}", err=True)
+
+
+def _run_submitit(config, store, kind, only, device, wait, threads, overrides):
+    from .slurm import follow, submit
+
+    sub = submit(config, store, kind=kind, only=only, device=device, threads=threads, overrides=overrides)
+    if not sub.jobs:
+        click.echo(f"nothing to submit: {len(sub.cached)} run(s) already done  (store: {store.root})")
+        sys.exit(0)
+    click.echo(f"submitted {len(sub.jobs)} run(s) to {kind} as one array: job(s) {sub.job_ids}; "
+               f"logs in {sub.folder}")
+    if not wait:
+        click.echo("follow with: labreport status")
+        sys.exit(0)
+    try:
+        out = follow(sub, store, echo=lambda t: click.echo(t, err=True), poll_s=15.0 if kind == "slurm" else 1.0)
+    except KeyboardInterrupt:
+        click.echo("\nstopped waiting; submitted jobs may still run: labreport status to follow", err=True)
+        sys.exit(130)
+    _print_summary(out.trained, out.cached, out.diverged, out.failed, store)
+    sys.exit(0 if out.ok else 1)
 
 
 def _run_parallel(config, store, jobs, gpus, profile, only, device, fail_fast):

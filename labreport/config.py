@@ -102,7 +102,7 @@ FIELDS: dict[str, Field] = {
 }
 GRID_KEYS_WITH_LIST_VALUES = {"milestones"}
 EXPERIMENT_KEYS = {"name", "task", "seeds", "description"}
-SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile"}
+SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor"}
 REPORT_KEYS = {
     "title": str, "university": str, "department": str, "discipline": str, "lab_number": (int, str),
     "student": str, "group": str, "teacher": str, "city": str, "year": (int, str),
@@ -200,6 +200,7 @@ class Config:
     experiments: tuple[Experiment, ...]
     runs: tuple[Run, ...] = field(repr=False)
     profiles: tuple[str, ...] = ()
+    executor: dict[str, Any] = field(default_factory=lambda: {**EXECUTOR_DEFAULTS, "extra": {}})
 
     @property
     def base_dir(self) -> Path:
@@ -221,6 +222,17 @@ ANALYSIS_DEFAULTS = {
 # How runs execute, never what they compute (not in keys). threads: torch CPU threads per worker
 # (0: torch's default, all cores; `run --jobs N` gives each worker cores // N).
 RUN_DEFAULTS = {"device": "auto", "channels_last": True, "compile": False, "threads": 0}
+# `run --executor slurm`: what each array task (one run) asks Slurm for; never part of a run key.
+EXECUTOR_DEFAULTS = {
+    "partition": "",  # "": the cluster's default partition
+    "time_min": 240,  # wall-clock limit per task, minutes; a run that needs more is requeued and resumes
+    "gpus_per_task": 1,
+    "cpus_per_task": 4,  # also torch's CPU threads in the task, unless [run] threads says otherwise
+    "mem_gb": 16,  # 0: the partition's default
+    "array_parallelism": 16,  # tasks of the array running at once
+    "folder": "",  # submitit's logs and submitted.json; "": <run store>/.slurm
+    "extra": {},  # more sbatch options, e.g. {account = "x", qos = "y"}
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +343,18 @@ def _simple_section(ctx: _Ctx, doc: dict, name: str, defaults: dict) -> dict:
     return out
 
 
+def _executor_section(ctx: _Ctx, doc: dict) -> dict:
+    out = _simple_section(ctx, doc, "executor", EXECUTOR_DEFAULTS)
+    for k, lo in (("time_min", 1), ("gpus_per_task", 0), ("cpus_per_task", 1), ("mem_gb", 0), ("array_parallelism", 1)):
+        if out[k] < lo:
+            raise ctx.err("[executor]", f"'{k}' must be >= {lo}, got {out[k]}")
+    for k, v in out["extra"].items():  # each becomes one `#SBATCH --k=v` line
+        if not isinstance(v, (str, int, float, bool)):
+            raise ctx.err("[executor]", f"'extra.{k}' must be text, a number or true, got {v!r}")
+    out["extra"] = dict(out["extra"])  # not the shared default
+    return out
+
+
 def load_config(path: str | Path, profile: str | None = None) -> Config:
     """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
     path = Path(path)
@@ -370,6 +394,7 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
         if not 0.0 < analysis[k] < 1.0:
             raise ctx.err("[analysis]", f"'{k}' must be between 0 and 1 (exclusive), got {analysis[k]}")
     run_options = _simple_section(ctx, doc, "run", RUN_DEFAULTS)
+    executor = _executor_section(ctx, doc)
 
     defaults_table = _table(ctx, doc, "defaults")
     defaults = _settings(ctx, "[defaults]", defaults_table, extra_keys={"seeds"})
@@ -454,7 +479,7 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
     return Config(path=path, profile=profile, report=report, data_root=data["root"] or None,
                   download=data["download"], store_root=store["root"] or None, analysis=analysis,
                   run_options=run_options, experiments=tuple(experiments), runs=tuple(runs),
-                  profiles=tuple(profiles))
+                  profiles=tuple(profiles), executor=executor)
 
 
 def _expand(ctx: _Ctx, where: str, name: str, task: str | None, merged: dict[str, list],

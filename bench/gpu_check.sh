@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# GPU readiness check (issue 7): one command, under 8 minutes on one H100.
+#   bench/gpu_check.sh OUT_DIR [DATA_SOURCE]
+# DATA_SOURCE: a folder holding cifar-10-batches-py/, or the folder holding build_cifar10.py and
+# cifar10-jpeg.tar.gz (a copy of ../shared/data; on a lent device machine carry it in an ignored
+# folder, e.g. .devdata/), default ../shared/data. Writes OUT_DIR/gpu_check.{log,json}.
+# Assumes the project's .venv (make install) or a python with labreport installed.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${1:?usage: gpu_check.sh OUT_DIR [DATA_SOURCE]}"
+src="${2:-$here/../../shared/data}"
+py="${PYTHON:-$here/../.venv/bin/python}"
+[ -x "$py" ] || py=python3
+mkdir -p "$out"
+if [ -d "$src/cifar-10-batches-py" ]; then
+    data="$src"
+else
+    data="$out/data"
+    [ -d "$data/cifar-10-batches-py" ] || "$py" "$src/build_cifar10.py" "$data"
+fi
+"$py" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" 
+exec "$py" "$here/gpu_check.py" "$out" --data "$data" --device cuda "${@:3}"
