@@ -105,6 +105,8 @@ class TrainRun:
         from submitit.helpers import DelayedSubmission
 
         RunStore(self.store_root).release(self.key)
+        print(f"{self.label} run {self.key}: preempted or out of time: lease released; requeued, resumes from "
+              f"the last epoch checkpoint", flush=True)
         return DelayedSubmission(self, *args, **kwargs)
 
 
@@ -182,7 +184,7 @@ def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] 
     path = folder / SUBMITTED
     old = read_json(path)
     history = old.get("submissions", []) if isinstance(old, dict) else []
-    history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "executor": kind, "config": str(config.path),
+    history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "executor": kind, "config": str(config.path.resolve()),
                     "profile": config.profile, "jobs": {r.key: j.job_id for r, j in zip(todo, sub.jobs)}})
     atomic_write_json(path, {"submissions": history})
     return sub
@@ -217,11 +219,13 @@ def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 10.0) -> O
         if not running:
             break
         time.sleep(poll_s)
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
     out = Outcome(cached=list(sub.cached))
     for run, job in zip(sub.runs, sub.jobs):
         try:
             res = job.result()
-        except Exception as e:  # the task crashed, was cancelled, or timed out too many times
+        except (FailedJobError, UncompletedJobError) as e:  # crashed, cancelled, or out of requeues
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
             out.failed.append((run.label, f"job {job.job_id}: {first} (log: {job.paths.stderr})"))
             continue
