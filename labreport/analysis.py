@@ -222,11 +222,37 @@ class PaperRow:
     ours_std: float | None
     n: int
     epochs: int
+    paper_mean: float | None = None  # the paper's mean and std over its runs: ResNet-110 only
+    paper_std: float | None = None
+    paper_runs: int | None = None
+    within: bool | None = None  # our mean within the paper's mean ± std (None: no published std)
+    within_yardstick: bool | None = None  # within Table 6's number ± ResNet-110's std, borrowed
+    recipe: bool = False  # our runs used the paper's training recipe (profile paper)
+
+
+# He et al. 2015 sec. 4.2: SGD, momentum 0.9, wd 1e-4, batch 128, lr 0.1 / 10 at 32k and 48k, stop at 64k.
+PAPER_RECIPE = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128,
+                "schedule": "step", "milestones": [32000, 48000], "gamma": 0.1, "schedule_unit": "iter",
+                "max_iters": 64000, "augment": True}
+YARDSTICK_STD = 0.16  # ResNet-110's std in Table 6, the only spread the paper publishes
+
+
+def paper_recipe(spec: dict) -> bool:
+    """Did a run train with the paper's recipe (any warm-up allowed)?"""
+    return all(spec.get(k) == v for k, v in PAPER_RECIPE.items())
+
+
+def within_spread(ours: float | None, centre: float | None, std: float | None) -> bool | None:
+    """|ours - centre| <= std; None when a number is missing."""
+    if ours is None or centre is None or std is None:
+        return None
+    return abs(ours - centre) <= std + 1e-9
 
 
 def paper_comparison(groups: Sequence[Group]) -> list[PaperRow]:
     """Our error next to He et al. 2015 Table 6 for every CIFAR ResNet depth that was run (BN on,
-    best configuration of that depth)."""
+    best configuration of that depth). Only ResNet-110 has a published spread (mean ± std over 5
+    runs); for the other depths `within_yardstick` borrows it, and says so by its name."""
     rows = []
     for model, info in CATALOG.items():
         if info.paper_error is None:
@@ -238,7 +264,11 @@ def paper_comparison(groups: Sequence[Group]) -> list[PaperRow]:
         g = best.groups[0] if best else cand[0]
         err = None if g.mean is None else 100 * (1 - g.mean)
         std = None if g.std is None else 100 * g.std
-        rows.append(PaperRow(model, info.depth, info.paper_error, err, std, len(g.values), g.runs[0].spec["epochs"]))
+        rows.append(PaperRow(model, info.depth, info.paper_error, err, std, len(g.values), g.runs[0].spec["epochs"],
+                             info.paper_mean, info.paper_std, info.paper_runs,
+                             within_spread(err, info.paper_mean, info.paper_std),
+                             within_spread(err, info.paper_error, YARDSTICK_STD),
+                             all(paper_recipe(r.spec) for r in g.runs)))
     return rows
 
 

@@ -92,6 +92,8 @@ FIELDS: dict[str, Field] = {
     "warmup_lr": Field(float, 0.0, _range(0.0), "lr during warm-up (0: no warm-up)"),
     "warmup": Field(int, 0, _range(0), "length of the warm-up, in schedule_unit"),
     "epochs": Field(int, 50, _range(1, 100_000)),
+    "max_iters": Field(int, 0, _range(0, 10_000_000),
+                       "stop after this many optimizer steps (0: after `epochs`); epochs then follow from it"),
     "batch_size": Field(int, 128, _range(1, 65_536), "images per optimizer step"),
     "augment": Field(bool, True, None, "pad 4 + random 32x32 crop + horizontal flip"),
     "val_size": Field(int, 5000, _range(0, 49_999), "training images held out to choose the epoch"),
@@ -101,8 +103,14 @@ FIELDS: dict[str, Field] = {
     "deterministic": Field(bool, False, None, "bit-exact reproducibility (slower)"),
 }
 GRID_KEYS_WITH_LIST_VALUES = {"milestones"}
-EXPERIMENT_KEYS = {"name", "task", "seeds", "description"}
-SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor"}
+EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled"}
+PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training settings
+# Training settings added after TRAIN_VERSION 1: left out of the spec dict (and so of the key) while
+# at their default, so that the keys and results of existing runs stay valid.
+OMITTED_AT_DEFAULT = ("max_iters",)
+CIFAR10_TRAIN = 50_000  # training images of the data set: turns max_iters into epochs without the data
+SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
+            "gradflow"}
 REPORT_KEYS = {
     "title": str, "university": str, "department": str, "discipline": str, "lab_number": (int, str),
     "student": str, "group": str, "teacher": str, "city": str, "year": (int, str),
@@ -130,6 +138,7 @@ class TrainSpec:
     warmup_lr: float = 0.0
     warmup: int = 0
     epochs: int = 50
+    max_iters: int = 0  # > 0: stop after this many steps; `epochs` is then ceil(max_iters / steps per epoch)
     batch_size: int = 128
     augment: bool = True
     val_size: int = 5000
@@ -143,6 +152,9 @@ class TrainSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        for k in OMITTED_AT_DEFAULT:
+            if d[k] == FIELDS[k].default:
+                del d[k]
         return d
 
     @property
@@ -201,6 +213,7 @@ class Config:
     runs: tuple[Run, ...] = field(repr=False)
     profiles: tuple[str, ...] = ()
     executor: dict[str, Any] = field(default_factory=lambda: {**EXECUTOR_DEFAULTS, "extra": {}})
+    gradflow: dict[str, Any] = field(default_factory=lambda: _copy(GRADFLOW_DEFAULTS))
 
     @property
     def base_dir(self) -> Path:
@@ -222,6 +235,25 @@ ANALYSIS_DEFAULTS = {
 # How runs execute, never what they compute (not in keys). threads: torch CPU threads per worker
 # (0: torch's default, all cores; `run --jobs N` gives each worker cores // N).
 RUN_DEFAULTS = {"device": "auto", "channels_last": True, "compile": False, "threads": 0}
+# Gradient flow (task 1, `labreport gradflow`): per-layer gradient norms of ResNet / plain nets with and
+# without BN, at init and after `steps` Adam steps. The defaults cost about 1.5 minutes on 2 CPU cores.
+GRADFLOW_DEFAULTS = {
+    "enabled": True,  # `run` measures it at the end, `build` shows it when it is in the store
+    "depths": [110],  # any of 20, 32, 44, 56, 110 (both a resnetN and a plainN exist)
+    "inits": ["he", "torch"],
+    "steps": 20,  # Adam steps between the two measurements (CPU cost: ~0.5 s each for a 110-layer net)
+    "batch": 32,  # images per training step
+    "images": 640,  # training images the steps cycle over: steps x batch, each seen once
+    "probe": 128,  # images of the fixed batch the gradient norms are measured on
+    "lr": 1e-3,  # Adam learning rate of the training steps
+}
+GRADFLOW_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def _copy(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
 # `run --executor slurm`: what each array task (one run) asks Slurm for; never part of a run key.
 EXECUTOR_DEFAULTS = {
     "partition": "",  # "": the cluster's default partition
@@ -344,14 +376,33 @@ def _simple_section(ctx: _Ctx, doc: dict, name: str, defaults: dict) -> dict:
 
 
 def _executor_section(ctx: _Ctx, doc: dict) -> dict:
+    extra = _table(ctx, doc, "executor").get("extra", {})
+    if not isinstance(extra, dict):
+        raise ctx.err("[executor]", f"'extra' must be a table of sbatch options, e.g. {{account = \"x\"}}, "
+                                    f"got {extra!r}")
     out = _simple_section(ctx, doc, "executor", EXECUTOR_DEFAULTS)
     for k, lo in (("time_min", 1), ("gpus_per_task", 0), ("cpus_per_task", 1), ("mem_gb", 0), ("array_parallelism", 1)):
         if out[k] < lo:
             raise ctx.err("[executor]", f"'{k}' must be >= {lo}, got {out[k]}")
     for k, v in out["extra"].items():  # each becomes one `#SBATCH --k=v` line
-        if not isinstance(v, (str, int, float, bool)):
+        if not isinstance(v, (str, int, float, bool)) or v is False:  # true: a bare flag (--exclusive)
             raise ctx.err("[executor]", f"'extra.{k}' must be text, a number or true, got {v!r}")
     out["extra"] = dict(out["extra"])  # not the shared default
+    return out
+
+
+def _gradflow_section(ctx: _Ctx, doc: dict) -> dict:
+    out = _copy(_simple_section(ctx, doc, "gradflow", GRADFLOW_DEFAULTS))
+    for k, options in (("depths", GRADFLOW_DEPTHS), ("inits", ("he", "torch"))):
+        v = out[k]
+        if not v or any(isinstance(x, bool) or x not in options for x in v) or len(set(v)) != len(v):
+            raise ctx.err("[gradflow]", f"'{k}' must be a non-empty list of distinct values from "
+                                        f"{', '.join(map(repr, options))}, got {v!r}")
+    for k, lo in (("steps", 1), ("batch", 1), ("images", out["batch"]), ("probe", 1)):
+        if out[k] < lo:
+            raise ctx.err("[gradflow]", f"'{k}' must be >= {lo}, got {out[k]}")
+    if not (math.isfinite(out["lr"]) and 0 < out["lr"] <= 10):
+        raise ctx.err("[gradflow]", f"'lr' must be in (0, 10], got {out['lr']}")
     return out
 
 
@@ -395,6 +446,7 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
             raise ctx.err("[analysis]", f"'{k}' must be between 0 and 1 (exclusive), got {analysis[k]}")
     run_options = _simple_section(ctx, doc, "run", RUN_DEFAULTS)
     executor = _executor_section(ctx, doc)
+    gradflow = _gradflow_section(ctx, doc)
 
     defaults_table = _table(ctx, doc, "defaults")
     defaults = _settings(ctx, "[defaults]", defaults_table, extra_keys={"seeds"})
@@ -410,14 +462,14 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
     for pname, ptable in profiles.items():  # check every profile, not only the one asked for
         if not isinstance(ptable, dict):
             raise ctx.err(f"[profile.{pname}]", "must be a table")
-        _settings(ctx, f"[profile.{pname}]", ptable, extra_keys={"experiment", "seeds"})
+        _settings(ctx, f"[profile.{pname}]", ptable, extra_keys=PROFILE_KEYS)
     if profile is not None:
         if profile not in profiles:
             known = ", ".join(profiles) or "none defined"
             raise ctx.err("--profile", f"unknown profile '{profile}' (profiles: {known})")
         ptable = profiles[profile]
         where = f"[profile.{profile}]"
-        prof_global = _settings(ctx, where, ptable, extra_keys={"experiment", "seeds"})
+        prof_global = _settings(ctx, where, ptable, extra_keys=PROFILE_KEYS)
         if "seeds" in ptable:
             prof_seeds = _seeds(ctx, where, ptable["seeds"])
         prof_exp = ptable.get("experiment", {})
@@ -432,6 +484,7 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
     unknown_exp = set(prof_exp) - {t.get("name") for t in exps_raw if isinstance(t.get("name"), str)}
     if unknown_exp:
         raise ctx.err(f"[profile.{profile}]", f"overrides unknown experiment '{sorted(unknown_exp)[0]}'")
+    selected = _profile_experiments(ctx, profiles, profile, [t.get("name") for t in exps_raw])
     experiments: list[Experiment] = []
     runs: list[Run] = []
     names: set[str] = set()
@@ -453,6 +506,9 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
         desc = table.get("description", "")
         if not isinstance(desc, str):
             raise ctx.err(where, "'description' must be text")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ctx.err(where, f"'enabled' must be true or false, got {enabled!r}")
         own = _settings(ctx, where, table, extra_keys=EXPERIMENT_KEYS)
         seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else default_seeds
         layers = [defaults, own, prof_global]
@@ -473,13 +529,51 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
             merged.update(layer)
         # grid coordinates in the order the experiment writes them
         merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
-        experiments.append(Experiment(name, None if task is None else str(task), dict(table), seeds, desc))
-        runs.extend(_expand(ctx, where, name, None if task is None else str(task), merged, seeds))
+        exp_runs = _expand(ctx, where, name, None if task is None else str(task), merged, seeds)
+        if (name in selected) if selected is not None else enabled:  # disabled ones are still checked
+            experiments.append(Experiment(name, None if task is None else str(task), dict(table), seeds, desc))
+            runs.extend(exp_runs)
+    if not runs:
+        raise ctx.err("top level", "every [[experiment]] has enabled = false: enable one, or pick a profile "
+                                   "that lists some in 'experiments'")
 
     return Config(path=path, profile=profile, report=report, data_root=data["root"] or None,
                   download=data["download"], store_root=store["root"] or None, analysis=analysis,
                   run_options=run_options, experiments=tuple(experiments), runs=tuple(runs),
-                  profiles=tuple(profiles), executor=executor)
+                  profiles=tuple(profiles), executor=executor, gradflow=gradflow)
+
+
+def _profile_experiments(ctx: _Ctx, profiles: dict, profile: str | None, names: list) -> set[str] | None:
+    """Check every profile's `experiments` list; return the chosen profile's (None: it has none, and
+    the matrix is every experiment without enabled = false)."""
+    chosen = None
+    for pname, ptable in profiles.items():
+        if "experiments" not in ptable:
+            continue
+        listed, where = ptable["experiments"], f"[profile.{pname}]"
+        if not isinstance(listed, list) or not listed or not all(isinstance(n, str) for n in listed):
+            raise ctx.err(where, f"'experiments' must be a non-empty list of experiment names, got {listed!r}")
+        if len(set(listed)) != len(listed):
+            raise ctx.err(where, f"'experiments' lists the same experiment twice: {listed!r}")
+        for n in listed:
+            if n not in names:
+                known = [x for x in names if isinstance(x, str)]
+                raise ctx.err(where, f"'experiments': {_unknown(n, known, 'experiment')}")
+        if pname == profile:
+            chosen = set(listed)
+    return chosen
+
+
+def _epochs_for(ctx: _Ctx, where: str, point: dict) -> int:
+    """ceil(max_iters / steps per epoch) on CIFAR-10's 50,000 training images (the trainer, which
+    knows the real data, stops at max_iters whatever this says)."""
+    n_train = CIFAR10_TRAIN - point.get("val_size", FIELDS["val_size"].default)
+    if point.get("train_subset"):
+        n_train = min(n_train, point["train_subset"])
+    per_epoch = n_train // point.get("batch_size", FIELDS["batch_size"].default)  # the last partial batch is dropped
+    if per_epoch == 0:
+        raise ctx.err(where, f"batch_size is larger than the {n_train} training images")
+    return math.ceil(point["max_iters"] / per_epoch)
 
 
 def _expand(ctx: _Ctx, where: str, name: str, task: str | None, merged: dict[str, list],
@@ -496,6 +590,8 @@ def _expand(ctx: _Ctx, where: str, name: str, task: str | None, merged: dict[str
                 raise ctx.err(where, f"model '{minfo.name}' does not support {opt}={point[opt]!r}")
         if point.get("schedule") == "step" and not point.get("milestones"):
             raise ctx.err(where, "schedule = 'step' needs 'milestones'")
+        if point.get("max_iters"):  # max_iters replaces epochs: as many as it takes, the last one partial
+            point["epochs"] = _epochs_for(ctx, where, point)
         for seed in seeds:
             spec = TrainSpec(**{k: v for k, v in point.items() if k != "seed"}, seed=seed)
             varying = tuple((k, point[k]) for k in grid_keys)

@@ -55,6 +55,9 @@ LABELS = {
         "best_val": "Лучшая точность на валидации", "trained": "обучилась",
         "not_trained": "не обучилась", "no_value": "расходимость / нет данных",
         "trained_count": "обучилось: {k}/{n}", "cell_metric": "Точность на тесте, %",
+        "layer": "Номер слоя (по глубине)", "grad_norm": "‖∂L/∂W‖ слоя", "at_init": "При инициализации",
+        "after_steps": "После {k} шагов Adam", "depth": "глубина {d}", "init": "инициализация {i}",
+        "resnet": "ResNet", "plain": "плоская", "bn": "с BN", "nobn": "без BN",
     },
     "en": {
         "epoch": "Epoch", "accuracy": "Accuracy", "test_accuracy": "Test accuracy",
@@ -64,6 +67,9 @@ LABELS = {
         "best_val": "Best validation accuracy", "trained": "trained",
         "not_trained": "not trained", "no_value": "diverged / no value",
         "trained_count": "trained: {k}/{n}", "cell_metric": "Test accuracy, %",
+        "layer": "Layer (by depth)", "grad_norm": "‖∂L/∂W‖ of the layer", "at_init": "At initialisation",
+        "after_steps": "After {k} Adam steps", "depth": "depth {d}", "init": "init {i}",
+        "resnet": "ResNet", "plain": "plain", "bn": "BN", "nobn": "no BN",
     },
 }
 
@@ -339,6 +345,62 @@ def resources_chart(rows: Sequence[Resource], lang: str = "ru") -> Figure | None
             spine.set_visible(False)
     right.set_xlabel(_t(lang, "peak_mem"))
     right.tick_params(axis="y", length=0, labelleft=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient flow (task 1)
+# --------------------------------------------------------------------------------------------
+GRADFLOW_NETWORKS = (("resnet", "batch"), ("resnet", "none"), ("plain", "batch"), ("plain", "none"))
+INIT_STYLES = {"he": "-", "torch": "--"}
+
+
+def family_of(cell: dict) -> str:
+    return "resnet" if cell["model"].startswith("resnet") else "plain"
+
+
+def _positive(values) -> list[float]:
+    """Norms for a log axis: zero (vanished below float32) and non-finite ones become gaps."""
+    return [v if _finite(v) and v > 0 else math.nan for v in values]
+
+
+@_styled
+def gradient_flow(measurement: dict, lang: str = "ru") -> Figure | None:
+    """||dL/dW|| per layer against its depth, log scale: at initialisation (left) and after the
+    training steps (right), one row per measured depth. Colour: the network (ResNet / plain, with or
+    without BN); line style: the init. `measurement` is gradflow.cached(...); None when it is empty."""
+    results = measurement.get("cells") or []
+    if not results:
+        return None
+    depths = sorted({int(c["cell"]["model"].removeprefix(family_of(c["cell"]))) for c in results})
+    inits = [i for i in INIT_STYLES if any(c["cell"]["init"] == i for c in results)]
+    steps = results[0]["cell"]["steps"]
+    fig = Figure(figsize=(PAGE_WIDTH, 2.5 * len(depths) + 0.9), layout="constrained")
+    axes = fig.subplots(len(depths), 2, sharey="row", squeeze=False)
+    for row, depth in enumerate(depths):
+        for col, key in enumerate(("grad_init", "grad_trained")):
+            ax = axes[row][col]
+            ax.set_yscale("log")
+            for res in results:
+                c = res["cell"]
+                fam = family_of(c)
+                if int(c["model"].removeprefix(fam)) != depth or not res.get(key):
+                    continue
+                colour = PALETTE[GRADFLOW_NETWORKS.index((fam, c["norm"]))]
+                ys = _positive(res[key])
+                ax.plot(range(1, len(ys) + 1), ys, color=colour, ls=INIT_STYLES.get(c["init"], ":"), lw=1.1)
+            title = _t(lang, "at_init") if col == 0 else _t(lang, "after_steps").format(k=steps)
+            ax.set_title(f"{title}, {_t(lang, 'depth').format(d=depth)}" if len(depths) > 1 else title)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if row == len(depths) - 1:
+                ax.set_xlabel(_t(lang, "layer"))
+        axes[row][0].set_ylabel(_t(lang, "grad_norm"))
+    handles = [Line2D([], [], color=PALETTE[i], lw=1.5,
+                      label=f"{_t(lang, fam)}, {_t(lang, 'bn' if norm == 'batch' else 'nobn')}")
+               for i, (fam, norm) in enumerate(GRADFLOW_NETWORKS)]
+    handles += [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=_t(lang, "init").format(i=i))
+                for i in inits]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     return fig
 
 

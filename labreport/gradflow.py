@@ -20,9 +20,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .store import atomic_write_json, read_json
 
@@ -146,6 +147,20 @@ def layer_grad_norms(model, x, y) -> tuple[list[float], float, float]:
 def measure_cell(cell: Cell, data, device) -> dict:
     """Per-layer gradient norms at initialisation and after `cell.steps` Adam steps."""
     import torch
+
+    t0 = time.perf_counter()
+    # x86 CPUs compute on denormal floats (|x| < 1.2e-38) some 100x slower, and a vanishing or
+    # exploding net is full of them: flush them to zero. A gradient that small has vanished anyway.
+    flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    try:
+        return _measure(cell, data, device, t0)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def _measure(cell: Cell, data, device, t0: float) -> dict:
+    import torch
     import torch.nn.functional as F
 
     from . import __version__
@@ -153,7 +168,6 @@ def measure_cell(cell: Cell, data, device) -> dict:
     from .errors import DataError
     from .models import build_model
 
-    t0 = time.perf_counter()
     n = len(data.train_y)
     if cell.probe + cell.images > n:
         raise DataError(f"[gradflow] needs probe + images = {cell.probe + cell.images} training images, "
@@ -199,7 +213,8 @@ def measure_cell(cell: Cell, data, device) -> dict:
         "diverged_at_step": diverged_at, "time_s": time.perf_counter() - t0,
         "provenance": {"labreport": __version__, "torch": torch.__version__, "device": str(device),
                        "threads": torch.get_num_threads(), "data_fingerprint": data.fingerprint,
-                       "data_official": data.official},
+                       "data_official": data.official,
+                       "flush_denormal": device.type == "cpu"},
     }
 
 
@@ -259,6 +274,17 @@ def skip_gain(rows: list[dict], depth: int, norm: str, init: str, when: str = "i
     return orders_of_magnitude(plain[f"first_{when}"], res[f"first_{when}"])
 
 
+def change(row: dict | None, when: str = "init") -> float | None:
+    """|orders of magnitude| the gradient norm changes between the last and the first layer:
+    inf when the first layer's gradient vanished to 0 (float32) and the last one's did not."""
+    if row is None:
+        return None
+    o = row[f"orders_{when}"]
+    if o is not None:
+        return abs(o)
+    return math.inf if row[f"first_{when}"] == 0 and _finite_positive(row[f"last_{when}"]) else None
+
+
 def facts(measurement: dict, lab_inits: list[str]) -> dict:
     """What the report's theory section says, for the deepest measured depth: per network the
     orders of magnitude at init and after training under the init the lab runs use (`lab_inits`,
@@ -274,6 +300,13 @@ def facts(measurement: dict, lab_inits: list[str]) -> dict:
     for family, norm in NETWORKS:
         r = _find(rows, family=family, depth=depth, norm=norm, init=init)
         nets[f"{family}_{norm}"] = r
+    # the ResNet's gradient changes less over depth than the plain net's (per norm, at init and trained)
+    steadier = {f"{norm}_{when}": (a < b) if (a := change(nets[f"resnet_{norm}"], when)) is not None
+                and (b := change(nets[f"plain_{norm}"], when)) is not None else None
+                for norm in ("batch", "none") for when in ("init", "trained")}
+    other = next((i for i in measured_inits if i != init), None)  # the init the runs do not use, if measured
+    other_nets = {f"{f}_{n}": _find(rows, family=f, depth=depth, norm=n, init=other) for f, n in NETWORKS} \
+        if other else None
     nobn_std = {i: r["logits_std_init"] for i in measured_inits
                 if (r := _find(rows, family="resnet", depth=depth, norm="none", init=i))}
     return {
@@ -283,6 +316,7 @@ def facts(measurement: dict, lab_inits: list[str]) -> dict:
         "gain_bn": skip_gain(rows, depth, "batch", init), "gain_nobn": skip_gain(rows, depth, "none", init),
         "gain_bn_trained": skip_gain(rows, depth, "batch", init, "trained"),
         "gain_nobn_trained": skip_gain(rows, depth, "none", init, "trained"),
-        "nobn_logits_std": nobn_std, "missing": len(measurement["missing"]),
+        "steadier": steadier, "other_init": other, "other_nets": other_nets, "nobn_logits_std": nobn_std, "missing": len(measurement["missing"]),
+        "probe": measurement["settings"]["probe"],
         "total": len(measurement["cells"]) + len(measurement["missing"]),
     }

@@ -29,9 +29,11 @@ FONTS_DIR = PACKAGE_DIR / "assets" / "fonts"
 
 TASK_TITLES = {
     "ru": {"3": "ResNet-18 против базовой CNN (задание 3)", "4": "ResNet-20: dropout и L2-регуляризация (задание 4)",
-           "5": "ResNet-110 с BatchNorm и без него (задание 5)", "": "Дополнительные эксперименты"},
+           "5": "ResNet-110 с BatchNorm и без него (задание 5)", "": "Дополнительные эксперименты",
+           "paper": "Рецепт статьи: ResNet-20…110 (He et al. 2015, раздел 4.2)"},
     "en": {"3": "ResNet-18 against the CNN baseline (task 3)", "4": "ResNet-20: dropout and L2 regularization (task 4)",
-           "5": "ResNet-110 with and without BatchNorm (task 5)", "": "Additional experiments"},
+           "5": "ResNet-110 with and without BatchNorm (task 5)", "": "Additional experiments",
+           "paper": "The paper's recipe: ResNet-20…110 (He et al. 2015, section 4.2)"},
 }
 
 
@@ -62,8 +64,8 @@ class Numbering:
 
 
 # --------------------------------------------------------------------------------------------
-def make_figures(study: Study, out_dir: Path, lang: str) -> dict[str, FigureRef]:
-    """Render every figure the study has data for; returns them by name."""
+def make_figures(study: Study, out_dir: Path, lang: str, gradflow: dict | None = None) -> dict[str, FigureRef]:
+    """Render every figure the study (and the gradient-flow measurement, if any) has data for."""
     from . import figures as F
 
     ru = lang == "ru"
@@ -90,6 +92,13 @@ def make_figures(study: Study, out_dir: Path, lang: str) -> dict[str, FigureRef]
              else "Best validation accuracy per seed, with and without BatchNorm; dashed: the 'trained' threshold"))
     add("resources", F.resources_chart(study.resources, lang=lang),
         "Время эпохи и пиковая память по моделям" if ru else "Time per epoch and peak memory per model")
+    if gradflow and gradflow["cells"]:
+        k = gradflow["settings"]["steps"]
+        add("gradflow", F.gradient_flow(gradflow, lang=lang),
+            (f"Норма градиента ‖∂L/∂W‖ по слоям (логарифмическая шкала) при инициализации и после {k} шагов Adam; "
+             "цвет – сеть, тип линии – инициализация; разрыв линии – градиент 0 в float32" if ru else
+             f"Gradient norm ‖∂L/∂W‖ per layer (log scale) at initialisation and after {k} Adam steps; "
+             "colour: the network, line style: the init; a gap: a gradient of 0 in float32"))
     return refs
 
 
@@ -106,7 +115,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def summary(study: Study) -> dict:
+def summary(study: Study, gradflow: dict | None = None) -> dict:
     """Every number the conclusions use, machine-readable (no per-epoch histories)."""
 
     def group(g):
@@ -127,6 +136,7 @@ def summary(study: Study) -> dict:
                    "heatmap": t.heatmap, "groups": [group(g) for g in t.groups]} for t in study.tasks],
         "arms": study.arms, "claim": study.claim, "paper": study.paper, "resources": study.resources,
         "threshold": study.threshold, "claim_rate": study.claim_rate, "confidence": study.confidence,
+        "gradflow": None if not gradflow else [{k: v for k, v in r.items() if k != "time_s"} for r in gradflow["rows"]],
     })
 
 
@@ -142,6 +152,7 @@ def _env(config: Config) -> jinja2.Environment:
     env.filters["pct"] = lambda v, d=1: "—" if v is None else f"{100 * v:.{d}f}"
     env.filters["num"] = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"
     env.filters["sci"] = lambda v: "—" if v is None else (f"{v:g}")
+    env.filters["sig"] = lambda v, d=3: "—" if v is None else f"{v:.{d}g}"  # significant digits
     return env
 
 
@@ -179,8 +190,26 @@ def experiment_rows(config: Config) -> list[dict]:
     return rows
 
 
+def gradflow_context(config: Config, store: RunStore) -> tuple[dict | None, dict]:
+    """The cached gradient-flow measurement (JSON only: `build` never trains or loads data) and what
+    the theory section needs: {"enabled", "facts" (None: nothing measured yet), "lab_inits", "nobn_inits"}."""
+    from .gradflow import cached, facts
+
+    def inits(runs):
+        return list(dict.fromkeys(r.spec.init for r in runs))
+
+    ctx = {"enabled": config.gradflow["enabled"], "facts": None, "lab_inits": inits(config.runs),
+           "nobn_inits": inits(r for r in config.runs if r.spec.norm == "none")}
+    if not ctx["enabled"]:
+        return None, ctx
+    measurement = cached(store.root, config.gradflow)
+    if measurement["cells"]:
+        ctx["facts"] = facts(measurement, ctx["lab_inits"])
+    return measurement, ctx
+
+
 def render_html(config: Config, study: Study, views: list[RunView], figures: dict[str, FigureRef],
-                lang: str) -> str:
+                lang: str, gradflow: dict | None = None) -> str:
     env = _env(config)
     report = {"language": lang, **config.report}
     return env.get_template("report.html.j2").render(
@@ -188,6 +217,7 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
         task_titles=TASK_TITLES[lang], catalog=CATALOG, provenance=_provenance(views),
         config=config, fonts_dir=FONTS_DIR.as_uri(), version=__version__,
         experiments=experiment_rows(config), no_result=_NoResult(),
+        gradflow=gradflow or {"enabled": False, "facts": None, "lab_inits": [], "nobn_inits": []},
     )
 
 
@@ -259,10 +289,11 @@ def build(config: Config, store: RunStore, out: Path | None = Path("report.pdf")
     anchor = out if out is not None else html_out
     assets = anchor.resolve().parent / f"{anchor.stem}_files"  # figures and the summary, next to the report
     assets.mkdir(parents=True, exist_ok=True)
-    figures = make_figures(study, assets, lang)
-    html = render_html(config, study, views, figures, lang)
+    measurement, flow = gradflow_context(config, store)
+    figures = make_figures(study, assets, lang, measurement)
+    html = render_html(config, study, views, figures, lang, flow)
     summary_path = assets / "summary.json"
-    atomic_write_json(summary_path, summary(study))
+    atomic_write_json(summary_path, summary(study, flow["facts"]))
     if html_out is not None:
         atomic_write_bytes(html_out, html.encode())
     if out is not None:

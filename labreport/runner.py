@@ -40,7 +40,8 @@ def select_runs(config: Config, only: tuple[str, ...] = (), keys: tuple[str, ...
     unknown = [o for o in only if o not in names]
     if unknown:
         from .errors import ConfigError  # noqa: E402
-        raise ConfigError(f"--only: no experiment named '{unknown[0]}' (experiments: {', '.join(names)})")
+        raise ConfigError(f"--only: no experiment named '{unknown[0]}' "
+                          f"(experiments: {', '.join(e.name for e in config.experiments)})")
     first: dict[str, Run] = {}
     for r in config.runs:
         if (not only or r.experiment in only) and (not keys or r.key in keys):

@@ -12,7 +12,7 @@ from .config import TrainSpec
 
 
 def total_steps(spec: TrainSpec, steps_per_epoch: int) -> int:
-    return spec.epochs * steps_per_epoch
+    return spec.max_iters or spec.epochs * steps_per_epoch  # max_iters > 0 replaces epochs
 
 
 def lr_at(spec: TrainSpec, step: int, steps_per_epoch: int) -> float:
@@ -31,3 +31,18 @@ def lr_at(spec: TrainSpec, step: int, steps_per_epoch: int) -> float:
         progress = min(step / max(total_steps(spec, steps_per_epoch), 1), 1.0)
         return 0.5 * spec.lr * (1.0 + math.cos(math.pi * progress))
     return spec.lr
+
+
+def describe(spec: TrainSpec) -> str:
+    """The schedule in one line, in the units it is written in ("" for a constant lr), for `plan`."""
+    unit = "iter" if spec.schedule_unit == "iter" else "epochs"
+    parts = []
+    if spec.warmup and spec.warmup_lr > 0:
+        parts.append(f"warm-up lr {spec.warmup_lr:g} for {spec.warmup} {unit}")
+    if spec.schedule == "step":
+        parts.append(f"lr x{spec.gamma:g} at {', '.join(map(str, spec.milestones))} {unit}")
+    elif spec.schedule == "cosine":
+        parts.append("cosine decay to 0")
+    if spec.max_iters:
+        parts.append(f"stop at {spec.max_iters} iter")
+    return "; ".join(parts)

@@ -235,6 +235,8 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
         steps_per_epoch = n_train // spec.batch_size  # the last partial batch is dropped
         if steps_per_epoch == 0:
             raise ValueError(f"batch_size {spec.batch_size} is larger than the {n_train} training images")
+        # max_iters > 0 replaces epochs: as many epochs as it takes, the last one stopping at max_iters
+        n_epochs = -(-spec.max_iters // steps_per_epoch) if spec.max_iters else spec.epochs
         micro = options.micro_batch or spec.batch_size
 
         start_epoch, step, history = 0, 0, []
@@ -256,10 +258,11 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
             oom_events.append({"epoch": start_epoch, "micro_batch": options.micro_batch})
         fwd = torch.compile(model) if options.compile else model
         params = [p for p in model.parameters() if p.requires_grad]
-        reporter.run_started(label or key, key, spec.epochs, start_epoch, steps_per_epoch)
+        reporter.run_started(label or key, key, n_epochs, start_epoch, steps_per_epoch)
 
         status, diverged_at = "completed", None
-        for epoch in range(start_epoch, spec.epochs):
+        for epoch in range(start_epoch, n_epochs):
+            epoch_start_step = step
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
@@ -273,6 +276,8 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                                       drop_last=True)
             try:
                 for i, (x, y) in enumerate(batches):
+                    if spec.max_iters and step >= spec.max_iters:
+                        break
                     lr = lr_at(spec, step, steps_per_epoch)
                     for g in opt.param_groups:
                         g["lr"] = lr
@@ -289,7 +294,8 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                     gnorm_max = torch.maximum(gnorm_max, gnorm.float())
                     # A NaN/inf loss always makes a NaN/inf gradient norm. Checking syncs with the
                     # device, so on CUDA only every 32 steps and at the end of the epoch.
-                    if (device.type == "cpu" or i % 32 == 31 or i == steps_per_epoch - 1) \
+                    if (device.type == "cpu" or i % 32 == 31 or i == steps_per_epoch - 1
+                            or step + 1 == spec.max_iters) \
                             and not torch.isfinite(gnorm_sum):
                         raise Diverged(epoch + 1, step)
                     opt.step()
@@ -300,7 +306,8 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                 reporter.message(f"{label or key}: {d}; recorded as diverged")
                 break
             train_time = time.perf_counter() - t0
-            seen = steps_per_epoch * spec.batch_size
+            epoch_steps = step - epoch_start_step  # steps_per_epoch, except in a max_iters run's last epoch
+            seen = epoch_steps * spec.batch_size
             # after an OOM the evaluation batch shrinks with the micro-batch: it may be what ran out
             eval_batch = EVAL_BATCH if micro == spec.batch_size else max(1, min(EVAL_BATCH, 2 * micro))
             val_loss, val_acc = evaluate(model, data.val, precision, options.channels_last, eval_batch)
@@ -311,12 +318,13 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                 "train_acc": correct.item() / seen, "val_loss": val_loss, "val_acc": val_acc,
                 "test_loss": test_loss, "test_acc": test_acc, "train_time_s": train_time,
                 "epoch_time_s": time.perf_counter() - t0, "images_per_s": seen / train_time,
-                "grad_norm_mean": gnorm_sum.item() / steps_per_epoch, "grad_norm_max": gnorm_max.item(),
+                "grad_norm_mean": gnorm_sum.item() / epoch_steps, "grad_norm_max": gnorm_max.item(),
+                "steps": step,  # optimizer steps so far, this epoch included
                 "mem_alloc_mib": alloc, "mem_reserved_mib": reserved, "micro_batch": micro,
             }
             history.append(record)
             reporter.epoch_done(record)
-            if (epoch + 1) % options.checkpoint_every == 0 or epoch + 1 == spec.epochs:
+            if (epoch + 1) % options.checkpoint_every == 0 or epoch + 1 == n_epochs:
                 store.save_checkpoint(key, {
                     "epoch": epoch + 1, "step": step, "history": history, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "rng": _rng_state(device, gen),

@@ -32,3 +32,13 @@ def no_download(monkeypatch) -> list:
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def no_gradflow_by_default(monkeypatch):
+    """[gradflow] enabled defaults to false in tests: `labreport run` would otherwise end every CLI
+    test with the gradient-flow measurement (minutes of ResNet-110 on a CPU). Tests of it say
+    `enabled = true` in their TOML (tests/test_gradflow.py)."""
+    from labreport import config
+
+    monkeypatch.setitem(config.GRADFLOW_DEFAULTS, "enabled", False)

@@ -87,7 +87,7 @@ def _by_task(cfg, task):
 def test_shipped_loads_with_tasks_3_4_5(shipped):
     assert shipped.path == SHIPPED and shipped.profile is None
     assert {r.task for r in shipped.runs} == {"3", "4", "5"}
-    assert shipped.profiles == ("quick",)
+    assert shipped.profiles == ("quick", "paper")
     assert shipped.report["language"] == "ru"
     assert shipped.data_root == "data" and shipped.download is True
     assert shipped.store_root == "runs"
@@ -363,6 +363,7 @@ CHANGED = {
     "warmup_lr": "warmup_lr = 0.01",
     "warmup": "warmup = 2",
     "epochs": "epochs = 51",
+    "max_iters": "max_iters = 100",
     "batch_size": "batch_size = 64",
     "augment": "augment = false",
     "val_size": "val_size = 0",

@@ -1,0 +1,234 @@
+"""He et al. 2015's recipe as `--profile paper`: max_iters (without changing any existing run key),
+experiments a profile selects, the schedule at the paper's iterations, the trainer stopping at
+max_iters, and the comparison with Table 6's only published spread (ResNet-110, 6.61 ± 0.16)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from labreport.analysis import group_runs, paper_comparison, paper_recipe, within_spread
+from labreport.cli import main
+from labreport.config import TrainSpec, load_config
+from labreport.data import load_cifar10
+from labreport.errors import ConfigError
+from labreport.report import build
+from labreport.results import RunView
+from labreport.schedule import lr_at, total_steps
+from labreport.store import RunStore
+from labreport.train import prepare, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "experiments.toml"
+
+# `labreport plan --json` of the shipped experiments.toml before max_iters and profile experiment
+# lists existed: adding them must not change a single key (finished runs would count as missing).
+KEYS = {
+    "resnet18": "f18e273e0b26e118", "cifarnet": "07e39b3cc643073b",
+    "resnet20-reg[dropout=0, weight_decay=0]": "e96da77a29adb522",
+    "resnet20-reg[dropout=0, weight_decay=1e-05]": "f7fb5f35107257d4",
+    "resnet20-reg[dropout=0, weight_decay=0.0001]": "7e04665b63a75189",
+    "resnet20-reg[dropout=0, weight_decay=0.001]": "cc4197dcf1835382",
+    "resnet20-reg[dropout=0.15, weight_decay=0]": "5fbb61ba320a2343",
+    "resnet20-reg[dropout=0.15, weight_decay=1e-05]": "9e38939d4015c601",
+    "resnet20-reg[dropout=0.15, weight_decay=0.0001]": "de6a38a951e7a087",
+    "resnet20-reg[dropout=0.15, weight_decay=0.001]": "054a0bfd1f18e49a",
+    "resnet20-reg[dropout=0.3, weight_decay=0]": "16404d61d29ca750",
+    "resnet20-reg[dropout=0.3, weight_decay=1e-05]": "838c3ea871bed665",
+    "resnet20-reg[dropout=0.3, weight_decay=0.0001]": "dfa6afc8a14a2c76",
+    "resnet20-reg[dropout=0.3, weight_decay=0.001]": "4cd13f2942e2306b",
+    "resnet110-bn[seed=0]": "df09623d426997ec", "resnet110-bn[seed=1]": "12d1443dd273aa32",
+    "resnet110-bn[seed=2]": "9c11a2c5d6f57a22",
+    "resnet110-nobn[seed=0]": "4c13ac5d1aa06807", "resnet110-nobn[seed=1]": "b7fbed0f473e73d8",
+    "resnet110-nobn[seed=2]": "a3665d50edc79cdd", "resnet110-nobn[seed=3]": "b67b6bd21aaa70f1",
+    "resnet110-nobn[seed=4]": "61a2fee59d37efc0", "resnet110-nobn[seed=5]": "37c8ff9498a6d6d7",
+    "resnet110-nobn[seed=6]": "84ee3eb3afae8571", "resnet110-nobn[seed=7]": "f0c32067c2c3c325",
+    "resnet110-nobn[seed=8]": "5b6248d18e325fbf", "resnet110-nobn[seed=9]": "165963295dd753c3",
+}
+QUICK_KEYS = {
+    "resnet18": "6b479b77ad86e2b9", "resnet20-reg[dropout=0.15, weight_decay=0]": "d0f7330b7b257a9f",
+    "resnet20-reg[dropout=0.3, weight_decay=0.0001]": "33aeeb837748d711",
+    "resnet110-nobn[seed=2]": "ca30f9f3accb9328", "resnet110-nobn[seed=8]": "ce5470794fa0c7cb",
+}
+
+
+def test_shipped_keys_are_unchanged():
+    assert {r.label: r.key for r in load_config(SHIPPED).runs} == KEYS
+    quick = {r.label: r.key for r in load_config(SHIPPED, "quick").runs}
+    assert {k: quick[k] for k in QUICK_KEYS} == QUICK_KEYS
+
+
+def test_max_iters_is_in_the_spec_and_the_key_only_when_set():
+    plain = TrainSpec(model="resnet20")
+    assert "max_iters" not in plain.to_dict()
+    capped = TrainSpec(model="resnet20", max_iters=100)
+    assert capped.to_dict()["max_iters"] == 100 and capped.key != plain.key
+    assert TrainSpec.from_dict(capped.to_dict()) == capped and TrainSpec.from_dict(plain.to_dict()) == plain
+
+
+# --------------------------------------------------------------------------------------------
+# The profile
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def paper():
+    return load_config(SHIPPED, "paper")
+
+
+def test_paper_profile_runs_the_paper_depths_only(paper):
+    assert [(r.experiment, r.spec.model, r.spec.seed) for r in paper.runs] == [
+        *(("paper-depths", f"resnet{d}", 0) for d in (20, 32, 44, 56)),
+        *(("paper-resnet110", "resnet110", s) for s in range(5))]
+    assert {r.task for r in paper.runs} == {"paper"}
+    for r in paper.runs:
+        s = r.spec
+        assert (s.optimizer, s.lr, s.momentum, s.weight_decay, s.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
+        assert (s.schedule, s.milestones, s.schedule_unit, s.max_iters) == ("step", (32000, 48000), "iter", 64000)
+        assert s.augment and s.val_size == 5000 and s.norm == "batch"
+        assert s.epochs == 183  # 45,000 // 128 = 351 steps per epoch; 64,000 / 351 = 182.3
+        assert paper_recipe(s.to_dict())
+        assert (s.warmup, s.warmup_lr) == ((400, 0.01) if s.model == "resnet110" else (0, 0.0))
+    # the lab's matrix does not include them
+    assert not {r.experiment for r in load_config(SHIPPED).runs} & {"paper-depths", "paper-resnet110"}
+
+
+def test_paper_schedule_at_the_papers_iterations(paper):
+    depths = next(r.spec for r in paper.runs if r.spec.model == "resnet20")
+    r110 = next(r.spec for r in paper.runs if r.spec.model == "resnet110")
+    per_epoch = 351
+    assert [lr_at(depths, i, per_epoch) for i in (0, 399, 400, 31999)] == [0.1] * 4
+    assert lr_at(depths, 32000, per_epoch) == pytest.approx(0.01)
+    assert lr_at(depths, 47999, per_epoch) == pytest.approx(0.01)
+    assert lr_at(depths, 48000, per_epoch) == pytest.approx(0.001)
+    assert lr_at(depths, 63999, per_epoch) == pytest.approx(0.001)
+    # ResNet-110: 0.01 until the training error is below 80% (about 400 iterations), then 0.1
+    assert lr_at(r110, 0, per_epoch) == lr_at(r110, 399, per_epoch) == 0.01
+    assert lr_at(r110, 400, per_epoch) == 0.1 and lr_at(r110, 31999, per_epoch) == 0.1
+    assert lr_at(r110, 32000, per_epoch) == pytest.approx(0.01)
+    assert lr_at(r110, 48000, per_epoch) == pytest.approx(0.001)
+    assert total_steps(r110, per_epoch) == 64000
+
+
+def test_plan_lists_the_paper_runs_with_their_schedule():
+    res = CliRunner().invoke(main, ["--config", str(SHIPPED), "plan", "--profile", "paper"])
+    assert res.exit_code == 0, res.output
+    assert "paper-depths (task paper): resnet20, 4 run(s), 183 epochs, sgd lr=0.1, batch 128; " \
+           "lr x0.1 at 32000, 48000 iter; stop at 64000 iter" in res.output
+    assert "paper-resnet110 (task paper): resnet110, 5 run(s), 183 epochs, sgd lr=0.1, batch 128; " \
+           "warm-up lr 0.01 for 400 iter; lr x0.1 at 32000, 48000 iter; stop at 64000 iter" in res.output
+    assert "9 runs (9 distinct), profile 'paper'" in res.output and "resnet20-reg" not in res.output
+
+
+# --------------------------------------------------------------------------------------------
+# enabled = false and [profile.NAME] experiments
+# --------------------------------------------------------------------------------------------
+def _load(tmp_path, text, profile=None):
+    p = tmp_path / "e.toml"
+    p.write_text(text)
+    return load_config(p, profile)
+
+
+TWO = '[[experiment]]\nname = "a"\nmodel = "resnet20"\n[[experiment]]\nname = "b"\nmodel = "resnet32"\nenabled = false\n'
+
+
+def test_disabled_experiments_run_only_when_a_profile_lists_them(tmp_path):
+    assert [e.name for e in _load(tmp_path, TWO).experiments] == ["a"]
+    text = TWO + '[profile.p]\nexperiments = ["b"]\nepochs = 2\n[profile.q]\nepochs = 3\n'
+    cfg = _load(tmp_path, text, "p")
+    assert [(r.experiment, r.spec.epochs) for r in cfg.runs] == [("b", 2)]
+    assert [(r.experiment, r.spec.epochs) for r in _load(tmp_path, text, "q").runs] == [("a", 3)]
+
+
+@pytest.mark.parametrize("text, profile, fragment", [
+    (TWO.replace("enabled = false", "enabled = 0"), None, "experiment 'b': 'enabled' must be true or false"),
+    (TWO.replace('name = "a"\nmodel = "resnet20"\n', 'name = "a"\nmodel = "resnet20"\nenabled = false\n'), None,
+     "every [[experiment]] has enabled = false"),
+    (TWO + '[profile.p]\nexperiments = ["c"]\n', None, "[profile.p]: 'experiments': unknown experiment 'c'"),
+    (TWO + '[profile.p]\nexperiments = []\n', None, "'experiments' must be a non-empty list"),
+    (TWO + '[profile.p]\nexperiments = "a"\n', None, "'experiments' must be a non-empty list"),
+    (TWO + '[profile.p]\nexperiments = ["a", "a"]\n', "p", "lists the same experiment twice"),
+    (TWO + '[profile.p]\nexperiment = ["a"]\n', "p", "'experiment' must be a table"),
+    (TWO.replace('model = "resnet32"', 'model = "resnet32"\nmax_iters = -1'), None, "'max_iters' must be >= 0"),
+    (TWO.replace('model = "resnet32"', 'model = "resnet32"\nmax_iters = 10\nval_size = 49999\nbatch_size = 2'),
+     None, "batch_size is larger than the 1 training images"),
+])
+def test_experiment_selection_errors(tmp_path, text, profile, fragment):
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text, profile)
+    assert fragment in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer stops at max_iters
+# --------------------------------------------------------------------------------------------
+def test_training_stops_at_max_iters_in_a_partial_last_epoch(tmp_path, cifar_dir):
+    data = load_cifar10(cifar_dir, download=False)
+    spec = TrainSpec(model="cifarnet", batch_size=32, train_subset=64, val_size=32, test_subset=32, lr=1e-3,
+                     max_iters=5, epochs=3)  # 2 steps per epoch: epochs 1, 2 and one step of epoch 3
+    store = RunStore(tmp_path / "runs")
+    res = train(spec, prepare(data, spec, torch.device("cpu")), torch.device("cpu"), store)
+    hist = store.read_history(spec.key)
+    assert res["status"] == "completed" and res["steps"] == 5 and res["epochs_run"] == 3
+    assert [h["steps"] for h in hist] == [2, 4, 5]
+    assert res["spec"]["max_iters"] == 5
+    capped = TrainSpec(**{**spec.to_dict(), "max_iters": 3, "epochs": 50})  # max_iters wins over epochs
+    res = train(capped, prepare(data, capped, torch.device("cpu")), torch.device("cpu"), store)
+    assert res["steps"] == 3 and res["epochs_run"] == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Table 6's spread
+# --------------------------------------------------------------------------------------------
+def test_within_spread():
+    assert within_spread(6.70, 6.61, 0.16) is True
+    assert within_spread(6.77, 6.61, 0.16) is True  # the edge counts
+    assert within_spread(6.80, 6.61, 0.16) is False
+    assert within_spread(None, 6.61, 0.16) is None and within_spread(7.0, 6.61, None) is None
+
+
+def _view(model, acc, seed=0, recipe=True):
+    spec = {"model": model, "norm": "batch", "seed": seed, "epochs": 183, **(
+        {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128, "schedule": "step",
+         "milestones": [32000, 48000], "gamma": 0.1, "schedule_unit": "iter", "max_iters": 64000, "augment": True}
+        if recipe else {})}
+    result = {"status": "completed", "test_acc_at_best": acc, "best_val_acc": acc, "final_test_acc": acc,
+              "final_train_acc": acc, "epochs_run": 183}
+    return RunView(model, "paper", f"{model}[seed={seed}]", "0" * 16, spec, {"seed": seed}, "done", result, ())
+
+
+def test_paper_comparison_with_the_only_published_spread():
+    views = [_view("resnet110", a, s) for s, a in enumerate((0.9330, 0.9340, 0.9350))]  # error 6.6 ± 0.1
+    views += [_view("resnet20", 0.9120), _view("resnet56", 0.9290, recipe=False)]  # 8.80 (+0.05), 7.10 (+0.13)
+    rows = {r.model: r for r in paper_comparison(group_runs(views))}
+    r110 = rows["resnet110"]
+    assert r110.ours_error == pytest.approx(6.60) and r110.ours_std == pytest.approx(0.10)
+    assert (r110.paper_error, r110.paper_mean, r110.paper_std, r110.paper_runs) == (6.43, 6.61, 0.16, 5)
+    assert r110.within is True and r110.recipe is True
+    assert rows["resnet20"].paper_std is None and rows["resnet20"].within is None
+    assert rows["resnet20"].within_yardstick is True and rows["resnet56"].within_yardstick is True
+    assert rows["resnet56"].recipe is False
+
+
+def test_report_says_which_depths_are_within_the_spread(tmp_path):
+    toml = SHIPPED.read_text()
+    (tmp_path / "experiments.toml").write_text(toml.replace('language = "ru"', 'language = "en"'))
+    config = load_config(tmp_path / "experiments.toml", "paper")
+    store = RunStore(tmp_path / "runs")
+    errors = {"resnet20": 8.80, "resnet32": 7.00, "resnet44": 7.20, "resnet56": 6.90}  # 20, 44, 56 within 0.16
+    for i, run in enumerate(config.runs):
+        acc = 1 - (errors.get(run.spec.model) or 6.40 + 0.1 * i) / 100  # 110: 6.8 .. 7.2: outside 6.61 ± 0.16
+        res = {"key": run.key, "spec": run.spec.to_dict(), "status": "completed", "epochs_run": 183,
+               "best_epoch": 183, "best_val_acc": acc, "test_acc_at_best": acc, "final_test_acc": acc,
+               "final_train_acc": acc, "final_val_acc": acc, "mean_epoch_time_s": 1.0, "provenance": {},
+               "params": 1000, "peak_mem_alloc_mib": None, "diverged_at_epoch": None}
+        store.write_result(run.key, res)
+    build(config, store, None, tmp_path / "r.html")
+    html = " ".join((tmp_path / "r.html").read_text().split())
+    assert "Only ResNet-110 has a published spread" in html
+    assert "Our resnet110 error, 7.00 ± 0.16% over 5 runs, is outside 6.61 ± 0.16%." in html
+    assert "6.43 (6.61 ± 0.16)" in html
+    assert ("taking ResNet-110's ±0.16 points as a borrowed yardstick, resnet20, resnet44, resnet56 are within it, "
+            "resnet32 outside.") in html
+    assert "These runs follow the paper&#39;s recipe (profile paper)" in html  # autoescaped
+    assert "The paper&#39;s recipe: ResNet-20…110" in html
