@@ -45,6 +45,8 @@ def matrix_toml(data: Path, args) -> str:
 [data]
 root = "{data}"
 download = false
+[gradflow]
+enabled = false      # time the training only
 [defaults]
 epochs = {args.epochs}
 batch_size = 128

@@ -278,6 +278,7 @@ def bench_noop(data_root: Path, device: str, reps: int) -> dict:
             f"root = {json.dumps(str(data_root.resolve()))}\n"
             "download = false\n"
             "[store]\nroot = \"runs\"\n"
+            "[gradflow]\nenabled = false\n"  # the no-op path of training only
             "[defaults]\nepochs = 1\nbatch_size = 128\ntrain_subset = 256\nval_size = 128\ntest_subset = 128\n"
             "[[experiment]]\nname = \"tiny\"\nmodel = \"resnet20\"\n")
         env = {k: v for k, v in os.environ.items() if k not in ("LABREPORT_DATA", "LABREPORT_RUNS")}

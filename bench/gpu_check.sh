@@ -11,6 +11,8 @@ out="${1:?usage: gpu_check.sh OUT_DIR [DATA_SOURCE]}"
 src="${2:-$here/../../shared/data}"
 py="${PYTHON:-$here/../.venv/bin/python}"
 [ -x "$py" ] || py=python3
+# labreport from this checkout, installed or not (a lent GPU machine has torch but not labreport)
+export PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$out"
 if [ -d "$src/cifar-10-batches-py" ]; then
     data="$src"
