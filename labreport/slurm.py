@@ -28,7 +28,7 @@ from typing import Any
 
 from .config import Config, Run
 from .errors import LabreportError
-from .runner import FINAL_STATES, pending, select_runs
+from .runner import FINAL_STATES, Summary, pending, select_runs
 from .store import RunStore, atomic_write_json, read_json
 
 EXECUTORS = ("local", "slurm", "submitit-local")  # local: in this process, no submitit
@@ -190,19 +190,7 @@ def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] 
     return sub
 
 
-@dataclass
-class Outcome:
-    trained: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    diverged: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (label, message)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 10.0) -> Outcome:
+def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 10.0) -> Summary:
     """Wait for every job of the submission, echoing a progress line whenever it changes."""
     n, last = len(sub.jobs), None
     while True:
@@ -221,7 +209,7 @@ def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 10.0) -> O
         time.sleep(poll_s)
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    out = Outcome(cached=list(sub.cached))
+    out = Summary(cached=list(sub.cached))
     for run, job in zip(sub.runs, sub.jobs):
         try:
             res = job.result()

@@ -24,7 +24,7 @@ EXP = '[[experiment]]\nname = "e"\nmodel = "resnet20"\n'
 
 def exp(*lines: str, name: str = '"e"', model: str = '"resnet20"') -> str:
     """One [[experiment]] table with the given extra lines."""
-    return f"[[experiment]]\nname = {name}\nmodel = {model}\n" + "".join(f"{l}\n" for l in lines)
+    return f"[[experiment]]\nname = {name}\nmodel = {model}\n" + "".join(f"{line}\n" for line in lines)
 
 
 def write(tmp_path: Path, text: str | bytes, filename: str = "experiments.toml") -> Path:

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from labreport.cli import main
+from procs import labreport
 from labreport.config import load_config
 
 pytestmark = pytest.mark.slow
@@ -49,11 +48,6 @@ def write_config(tmp_path: Path, cifar_dir: Path, *, epochs=2, train=128, dropou
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(TOML.format(data=cifar_dir, epochs=epochs, train=train, dropouts=dropouts))
     return cfg
-
-
-def labreport(cfg: Path, runs: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "labreport", "--config", str(cfg), "--runs", str(runs), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
 
 
 def trainings(output: str) -> Counter:

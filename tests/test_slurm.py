@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from labreport.cli import main
+from procs import labreport
 from labreport.config import load_config
 from labreport.errors import ConfigError
 
@@ -51,11 +51,6 @@ def write_config(tmp_path: Path, cifar_dir: Path, *, dropouts="[0.0, 0.1, 0.2]",
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(TOML.format(data=cifar_dir, dropouts=dropouts, executor=executor, more=more))
     return cfg
-
-
-def labreport(cfg: Path, runs: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "labreport", "--config", str(cfg), "--runs", str(runs), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
 
 
 def task_logs(runs: Path) -> str:
