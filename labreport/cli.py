@@ -17,6 +17,7 @@ from .errors import LabreportError
 from .store import RunStore
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONFIRM_RUNS = 1000  # `run` asks for --yes above this many runs left to train
 
 
 class Context:
@@ -36,7 +37,7 @@ class Context:
 
 
 def _fail(e: LabreportError):
-    click.echo(f"error: {e}", err=True)
+    click.echo("error: " + " ".join(str(e).splitlines()), err=True)  # one line, even if a cause had several
     sys.exit(e.exit_code)
 
 
@@ -218,10 +219,11 @@ def status(obj: Context, profile, as_json):
 @click.option("--partition", metavar="NAME", help="with --executor slurm: override [executor] partition")
 @click.option("--time-min", type=click.IntRange(1), metavar="MIN", help="with --executor: time limit per task")
 @click.option("--threads", type=click.IntRange(0, 1024), default=0, help="torch CPU threads (0: all cores)")
+@click.option("--yes", "-y", is_flag=True, help=f"train even when more than {CONFIRM_RUNS:,} runs are left")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.pass_obj
 def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wait, executor, partition,
-        time_min, threads, summary_json):
+        time_min, threads, yes, summary_json):
     """Train every run of the matrix that is not done yet (interrupted runs resume).
 
     Several `labreport run` processes, here or on other machines sharing the run store, never
@@ -246,6 +248,11 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
             click.echo(f"would train {r.key}  {_status_text({'status': st.status, 'epochs_done': st.epochs_done, 'epochs': r.spec.epochs}):<14} {r.label}")
         click.echo(f"{len(todo)} to train, {len(final)} already done")
         return
+    if not yes and summary_json is None and len(runs) > CONFIRM_RUNS:  # (--jobs workers: their parent asked)
+        left = len(pending(store, runs)[0])
+        if left > CONFIRM_RUNS:  # a typo in a grid should not start days of training
+            raise LabreportError(f"{left:,} runs to train (more than {CONFIRM_RUNS:,}): check with "
+                                 "`labreport run --dry-run`, then pass --yes to train them")
     if executor != "local":
         if jobs > 1:
             raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ from .errors import ConfigError, ModelError
 TRAIN_VERSION = 1
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_CONFIG_BYTES = 1_000_000  # experiments.toml is a few kB; bigger is a mistake (or hostile), refused unparsed
+MAX_RUNS = 100_000  # runs one file may expand to (disabled experiments included): beyond, surely a typo
+# tomllib takes quadratic time in the parts of a dotted key (a.a.a...: 40 kB take ~5 s): refuse deep ones unparsed
+_KEY_PART = r"""(?:[A-Za-z0-9_-]++|"[^"\n]*+"|'[^'\n]*+')"""
+DEEP_KEY_RE = re.compile(rf"(?<![A-Za-z0-9_-]){_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART}){{64}}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +294,7 @@ class _Ctx:
         self.path = path
 
     def err(self, where: str, msg: str) -> ConfigError:
-        msg = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], f"{where}: {msg}")
+        msg = CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], f"{where}: {msg}")
         return ConfigError(f"{self.path}: {msg}")
 
 
@@ -371,6 +378,8 @@ def _simple_section(ctx: _Ctx, doc: dict, name: str, defaults: dict) -> dict:
                 raise ctx.err(f"[{name}]", f"'{k}' is too large") from None
         if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
             raise ctx.err(f"[{name}]", f"'{k}' must be of type {want.__name__}, got {v!r}")
+        if isinstance(v, str) and CONTROL_RE.search(v):  # paths, a device, a partition: never a NUL or newline
+            raise ctx.err(f"[{name}]", f"'{k}' contains a control character, got {v!r}")
         out[k] = v
     return out
 
@@ -411,19 +420,29 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
     path = Path(path)
     ctx = _Ctx(path)
     try:
-        raw_bytes = path.read_bytes()
+        with path.open("rb") as f:  # at most one byte over the limit: /dev/zero or 50 MB are not read whole
+            raw_bytes = f.read(MAX_CONFIG_BYTES + 1)
+            size = max(os.fstat(f.fileno()).st_size, len(raw_bytes))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (pass --config FILE or run where experiments.toml is)") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw_bytes) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: file is {size / 1e6:.1f} MB, over the {MAX_CONFIG_BYTES / 1e6:g} MB limit; "
+                          "experiment matrices are small text files")
     try:
         text = raw_bytes.decode("utf-8-sig")  # a BOM (Windows editors) is not an error
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if deep := DEEP_KEY_RE.search(text):
+        raise ConfigError(f"{path}: TOML syntax error: a dotted key of more than 64 parts "
+                          f"(line {text.count(chr(10), 0, deep.start()) + 1})")
     try:
         doc = tomllib.loads(text)
     except ValueError as e:  # TOMLDecodeError, or an integer over the 4300-digit limit
         raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+    except RecursionError:  # arrays or inline tables nested hundreds deep
+        raise ConfigError(f"{path}: TOML syntax error: values nested too deeply") from None
 
     for section in doc:
         if section not in SECTIONS:
@@ -435,6 +454,8 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
             raise ctx.err("[report]", _unknown(k, REPORT_KEYS))
         if not isinstance(v, REPORT_KEYS[k]) or isinstance(v, bool):
             raise ctx.err("[report]", f"'{k}' must be text, got {v!r}")
+        if k == "templates" and CONTROL_RE.search(v):
+            raise ctx.err("[report]", f"'templates' contains a control character, got {v!r}")
     if report.get("language", "ru") not in ("ru", "en"):
         raise ctx.err("[report]", f"'language' must be 'ru' or 'en', got {report['language']!r}")
 
@@ -445,6 +466,8 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
         if not 0.0 < analysis[k] < 1.0:
             raise ctx.err("[analysis]", f"'{k}' must be between 0 and 1 (exclusive), got {analysis[k]}")
     run_options = _simple_section(ctx, doc, "run", RUN_DEFAULTS)
+    if run_options["threads"] < 0:
+        raise ctx.err("[run]", f"'threads' must be >= 0, got {run_options['threads']}")
     executor = _executor_section(ctx, doc)
     gradflow = _gradflow_section(ctx, doc)
 
@@ -488,6 +511,7 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
     experiments: list[Experiment] = []
     runs: list[Run] = []
     names: set[str] = set()
+    expanded = 0
     for i, table in enumerate(exps_raw, 1):
         where = f"experiment #{i}"
         name = table.get("name")
@@ -530,6 +554,10 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
         # grid coordinates in the order the experiment writes them
         merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
         exp_runs = _expand(ctx, where, name, None if task is None else str(task), merged, seeds)
+        expanded += len(exp_runs)
+        if expanded > MAX_RUNS:
+            raise ctx.err(where, f"the experiments up to this one expand to {expanded:,} runs, over the limit "
+                                 f"of {MAX_RUNS:,}: is a grid or 'seeds' a typo?")
         if (name in selected) if selected is not None else enabled:  # disabled ones are still checked
             experiments.append(Experiment(name, None if task is None else str(task), dict(table), seeds, desc))
             runs.extend(exp_runs)
@@ -579,6 +607,10 @@ def _epochs_for(ctx: _Ctx, where: str, point: dict) -> int:
 def _expand(ctx: _Ctx, where: str, name: str, task: str | None, merged: dict[str, list],
             seeds: tuple[int, ...]) -> list[Run]:
     grid_keys = [k for k, v in merged.items() if len(v) > 1]
+    n_runs = math.prod(len(merged[k]) for k in grid_keys) * len(seeds)
+    if n_runs > MAX_RUNS:  # checked before expanding: 10 keys of 10 values must not take hours to refuse
+        raise ctx.err(where, f"the grid expands to {n_runs:,} runs, over the limit of {MAX_RUNS:,}: "
+                             "is a grid or 'seeds' a typo?")
     fixed = {k: v[0] for k, v in merged.items() if len(v) == 1}
     info = model_info(fixed["model"]) if "model" in fixed else None
     out = []

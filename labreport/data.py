@@ -126,7 +126,9 @@ def locate(root: Path, *, download: bool = True) -> Path:
         tv_utils.download_and_extract_archive(URL, download_root=root, filename=TARBALL, md5=CIFAR10.tgz_md5)
     except Exception as e:  # offline (URLError), md5 mismatch (RuntimeError), disk full (OSError), ...
         tarball.unlink(missing_ok=True)  # a partial download would later read as a corrupt tarball
-        raise DataError(f"CIFAR-10 not found and the download failed ({e}): {_missing_message(root)}") from e
+        problem = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the exception holds
+        raise DataError(f"CIFAR-10 not found and the download failed ({tarball}: {problem}): "
+                        f"{_missing_message(root)}") from e
     if not folder.is_dir():
         raise DataError(f"the download did not produce {folder}: {_missing_message(root)}")
     return folder

@@ -293,7 +293,6 @@ def build(config: Config, store: RunStore, out: Path | None = Path("report.pdf")
     figures = make_figures(study, assets, lang, measurement)
     html = render_html(config, study, views, figures, lang, flow)
     summary_path = assets / "summary.json"
-    atomic_write_json(summary_path, summary(study, flow["facts"]))
     if html_out is not None:
         atomic_write_bytes(html_out, html.encode())
     if out is not None:
@@ -301,5 +300,7 @@ def build(config: Config, store: RunStore, out: Path | None = Path("report.pdf")
         if config.report.get("templates"):
             roots.append(config.base_dir / config.report["templates"])
         write_pdf(html, out, roots, assets)
+    # last: a build that fails on the way leaves the previous summary with the previous PDF
+    atomic_write_json(summary_path, summary(study, flow["facts"]))
     problems = tuple(f"{v.label}: {p}" for v in views for p in v.problems)
     return Built(out, html_out, summary_path, figures, study, problems)

@@ -64,6 +64,8 @@ def collect(config: Config, store: RunStore) -> list[RunView]:
                 st_status, res = "failed", None
             else:
                 st_status = st.status
+                if not history:
+                    problems.append(f"{store.run_dir(run.key) / 'history.json'} is missing or unreadable: no curves")
         else:
             st_status, res = st.status, None
             if st.status == "failed":

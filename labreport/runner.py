@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .config import Config, Run
 from .errors import LabreportError
+from .faults import point as fault_point
 from .store import RunStore
 
 FINAL_STATES = ("done", "diverged")  # never trained again
@@ -80,6 +81,8 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
 
     import torch  # from here on, there is work to do
 
+    fault_point("runner.start")  # test hook (LABREPORT_FAULT_AT): a kill during start-up
+
     from .data import load_cifar10, resolve_root
     from .train import RunOptions, SilentReporter, prepare, prepare_key, resolve_device
 
@@ -116,6 +119,10 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
                 store.release(key)
                 summary.cached.append(run.label)
                 continue
+            fault_point("runner.acquired")  # test hook: a kill right after the claim
+            if (store.run_dir(key) / "result.json").exists():  # there, yet not a valid result
+                reporter.message(f"warning: {run.label}: {store.run_dir(key) / 'result.json'} is damaged "
+                                 "(truncated or not a result): the run is resumed from its checkpoint")
             store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
             done_here += 1
             try:
@@ -131,7 +138,10 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
                 break
             except Exception as e:  # one failed run must not stop the matrix
                 msg = f"{type(e).__name__}: {e}"
-                store.write_error(key, msg, traceback.format_exc())
+                try:
+                    store.write_error(key, msg, traceback.format_exc())
+                except OSError as e2:  # e.g. the full disk that failed the run: still report it, go on
+                    msg += f" (error.json not written either: {e2.strerror})"
                 summary.failed.append((run.label, f"{msg} (log: {store.run_dir(key) / 'error.json'})"))
                 reporter.message(f"{run.label}: FAILED: {msg}")
             finally:

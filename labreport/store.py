@@ -10,7 +10,8 @@
 
 Atomic means: write a temporary file in the same folder, fsync it, rename it over the target,
 fsync the folder. A reader sees the old file or the new one, never half of one, whatever kills
-the writer (Ctrl-C, kill -9, power loss).
+the writer (Ctrl-C, kill -9, power loss). tests/test_faults.py kills real processes at each of
+these steps through the test hook in faults.py (LABREPORT_FAULT_AT; a no-op unless set).
 
 torch is imported only where checkpoints are read or written, so `status` and a `run` with
 nothing left to do stay fast.
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .faults import point as fault_point  # a test hook (LABREPORT_FAULT_AT), a no-op unless set
+
 RESULT_STATUSES = ("completed", "diverged")  # the two outcomes that end a run for good
 RESULT_REQUIRED = ("key", "status", "spec", "epochs_run", "provenance")
 
@@ -37,10 +40,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            fault_point("write.open")
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("write.synced")
         os.replace(tmp, path)
+        fault_point("write.renamed")
     except BaseException:
         try:
             os.unlink(tmp)
@@ -169,6 +175,7 @@ class RunStore:
         newest, prev = d / "ckpt.pt", d / "ckpt.prev.pt"
         if newest.exists():
             os.replace(newest, prev)  # a crash right here leaves prev valid and no newest: fine
+        fault_point("ckpt.rotated")
         atomic_write_bytes(newest, buf.getvalue())
 
     def load_checkpoint(self, key: str, map_location=None) -> tuple[dict | None, list[str]]:

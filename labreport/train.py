@@ -26,6 +26,7 @@ from . import __version__
 from .config import TRAIN_VERSION, TrainSpec
 from .data import Cifar10, iterate_batches, split_train_val, subset_indices
 from .errors import LabreportError
+from .faults import point as fault_point
 from .models import build_model, count_parameters
 from .schedule import lr_at
 from .store import RunStore
@@ -300,6 +301,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                         raise Diverged(epoch + 1, step)
                     opt.step()
                     step += 1
+                    fault_point("train.step")  # test hook: a kill mid-epoch
                     reporter.step(epoch, i + 1)
             except Diverged as d:
                 status, diverged_at = "diverged", d.epoch
@@ -339,6 +341,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                   params=count_parameters(model), steps=step,
                   n_train=n_train, n_val=len(data.val.y), n_test=len(data.test.y))
     store.write_history(key, history)
+    fault_point("result.before")  # test hook: a kill between the last checkpoint and the result
     store.write_result(key, result)
     return result
 
