@@ -19,11 +19,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,slurm]"  # slurm: submitit, for tests/test_slurm.py
 	touch $@
 
+# -n 2: two pytest workers; a third of the suite waits on the labreport processes it starts
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 # CIFAR-10 for the demo: built from the development archive beside the checkout when it is
 # there, otherwise `labreport run` finds or downloads it under ./data.
