@@ -18,11 +18,8 @@ Nothing here imports torch: `plan` and `status` must stay instant.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import hashlib
 import itertools
-import json
 import math
 import os
 import re
@@ -32,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CATALOG, model_info
+from .spec import (  # noqa: F401  (re-exported: the specs are part of what config gives)
+    FIELDS, GRID_KEYS_WITH_LIST_VALUES, OMITTED_AT_DEFAULT, TRAIN_VERSION, Field, Run, TrainSpec,
+)
 from .errors import ConfigError, ModelError
 
-# Bump when train.py changes what a run computes (not how fast): every key changes, so old
-# results are kept on disk but no longer count as done.
-TRAIN_VERSION = 1
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -47,74 +44,8 @@ _KEY_PART = r"""(?:[A-Za-z0-9_-]++|"[^"\n]*+"|'[^'\n]*+')"""
 DEEP_KEY_RE = re.compile(rf"(?<![A-Za-z0-9_-]){_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART}){{64}}")
 
 
-# --------------------------------------------------------------------------------------------
-# The training settings: name -> (type, default, check, what it means)
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Field:
-    type: type | tuple[type, ...]
-    default: Any
-    check: Any = None  # callable(value) -> error text or None
-    help: str = ""
-
-
-def _choice(*options):
-    return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
-
-
-def _range(lo=None, hi=None, lo_open=False, hi_open=False):
-    def check(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return "must be a finite number"
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return f"must be {'>' if lo_open else '>='} {lo}"
-        if hi is not None and (v >= hi if hi_open else v > hi):
-            return f"must be {'<' if hi_open else '<='} {hi}"
-        return None
-    return check
-
-
-def _milestones(v):
-    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in v):
-        return "must be a list of positive integers"
-    if list(v) != sorted(set(v)):
-        return "must be strictly increasing"
-    return None
-
-
-FIELDS: dict[str, Field] = {
-    "model": Field(str, None, None, "a name from `labreport models`"),
-    "norm": Field(str, "batch", _choice("batch", "none"), "BatchNorm everywhere, or none at all"),
-    "dropout": Field(float, 0.0, _range(0.0, 1.0, hi_open=True), "dropout probability"),
-    "init": Field(str, "he", _choice("he", "torch"), "He init (paper) or PyTorch's layer defaults"),
-    "optimizer": Field(str, "adam", _choice("adam", "sgd")),
-    "lr": Field(float, 1e-4, _range(0.0, 10.0, lo_open=True), "peak learning rate"),
-    "momentum": Field(float, 0.9, _range(0.0, 1.0, hi_open=True), "SGD momentum (ignored by Adam)"),
-    "nesterov": Field(bool, False),
-    "weight_decay": Field(float, 0.0, _range(0.0, 1.0), "L2 through the optimizer's weight_decay"),
-    "schedule": Field(str, "constant", _choice("constant", "step", "cosine")),
-    "milestones": Field(list, [], _milestones, "step schedule: lr *= gamma at each (epochs or iterations)"),
-    "gamma": Field(float, 0.1, _range(0.0, 1.0, lo_open=True)),
-    "schedule_unit": Field(str, "epoch", _choice("epoch", "iter"), "unit of milestones and warm-up"),
-    "warmup_lr": Field(float, 0.0, _range(0.0), "lr during warm-up (0: no warm-up)"),
-    "warmup": Field(int, 0, _range(0), "length of the warm-up, in schedule_unit"),
-    "epochs": Field(int, 50, _range(1, 100_000)),
-    "max_iters": Field(int, 0, _range(0, 10_000_000),
-                       "stop after this many optimizer steps (0: after `epochs`); epochs then follow from it"),
-    "batch_size": Field(int, 128, _range(1, 65_536), "images per optimizer step"),
-    "augment": Field(bool, True, None, "pad 4 + random 32x32 crop + horizontal flip"),
-    "val_size": Field(int, 5000, _range(0, 49_999), "training images held out to choose the epoch"),
-    "train_subset": Field(int, 0, _range(0), "train on this many images (0: all)"),
-    "test_subset": Field(int, 0, _range(0), "evaluate on this many test images (0: all 10,000)"),
-    "precision": Field(str, "auto", _choice("auto", "fp32", "bf16"), "auto: bf16 on CUDA, fp32 on CPU"),
-    "deterministic": Field(bool, False, None, "bit-exact reproducibility (slower)"),
-}
-GRID_KEYS_WITH_LIST_VALUES = {"milestones"}
 EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled"}
 PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training settings
-# Training settings added after TRAIN_VERSION 1: left out of the spec dict (and so of the key) while
-# at their default, so that the keys and results of existing runs stay valid.
-OMITTED_AT_DEFAULT = ("max_iters",)
 CIFAR10_TRAIN = 50_000  # training images of the data set: turns max_iters into epochs without the data
 SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
             "gradflow"}
@@ -123,78 +54,6 @@ REPORT_KEYS = {
     "student": str, "group": str, "teacher": str, "city": str, "year": (int, str),
     "language": str, "templates": str, "author": str,
 }
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Everything that changes what a training run computes. Hashable, printable, JSON-able."""
-
-    model: str
-    norm: str = "batch"
-    dropout: float = 0.0
-    init: str = "he"
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    schedule_unit: str = "epoch"
-    warmup_lr: float = 0.0
-    warmup: int = 0
-    epochs: int = 50
-    max_iters: int = 0  # > 0: stop after this many steps; `epochs` is then ceil(max_iters / steps per epoch)
-    batch_size: int = 128
-    augment: bool = True
-    val_size: int = 5000
-    train_subset: int = 0
-    test_subset: int = 0
-    precision: str = "auto"
-    deterministic: bool = False
-    seed: int = 0
-    dataset: str = "cifar10"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["milestones"] = list(self.milestones)
-        for k in OMITTED_AT_DEFAULT:
-            if d[k] == FIELDS[k].default:
-                del d[k]
-        return d
-
-    @property
-    def key(self) -> str:
-        """Stable 16-hex-digit id: sha256 of the canonical JSON of the spec and TRAIN_VERSION."""
-        canon = json.dumps({"spec": self.to_dict(), "train_version": TRAIN_VERSION},
-                           sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
-        d = dict(d)
-        d["milestones"] = tuple(d.get("milestones", ()))
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class Run:
-    """One point of an experiment's grid: the unit that is trained, cached and reported."""
-
-    experiment: str
-    task: str | None
-    spec: TrainSpec
-    varying: tuple[tuple[str, Any], ...]  # the grid coordinates that tell this run apart
-
-    @property
-    def key(self) -> str:
-        return self.spec.key
-
-    @property
-    def label(self) -> str:
-        coords = ", ".join(f"{k}={_fmt(v)}" for k, v in self.varying)
-        return f"{self.experiment}[{coords}]" if coords else self.experiment
 
 
 @dataclass(frozen=True)
@@ -277,9 +136,6 @@ EXECUTOR_DEFAULTS = {
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
 
 def _unknown(key: str, known, what: str = "key") -> str:
     close = difflib.get_close_matches(key, list(known), n=1)

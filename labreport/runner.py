@@ -11,7 +11,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from .config import Config, Run
+from .config import Config
+from .spec import Run
 from .errors import LabreportError
 from .faults import point as fault_point
 from .store import RunStore

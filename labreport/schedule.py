@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .config import TrainSpec
+from .spec import TrainSpec
 
 
 def total_steps(spec: TrainSpec, steps_per_epoch: int) -> int:

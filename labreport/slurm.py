@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, Run
+from .config import Config
+from .spec import Run
 from .errors import LabreportError
 from .runner import FINAL_STATES, Summary, pending, select_runs
 from .store import RunStore, atomic_write_json, read_json

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .config import TRAIN_VERSION, TrainSpec
+from .spec import TRAIN_VERSION, TrainSpec
 from .data import Cifar10, iterate_batches, split_train_val, subset_indices
 from .errors import LabreportError
 from .faults import point as fault_point

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from labreport import config as config_mod
 from labreport.catalog import CATALOG
 from labreport.config import FIELDS, TrainSpec, load_config
 from labreport.errors import ConfigError
@@ -394,7 +393,9 @@ def test_changing_any_training_setting_changes_the_key(tmp_path, setting):
 def test_train_version_is_part_of_the_key(tmp_path, monkeypatch):
     run = only_run(tmp_path)
     before = run.key
-    monkeypatch.setattr(config_mod, "TRAIN_VERSION", config_mod.TRAIN_VERSION + 1)
+    from labreport import spec as spec_mod  # where the key is computed
+
+    monkeypatch.setattr(spec_mod, "TRAIN_VERSION", spec_mod.TRAIN_VERSION + 1)
     assert run.key != before
 
 
