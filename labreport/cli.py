@@ -261,13 +261,7 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
     if jobs > 1:
         _run_parallel(config, store, jobs, gpus, profile, tuple(only), device, fail_fast)
 
-    def load_data():
-        from .data import load_cifar10, resolve_root
-
-        data = load_cifar10(resolve_root(config.data_root, config.base_dir), download=config.download)
-        for w in data.warnings:
-            click.echo(f"warning: {w}", err=True)
-        return data
+    load_data = _data_loader(config)
 
     reporter = _reporter(len(runs))
     try:
@@ -432,13 +426,7 @@ def gradflow(obj: Context, profile, device):
     """
     config = obj.config(profile)
 
-    def load_data():
-        from .data import load_cifar10, resolve_root
-
-        data = load_cifar10(resolve_root(config.data_root, config.base_dir), download=config.download)
-        for w in data.warnings:
-            click.echo(f"warning: {w}", err=True)
-        return data
+    load_data = _data_loader(config)
 
     _gradflow(config, obj.store(config), load_data, device, table=True)
 
@@ -481,6 +469,23 @@ def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bo
                    f"{num(r['first_trained']):>10}{num(r['last_trained']):>10}{orders(r, 'trained'):>10}")
     click.echo("first, last: ||dL/dW|| of the first and the last layer; orders: log10(last / first), "
                "how many orders of magnitude the gradient falls from the last layer to the first")
+
+
+def _data_loader(config: Config):
+    """A loader of the config's CIFAR-10 that reads the files once (training and the gradient-flow
+    step of one `run` share it) and prints the data warnings once."""
+    cache = []
+
+    def load():
+        if not cache:
+            from .data import load_cifar10, resolve_root
+
+            cache.append(load_cifar10(resolve_root(config.data_root, config.base_dir), download=config.download))
+            for w in cache[0].warnings:
+                click.echo(f"warning: {w}", err=True)
+        return cache[0]
+
+    return load
 
 
 def _reporter(total: int):
