@@ -3,22 +3,28 @@
     python bench/bench_train.py [--data DIR] [--images N] [--batch 128] [--rounds 3]
                                 [--device auto|cpu|cuda] [--workers 2] [--json OUT]
 
-One process, one machine, measured side by side: every round times each method once, in a rotated
-order (A B C D, B C D A, ...), and the table shows the median over rounds (the machine is noisy;
-a ratio of two numbers taken minutes apart on a shared box means little). Each measurement also
-records how much CPU other processes took meanwhile (/proc/stat): on 2 cores one busy neighbour
-slows any torch training ~3x, so a contended round is reported but replaced by an extra one while
---max-rounds and --budget allow, and the figures come from the quiet rounds when there are any. ResNet-20, batch 128,
-Adam, augmentation on, over the same N training images:
+Measured side by side on one machine: every round times each method once, in a rotated order
+(A B C D E, B C D E A, ...), and the table shows the median over rounds (the machine is noisy; a
+ratio of two numbers taken minutes apart on a shared box means little). Each measurement runs in a
+fresh Python process, as each method would in real life: process-wide settings (the trainer's host
+allocator, oneDNN caches, a forked DataLoader's leftovers) never leak from one method into another.
+Each measurement also records how much CPU other processes took meanwhile (/proc/stat): on 2 cores
+one busy neighbour slows any torch training ~3x, so a contended round is reported but replaced by
+an extra one while --max-rounds and --budget allow, and the figures come from the quiet rounds when
+there are any. ResNet-20, batch 128, Adam, augmentation on, over the same N training images:
 
-  labreport    labreport.train.train, lab defaults (channels_last, fp32 on CPU / bf16 on CUDA),
-               one epoch in a fresh temporary run store; the images/s the trainer records itself
-               (training only) and the wall clock of the whole train() call (build, epoch,
-               evaluation, checkpoint) so nothing hides.
-  reference    the common style: torchvision CIFAR10 + RandomCrop/Flip/ToTensor/Normalize,
-               DataLoader(num_workers=2, shuffle), NCHW fp32, loss.item() every step.
-  bare         forward + backward + Adam step on one fixed, already normalised batch: no data
-               path at all, the compute limit (channels_last like labreport, and NCHW).
+  labreport       labreport.train.train, lab defaults (channels_last, fp32 on CPU / bf16 on CUDA,
+                  host allocator tuned by the trainer itself on the CPU, see labreport/hostmem.py),
+                  one epoch in a fresh temporary run store; the images/s the trainer records itself
+                  (training only) and the wall clock of the whole train() call (build, epoch,
+                  evaluation, checkpoint) so nothing hides.
+  reference       the common style: torchvision CIFAR10 + RandomCrop/Flip/ToTensor/Normalize,
+                  DataLoader(num_workers=2, shuffle), NCHW fp32, loss.item() every step; the C
+                  library's default allocator, as a plain script has.
+  bare            forward + backward + Adam step on one fixed, already normalised batch: no data
+                  path at all. "bare, channels_last" runs with the same process setup as the trainer
+                  (tuned allocator on the CPU): the compute limit. Also shown, for the breakdown:
+                  channels_last with the default allocator, and NCHW with the default allocator.
 
 Targets (the issue): labreport >= 1.5x reference and >= 0.9x bare (channels_last). Last, the wall
 time of `labreport run` when every run is already done (target < 1 s, no torch, no data).
@@ -31,6 +37,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from labreport import hostmem
 from labreport.config import TrainSpec
 from labreport.data import MEAN, STD, load_cifar10, split_train_val, subset_indices, write_synthetic_cifar10
 from labreport.models import build_model
@@ -77,6 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--noop-reps", type=int, default=5, help="timed `labreport run` calls per command")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the figures as JSON")
+    p.add_argument("--one", choices=CHILD_METHODS, help=argparse.SUPPRESS)  # child: one measurement
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -165,18 +175,25 @@ def train_indices(n_total: int, n: int) -> torch.Tensor:
     return train_idx[subset_indices(len(train_idx), n, SPLIT_SEED)]
 
 
+def minor_faults() -> int:
+    """Zero-filled pages the kernel handed this process so far (the cost hostmem.py removes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 # ------------------------------------------------------------------------------------ methods
 def run_labreport(prepared, n: int, batch: int, device: torch.device, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-runs-") as tmp:  # fresh store: never resumes
         sync(device)
-        t0 = time.perf_counter()
+        f0, t0 = minor_faults(), time.perf_counter()
         result = train(lab_spec(n, batch, seed), prepared, device, RunStore(tmp), options=RunOptions())
         sync(device)
-        wall = time.perf_counter() - t0
+        wall, faults = time.perf_counter() - t0, minor_faults() - f0
         h = RunStore(tmp).read_history(result["key"])[-1]
     seen = (n // batch) * batch
     return {"images_per_s": h["images_per_s"], "train_time_s": h["train_time_s"],
-            "epoch_time_s": h["epoch_time_s"], "call_wall_s": wall, "wall_images_per_s": seen / wall}
+            "epoch_time_s": h["epoch_time_s"], "call_wall_s": wall, "wall_images_per_s": seen / wall,
+            "faults_per_step": faults / (n // batch),  # the whole call: evaluation and checkpoint too
+            "host_malloc": result["provenance"]["host_malloc"]}
 
 
 def _cifar10_from_arrays(data_hwc, targets, transform):
@@ -220,7 +237,7 @@ def run_reference(dataset, indices: torch.Tensor, batch: int, device: torch.devi
     model.train()
     running, correct, seen = 0.0, 0, 0
     sync(device)
-    t0 = time.perf_counter()  # the epoch as the common loop pays it: worker start-up included
+    f0, t0 = minor_faults(), time.perf_counter()  # the epoch as the common loop pays it: worker start-up included
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = model(x)
@@ -233,7 +250,8 @@ def run_reference(dataset, indices: torch.Tensor, batch: int, device: torch.devi
         seen += len(y)
     sync(device)
     dt = time.perf_counter() - t0
-    return {"images_per_s": seen / dt, "train_time_s": dt}
+    return {"images_per_s": seen / dt, "train_time_s": dt, "faults_per_step": (minor_faults() - f0) / (seen // batch),
+            "host_malloc": hostmem.setting()}
 
 
 def run_bare(n: int, batch: int, device: torch.device, channels_last: bool, precision: str, seed: int) -> dict:
@@ -247,7 +265,7 @@ def run_bare(n: int, batch: int, device: torch.device, channels_last: bool, prec
     model.train()
     steps = n // batch
     sync(device)
-    t0 = time.perf_counter()
+    f0, t0 = minor_faults(), time.perf_counter()
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
         with autocast:
@@ -256,7 +274,8 @@ def run_bare(n: int, batch: int, device: torch.device, channels_last: bool, prec
         opt.step()
     sync(device)
     dt = time.perf_counter() - t0
-    return {"images_per_s": steps * batch / dt, "train_time_s": dt}
+    return {"images_per_s": steps * batch / dt, "train_time_s": dt, "faults_per_step": (minor_faults() - f0) / steps,
+            "host_malloc": hostmem.setting()}
 
 
 # ------------------------------------------------------------------------------ labreport run no-op
@@ -329,19 +348,27 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT MET"
 
 
+CHILD_METHODS = ["labreport", "reference", "bare_cl", "bare_cl_default", "bare_nchw"]  # one process each
+DEFAULT_ALLOCATOR = {"reference", "bare_cl_default", "bare_nchw"}  # run with LABREPORT_HOST_MALLOC=default
 METHODS = {  # key -> (label, the field of a round's record that holds its images/s)
     "labreport": ("labreport trainer (recorded: training only)", "images_per_s"),
     "labreport_wall": ("labreport trainer (wall of the train() call)", "wall_images_per_s"),
     "reference": ("reference loop (torchvision + DataLoader)", "images_per_s"),
     "bare_cl": ("bare step, channels_last (the compute limit)", "images_per_s"),
-    "bare_nchw": ("bare step, NCHW", "images_per_s"),
+    "bare_cl_default": ("bare step, channels_last, default allocator", "images_per_s"),
+    "bare_nchw": ("bare step, NCHW, default allocator", "images_per_s"),
 }
 RATIOS = {  # name -> (label, numerator, denominator, target or None)
     "labreport_vs_reference": ("labreport / reference", "labreport", "reference", TARGET_VS_REFERENCE),
     "labreport_vs_bare": ("labreport / bare (channels_last)", "labreport", "bare_cl", TARGET_VS_BARE),
-    "labreport_vs_bare_nchw": ("labreport / bare (NCHW)", "labreport", "bare_nchw", None),
     "labreport_wall_vs_reference": ("labreport wall / reference", "labreport_wall", "reference", None),
 }
+BREAKDOWN = [  # labreport / reference as a product of four measured steps, each a ratio of neighbours
+    ("data path (bare NCHW / reference)", "bare_nchw", "reference"),
+    ("channels_last (bare CL / bare NCHW, default allocator)", "bare_cl_default", "bare_nchw"),
+    ("host allocator (bare CL tuned / default)", "bare_cl", "bare_cl_default"),
+    ("trainer overhead (labreport / bare CL)", "labreport", "bare_cl"),
+]
 
 
 def _ips(rec: dict, key: str) -> float:
@@ -362,6 +389,9 @@ def summarize(rounds: list[dict]) -> dict:
         s["ratios"][name] = statistics.median(per_round)
         if target is not None:
             s["targets"][name], s["met"][name] = target, s["ratios"][name] >= target
+    s["breakdown"] = {label: statistics.median(_ratio(_ips(r, num), _ips(r, den)) for r in rounds)
+                      for label, num, den in BREAKDOWN}
+    s["faults_per_step"] = {k: statistics.median(r[k]["faults_per_step"] for r in rounds) for k in CHILD_METHODS}
     others = [r[k]["others_cpu"] for r in rounds for k in METHODS if k in r and r[k]["others_cpu"] is not None]
     s["others_cpu_median"] = statistics.median(others) if others else None
     s["others_cpu_max"] = max(others) if others else None
@@ -372,25 +402,33 @@ def print_table(s: dict, rounds: list[dict], workers: int) -> None:
     def secs(method, field):
         return statistics.median(r[method][field] for r in rounds)
 
-    seconds = {"labreport": secs("labreport", "train_time_s"), "labreport_wall": secs("labreport", "call_wall_s"),
-               "reference": secs("reference", "train_time_s"), "bare_cl": secs("bare_cl", "train_time_s"),
-               "bare_nchw": secs("bare_nchw", "train_time_s")}
-    print(f"\n{'method':<50} {'img/s':>8} {'best':>8} {'worst':>8} {'s/epoch':>8}")
+    seconds = {k: secs(k, "train_time_s") for k in CHILD_METHODS}
+    seconds["labreport_wall"] = secs("labreport", "call_wall_s")
+    print(f"\n{'method':<50} {'img/s':>8} {'best':>8} {'worst':>8} {'s/epoch':>8} {'faults/step':>12}")
     for key, (label, _) in METHODS.items():
         if key == "reference":
             label = label[:-1] + f", {workers} workers)"
         worst = min(_ips(r, key) for r in rounds)
+        faults = f"{s['faults_per_step'][key]:>12.0f}" if key in s["faults_per_step"] else ""
         print(f"{label:<50} {s['images_per_s'][key]:>8.1f} {s['best_images_per_s'][key]:>8.1f} {worst:>8.1f} "
-              f"{seconds[key]:>8.2f}")
+              f"{seconds[key]:>8.2f} {faults}")
     ev = statistics.median(r["labreport"]["epoch_time_s"] - r["labreport"]["train_time_s"] for r in rounds)
     print(f"  img/s: median over rounds; s/epoch: median seconds for the measured images. labreport's wall "
           f"includes model build,\n  evaluation ({ev:.2f} s for {VAL_SIZE} val + {TEST_SUBSET} test images) "
-          "and the checkpoint; its recorded figure is training only.")
+          "and the checkpoint; its recorded figure is training only.\n  faults/step: minor page faults "
+          "of the measuring process per step (labreport: the whole call; the reference's workers not counted).")
+    malloc = rounds[0]["labreport"].get("host_malloc")
+    print("  labreport's host allocator (as its trainer set it): "
+          + (f"glibc mmap threshold {malloc['mmap_threshold'] >> 20} MiB, trim threshold "
+             f"{malloc['trim_threshold'] >> 20} MiB" if malloc else "the C library's defaults"))
     print()
     for name, (label, _, _, target) in RATIOS.items():
         verdict = f"target >= {target}x  {_verdict(s['met'][name])}" if target else "(information)"
         rounds_txt = ", ".join(f"{v:.2f}" for v in s["round_ratios"][name])
         print(f"{label:<34} {s['ratios'][name]:5.2f}x   {verdict:<22} per round: {rounds_txt}")
+    print("\nwhere labreport / reference comes from (medians of per-round ratios; their product is the ratio):")
+    for label, value in s["breakdown"].items():
+        print(f"  {label:<58} {value:5.2f}x")
     if s["others_cpu_median"] is not None:
         print(f"\nCPU taken by other processes during these rounds' measurements: median {_pct(s['others_cpu_median'])}, "
               f"max {_pct(s['others_cpu_max'])}")
@@ -431,16 +469,74 @@ def measure_rounds(methods: dict, n: int, want: int, max_rounds: int, busy: floa
         rounds.append(rec)
         print(f"round {i + 1} ({' '.join(order)}): "
               f"labreport {rec['labreport']['images_per_s']:.1f} (wall {rec['labreport']['wall_images_per_s']:.1f}), "
-              f"reference {rec['reference']['images_per_s']:.1f}, bare CL {rec['bare_cl']['images_per_s']:.1f}, "
+              f"reference {rec['reference']['images_per_s']:.1f}, bare CL {rec['bare_cl']['images_per_s']:.1f} "
+              f"(default allocator {rec['bare_cl_default']['images_per_s']:.1f}), "
               f"bare NCHW {rec['bare_nchw']['images_per_s']:.1f} img/s; CPU taken by other processes: "
               + ", ".join(_pct(rec[k]["others_cpu"]) for k in names)
               + ("  CONTENDED" if rec["contended"] else ""), flush=True)
     return rounds
 
 
+# ------------------------------------------------------------------------- one measurement, one process
+RESULT_TAG = "BENCH-RESULT "
+
+
+def one(args: argparse.Namespace) -> int:
+    """Child mode: set up one method as a fresh process would, warm it up, measure, print the record."""
+    device = resolve_device(args.device)
+    precision = resolve_precision("auto", device)
+    n, method, root = args.images, args.one, Path(args.data)
+    t0 = time.perf_counter()
+    data = load_cifar10(root, download=False) if method in ("labreport", "reference") else None
+    extra = {"load_s": time.perf_counter() - t0, "fingerprint": data.fingerprint if data else None}
+    if method == "labreport":
+        t0 = time.perf_counter()
+        prepared = prepare(data, lab_spec(n, args.batch, 0), device)  # as the runner does: once, cached
+        extra["prepare_s"] = time.perf_counter() - t0
+
+        def fn(m, seed):
+            return run_labreport(prepared, m, args.batch, device, seed)  # train() tunes the allocator itself
+    elif method == "reference":
+        dataset, extra["reference_note"] = make_reference_dataset(root, data)
+        indices = train_indices(len(data.train_y), n)
+
+        def fn(m, seed):
+            return run_reference(dataset, indices[:m], args.batch, device, args.workers, seed)
+    else:
+        if method == "bare_cl" and device.type == "cpu":
+            hostmem.keep_freed_memory()  # the trainer's process setup: the compute limit it can reach
+
+        def fn(m, seed):
+            return run_bare(m, args.batch, device, method != "bare_nchw",
+                            precision if method != "bare_nchw" else "fp32", seed)
+    t0 = time.perf_counter()
+    fn(2 * args.batch, 1000)  # warm-up, not counted: oneDNN/cuDNN kernel choice, allocator, first fork
+    extra["warmup_s"] = time.perf_counter() - t0
+    rec = {**fn(n, args.seed), **extra}
+    print(RESULT_TAG + json.dumps(rec), flush=True)
+    return 0
+
+
+def measure_child(method: str, n: int, seed: int, args: argparse.Namespace, data_root: Path) -> dict:
+    env = dict(os.environ)
+    if method in DEFAULT_ALLOCATOR:
+        env[hostmem.OPT_OUT_ENV] = "default"  # as a plain script runs
+    else:
+        env.pop(hostmem.OPT_OUT_ENV, None)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", method, "--seed", str(seed), "--images", str(n),
+           "--batch", str(args.batch), "--data", str(data_root), "--device", args.device, "--workers", str(args.workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"measuring {method} failed (rc {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return json.loads(lines[-1][len(RESULT_TAG):])
+
+
 # ---------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.one:
+        return one(args)
     t_start = time.perf_counter()
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)  # what the trainer uses under the lab's defaults
@@ -450,44 +546,26 @@ def main(argv=None) -> int:
     info = machine_info(device, precision)
     data_root, data_note = ensure_data(Path(args.data), n + VAL_SIZE)
 
-    t0 = time.perf_counter()
-    data = load_cifar10(data_root, download=False)
-    load_s = time.perf_counter() - t0
-    if len(data.train_y) < n + VAL_SIZE:
-        sys.exit(f"{data_root} holds {len(data.train_y)} training images; --images {n} needs {n + VAL_SIZE}")
-    t0 = time.perf_counter()
-    prepared = prepare(data, lab_spec(n, args.batch, 0), device)  # as the runner does: once, cached
-    prepare_s = time.perf_counter() - t0
-    dataset, ref_note = make_reference_dataset(data_root, data)
-    indices = train_indices(len(data.train_y), n)
-
     print(f"labreport training benchmark: {MODEL}, batch {args.batch}, Adam lr {LR:g}, augmentation on, "
-          f"{n} training images per measurement, {args.rounds} quiet interleaved rounds wanted (order rotated), median")
+          f"{n} training images per measurement, {args.rounds} quiet interleaved rounds wanted (order rotated), "
+          "median; every measurement in a fresh process (2 warm-up steps there, not counted)")
     print(f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch {info['torch']} "
           f"({info['torch_threads']} threads), torchvision {info['torchvision']}, python {info['python']}, "
           f"device {device}{' (' + info['gpu'] + ')' if 'gpu' in info else ''}")
-    print(f"data: {data_note}; fingerprint {data.fingerprint}; labreport load {load_s:.2f} s + prepare {prepare_s:.2f} s "
-          "(once, not in the figures)")
+    print(f"data: {data_note}")
     print(f"labreport: channels_last on, precision {precision} (lab defaults); reference: NCHW fp32, "
           f"{args.workers} DataLoader workers (the common choice; they share the {info['logical_cpus']} CPUs "
-          "with the training threads), loss.item() per step")
-    if ref_note != "torchvision CIFAR10":
-        print(f"reference data: {ref_note}")
+          "with the training threads), loss.item() per step", flush=True)
 
-    methods = {
-        "labreport": lambda m, seed: run_labreport(prepared, m, args.batch, device, seed),
-        "reference": lambda m, seed: run_reference(dataset, indices[:m], args.batch, device, args.workers, seed),
-        "bare_cl": lambda m, seed: run_bare(m, args.batch, device, True, precision, seed),
-        "bare_nchw": lambda m, seed: run_bare(m, args.batch, device, False, "fp32", seed),
-    }
-    # Warm-up, not counted: oneDNN/cuDNN kernel choice, allocator, first fork of the workers.
-    t0 = time.perf_counter()
-    for fn in methods.values():
-        fn(2 * args.batch, 1000)
-    print(f"warm-up (2 steps of each method, not counted): {time.perf_counter() - t0:.1f} s", flush=True)
-
+    methods = {name: (lambda m, seed, name=name: measure_child(name, m, seed, args, data_root))
+               for name in CHILD_METHODS}
     max_rounds = args.max_rounds or 2 * args.rounds
     rounds = measure_rounds(methods, n, args.rounds, max_rounds, args.busy, args.budget, t_start)
+    first = rounds[0]
+    print(f"data in the measuring processes: fingerprint {first['labreport']['fingerprint']}; labreport load "
+          f"{first['labreport']['load_s']:.2f} s + prepare {first['labreport']['prepare_s']:.2f} s (not in the figures)")
+    if first["reference"]["reference_note"] != "torchvision CIFAR10":
+        print(f"reference data: {first['reference']['reference_note']}")
     quiet = [r for r in rounds if not r["contended"]]
     used = quiet or rounds
     used_idx = [i for i, r in enumerate(rounds) if not r["contended"]] or list(range(len(rounds)))
@@ -510,8 +588,8 @@ def main(argv=None) -> int:
                                              "busy": args.busy, "max_rounds": max_rounds,
                                              "workers": args.workers, "val_size": VAL_SIZE,
                                              "test_subset": TEST_SUBSET, "lr": LR},
-               "data": {"note": data_note, "fingerprint": data.fingerprint, "reference": ref_note,
-                        "load_s": load_s, "prepare_s": prepare_s},
+               "data": {"note": data_note, "fingerprint": first["labreport"]["fingerprint"],
+                        "reference": first["reference"]["reference_note"]},
                "rounds": rounds, "summary": summary, "noop": noop, "total_s": total}
         Path(args.json_out).write_text(json.dumps(out, indent=1) + "\n")
         print(f"figures written to {args.json_out}")

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import hostmem
 from .store import atomic_write_json, read_json
 
 # Bump when what a measurement computes changes: every key changes, old results stay on disk unused.
@@ -152,6 +153,8 @@ def measure_cell(cell: Cell, data, device) -> dict:
     # x86 CPUs compute on denormal floats (|x| < 1.2e-38) some 100x slower, and a vanishing or
     # exploding net is full of them: flush them to zero. A gradient that small has vanished anyway.
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
+    if device.type == "cpu":
+        hostmem.keep_freed_memory()  # as train() does: freed activations stay in the process
     try:
         return _measure(cell, data, device, t0)
     finally:

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import labreport.train as train_mod
+from labreport import hostmem
 from labreport.config import TrainSpec, load_config
 from labreport.data import load_cifar10
 from labreport.models import build_model, count_parameters
@@ -307,6 +308,7 @@ def test_result_carries_its_provenance(reference, data):
     assert prov["torch"] == torch.__version__
     assert prov["device_type"] == "cpu" and prov["device"]
     assert prov["precision"] == "fp32"  # auto on CPU
+    assert prov["host_malloc"] == hostmem.setting()  # what the CPU run set (None off glibc)
     assert res["key"] == key and TrainSpec.from_dict(res["spec"]).key == key
     assert res["status"] == "completed" and res["diverged_at_epoch"] is None
     assert (res["n_train"], res["n_val"], res["n_test"]) == (64, 32, 32)
