@@ -71,6 +71,8 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     the run resumes here from its checkpoint). `threads` > 0 sets torch's CPU threads."""
     runs = select_runs(config, only, keys)
     todo, final = pending(store, runs)
+    for r in final:  # a worker killed between its result and its lease release left a lease behind
+        store.tidy_finished(r.key)
     summary = Summary(cached=[r.label for r in final])
     if not retry_failed:  # leave failed runs as they are, and say so
         states = {r.key: store.state(r.key) for r in todo}

@@ -33,6 +33,7 @@ from .faults import point as fault_point  # a test hook (LABREPORT_FAULT_AT), a 
 
 RESULT_STATUSES = ("completed", "diverged")  # the two outcomes that end a run for good
 RESULT_REQUIRED = ("key", "status", "spec", "epochs_run", "provenance")
+CLAIM_PREFIX = ".claim."  # acquire()'s private file before it is linked to lease.json
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -207,6 +208,32 @@ class RunStore:
         for name in ("ckpt.prev.pt", "ckpt.pt.bad", "ckpt.prev.pt.bad"):
             (self.run_dir(key) / name).unlink(missing_ok=True)
 
+    def tidy_finished(self, key: str) -> bool:
+        """Clear what a holder killed after writing the result left in a finished run's folder: its
+        dead lease, the previous checkpoint and temp files. Only under the lease, so never while a
+        live process still writes there. Returns whether anything was removed."""
+        d = self.run_dir(key)
+        try:
+            names = [p.name for p in d.iterdir()]
+        except OSError:
+            return False
+        def stray(n: str) -> bool:  # a killed writer's temp file; a claim may be a live claimant's
+            return n.startswith(".") and n.endswith(".tmp") and not n.startswith(CLAIM_PREFIX)
+
+        left = [n for n in names if n in ("lease.json", "ckpt.prev.pt", "ckpt.pt.bad", "ckpt.prev.pt.bad")
+                or stray(n)]
+        if not left or not self.acquire(key):
+            return False
+        try:
+            if self.read_result(key) is None:  # not finished after all (the caller's view was old)
+                return False
+            self.prune_checkpoints(key)
+            for n in filter(stray, left):
+                (d / n).unlink(missing_ok=True)
+            return True
+        finally:
+            self.release(key)
+
     # --- leases: one trainer per run -------------------------------------------------------
     def acquire(self, key: str, stale_after: float = 600.0) -> bool:
         """Claim the run. True if this process now holds its lease.
@@ -220,7 +247,7 @@ class RunStore:
         d.mkdir(parents=True, exist_ok=True)
         path = d / "lease.json"
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time()}
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".lease.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=CLAIM_PREFIX, suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
@@ -251,7 +278,7 @@ class RunStore:
                 aside.unlink(missing_ok=True)
             return False
         finally:
-            os.unlink(tmp)
+            Path(tmp).unlink(missing_ok=True)
 
     def heartbeat(self, key: str) -> None:
         path = self.run_dir(key) / "lease.json"

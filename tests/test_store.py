@@ -366,7 +366,7 @@ def test_a_new_lease_is_never_seen_half_written(store, monkeypatch):
     monkeypatch.setattr(os, "link", spy)
     assert store.acquire(KEY)
     assert seen and seen[0]["pid"] == os.getpid()
-    assert not [p for p in store.run_dir(KEY).iterdir() if p.name.startswith(".lease.")]  # no leftovers
+    assert not [p for p in store.run_dir(KEY).iterdir() if p.name.startswith((".lease.", ".claim."))]  # no leftovers
 
 
 def test_only_one_of_two_racers_takes_over_a_stale_lease(store, monkeypatch):
@@ -394,3 +394,41 @@ def test_prune_keeps_only_the_final_checkpoint(store):
     store.prune_checkpoints(KEY)
     names = {p.name for p in store.run_dir(KEY).iterdir()}
     assert "ckpt.pt" in names and "ckpt.prev.pt" not in names
+
+
+def _killed_after_its_result(store, lease_pid: int) -> None:
+    """A finished run as a holder killed between result.json and its lease release leaves it."""
+    store.save_checkpoint(KEY, _ckpt(2))
+    store.save_checkpoint(KEY, _ckpt(3))  # ckpt.prev.pt stays: pruning comes after the result
+    store.write_result(KEY, result())
+    _write_lease(store, KEY, pid=lease_pid)
+    (store.run_dir(KEY) / ".history.json.abc123.tmp").write_text("[")  # a killed writer's temp file
+    (store.run_dir(KEY) / ".claim.def456.tmp").write_text("{}")  # maybe a live claimant's: never touched
+    (store.run_dir(KEY) / ".lease.json.ghi789.tmp").write_text("")  # the dead holder's heartbeat
+
+
+def test_tidy_clears_what_a_dead_holder_left_in_a_finished_run(store, other_process):
+    other_process.kill()
+    other_process.wait()  # its pid is now dead on this host
+    _killed_after_its_result(store, other_process.pid)
+    assert store.tidy_finished(KEY)
+    assert names(store.run_dir(KEY)) == sorted([".claim.def456.tmp", "ckpt.pt", "result.json"])
+    assert store.state(KEY).status == "done" and store.read_result(KEY) == result()
+    assert not store.tidy_finished(KEY)  # nothing left to clear: not even a lease is taken
+
+
+def test_tidy_leaves_a_live_holders_run_alone(store, other_process):
+    _killed_after_its_result(store, other_process.pid)  # alive: it may still be writing
+    before = names(store.run_dir(KEY))
+    assert not store.tidy_finished(KEY)
+    assert names(store.run_dir(KEY)) == before and _lease(store, KEY)["pid"] == other_process.pid
+
+
+def test_tidy_never_touches_an_unfinished_run(store, other_process):
+    other_process.kill()
+    other_process.wait()
+    store.save_checkpoint(KEY, _ckpt(1))
+    store.save_checkpoint(KEY, _ckpt(2))
+    _write_lease(store, KEY, pid=other_process.pid)
+    assert not store.tidy_finished(KEY)
+    assert {"ckpt.pt", "ckpt.prev.pt"} <= set(names(store.run_dir(KEY)))  # its fallback checkpoint is kept
