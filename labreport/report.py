@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, is_dataclass
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,25 +284,49 @@ class Built:
 
 
 def build(config: Config, store: RunStore, out: Path | None = Path("report.pdf"), html_out: Path | None = None) -> Built:
+    """Figures, HTML and PDF from the store. A build that fails on the way changes nothing: the
+    figures are drawn into a staging folder and the PDF is rendered from there; only then are the
+    figures moved into <report>_files/, the HTML written (pointing at them), and summary.json last."""
     lang = config.report.get("language", "ru")
     views = collect(config, store)
     study = conclude(views, config.analysis["trained_threshold"], config.analysis["claim_rate"],
                      config.analysis["confidence"])
     anchor = out if out is not None else html_out
     assets = anchor.resolve().parent / f"{anchor.stem}_files"  # figures and the summary, next to the report
-    assets.mkdir(parents=True, exist_ok=True)
+    assets.parent.mkdir(parents=True, exist_ok=True)
     measurement, flow = gradflow_context(config, store)
-    figures = make_figures(study, assets, lang, measurement)
-    html = render_html(config, study, views, figures, lang, flow)
-    summary_path = assets / "summary.json"
+    staging = Path(tempfile.mkdtemp(dir=assets.parent, prefix=f".{assets.name}."))  # same file system: renames
+    try:
+        staged = make_figures(study, staging, lang, measurement)
+        if out is not None:
+            roots = [staging, TEMPLATES_DIR, FONTS_DIR]
+            if config.report.get("templates"):
+                roots.append(config.base_dir / config.report["templates"])
+            write_pdf(render_html(config, study, views, staged, lang, flow), out, roots, staging)
+        figures = _publish(staged, assets)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if html_out is not None:
-        atomic_write_bytes(html_out, html.encode())
-    if out is not None:
-        roots = [assets, TEMPLATES_DIR, FONTS_DIR]
-        if config.report.get("templates"):
-            roots.append(config.base_dir / config.report["templates"])
-        write_pdf(html, out, roots, assets)
+        atomic_write_bytes(html_out, render_html(config, study, views, figures, lang, flow).encode())
     # last: a build that fails on the way leaves the previous summary with the previous PDF
+    summary_path = assets / "summary.json"
     atomic_write_json(summary_path, summary(study, flow["facts"]))
     problems = tuple(f"{v.label}: {p}" for v in views for p in v.problems)
     return Built(out, html_out, summary_path, figures, study, problems)
+
+
+def _publish(staged: dict[str, FigureRef], assets: Path) -> dict[str, FigureRef]:
+    """Move the staged figures into assets/ (a rename each) and drop figures the new report no
+    longer has, so the folder holds exactly this build's figures."""
+    assets.mkdir(parents=True, exist_ok=True)
+    final: dict[str, FigureRef] = {}
+    for name, ref in staged.items():
+        svg, png = assets / ref.svg.name, assets / ref.png.name
+        os.replace(ref.svg, svg)
+        os.replace(ref.png, png)
+        final[name] = replace(ref, svg=svg, png=png)
+    keep = {p.name for ref in final.values() for p in (ref.svg, ref.png)}
+    for old in assets.iterdir():
+        if old.suffix in (".svg", ".png") and old.name not in keep:
+            old.unlink(missing_ok=True)
+    return final

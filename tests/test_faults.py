@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -365,6 +364,8 @@ def test_build_reads_a_run_being_written_and_a_failed_build_keeps_the_previous_r
     views = {v.key: v for v in collect(config, store)}
     assert views[a].status == "done" and views[b].status == "partial" and views[b].result is None
     pdf, summ = out.read_bytes(), summary_path.read_bytes()
+    assets = {p.name: p.read_bytes() for p in summary_path.parent.iterdir()}  # figures + summary.json
+    assert any(n.endswith(".svg") for n in assets) and any(n.endswith(".png") for n in assets)
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
@@ -377,4 +378,8 @@ def test_build_reads_a_run_being_written_and_a_failed_build_keeps_the_previous_r
             with pytest.raises(RuntimeError, match="boom"):
                 report.build(config, store, out)
         assert out.read_bytes() == pdf and summary_path.read_bytes() == summ, name
-    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+        # the figures too: the new ones are drawn in a staging folder, published only after the PDF
+        assert {p.name: p.read_bytes() for p in summary_path.parent.iterdir()} == assets, name
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".report_files")]
+    report.build(config, store, out)  # and a build that succeeds replaces them all
+    assert out.read_bytes() != pdf and summary_path.read_bytes() != summ
