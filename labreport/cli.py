@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 some runs failed, 2 usage, configuration or data error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -324,11 +325,11 @@ def _run_parallel(config, store, jobs, gpus, profile, only, device, fail_fast):
     from .parallel import run_parallel
 
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
-    live = None
-    if sys.stderr.isatty():
-        live = _LiveWorkers()
+    from .progress import LiveWorkers
+
+    live = LiveWorkers() if sys.stderr.isatty() else None
     try:
-        with live or _Null():
+        with live or contextlib.nullcontext():
             summary = run_parallel(config, store, jobs=jobs, gpus=gpu_list, profile=profile, only=only,
                                    device=device, fail_fast=fail_fast, echo=lambda t: click.echo(t, err=True),
                                    live=live)
@@ -342,40 +343,6 @@ def _run_parallel(config, store, jobs, gpus, profile, only, device, fail_fast):
     for index, code, log in summary.crashed_workers:
         click.echo(f"  worker {index} exited with code {code}: see {log}", err=True)
     sys.exit(130 if summary.interrupted else 0 if summary.ok else 1)
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-class _LiveWorkers:
-    """One line per worker and the matrix progress, redrawn in place on a terminal."""
-
-    def __enter__(self):
-        from rich.console import Console
-        from rich.live import Live
-
-        self.live = Live(console=Console(stderr=True), refresh_per_second=4)
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.live.__exit__(*exc)
-
-    def __call__(self, workers, progress):
-        from rich.table import Table
-
-        table = Table.grid(padding=(0, 1))
-        for w in workers:
-            state = "running" if w.proc.poll() is None else f"exited {w.proc.returncode}"
-            gpu = f" gpu {w.gpu}" if w.gpu is not None else ""
-            table.add_row(f"worker {w.index}{gpu}", state, w.last_line[-110:])
-        table.add_row("", "", progress)
-        self.live.update(table)
 
 
 @main.command()
@@ -432,7 +399,7 @@ def gradflow(obj: Context, profile, device):
 
 
 def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bool = False) -> None:
-    from .gradflow import ensure, network_label, summary_rows
+    from .gradflow import ensure, network_label, table_lines
 
     measured: list[float] = []
 
@@ -449,26 +416,9 @@ def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bo
         sys.exit(130)
     click.echo(f"gradflow: {len(measured)} measured ({sum(measured):.0f} s), "
                f"{len(m['cells']) - len(measured)} cached  (store: {store.root})")
-    if not table:
-        return
-    steps = config.gradflow["steps"]
-
-    def num(v):
-        return "-" if v is None else f"{v:.3g}"
-
-    def orders(r, when):
-        if r[f"orders_{when}"] is None and r[f"first_{when}"] == 0:
-            return "vanished"  # the first layer's gradient is 0 in float32
-        return "-" if r[f"orders_{when}"] is None else f"{r[f'orders_{when}']:+.2f}"
-
-    click.echo(f"{'':<26}{'at init':^30}   {f'after {steps} Adam steps':^30}")
-    click.echo(f"{'network':<20}{'init':<6}" + f"{'first':>10}{'last':>10}{'orders':>10}   " * 2)
-    for r in summary_rows(m["cells"]):
-        click.echo(f"{network_label(r['family'], r['norm'], r['depth']):<20}{r['init']:<6}"
-                   f"{num(r['first_init']):>10}{num(r['last_init']):>10}{orders(r, 'init'):>10}   "
-                   f"{num(r['first_trained']):>10}{num(r['last_trained']):>10}{orders(r, 'trained'):>10}")
-    click.echo("first, last: ||dL/dW|| of the first and the last layer; orders: log10(last / first), "
-               "how many orders of magnitude the gradient falls from the last layer to the first")
+    if table:
+        for line in table_lines(m["cells"], config.gradflow["steps"]):
+            click.echo(line)
 
 
 def _data_loader(config: Config):

@@ -267,6 +267,27 @@ def _find(rows: list[dict], **want) -> dict | None:
     return next((r for r in rows if all(r[k] == v for k, v in want.items())), None)
 
 
+def table_lines(cells_: list[dict], steps: int) -> list[str]:
+    """The measurement as a plain-text table (`labreport gradflow` prints it)."""
+    def num(v):
+        return "-" if v is None else f"{v:.3g}"
+
+    def orders(r, when):
+        if r[f"orders_{when}"] is None and r[f"first_{when}"] == 0:
+            return "vanished"  # the first layer's gradient is 0 in float32
+        return "-" if r[f"orders_{when}"] is None else f"{r[f'orders_{when}']:+.2f}"
+
+    lines = [f"{'':<26}{'at init':^30}   {f'after {steps} Adam steps':^30}",
+             f"{'network':<20}{'init':<6}" + f"{'first':>10}{'last':>10}{'orders':>10}   " * 2]
+    for r in summary_rows(cells_):
+        lines.append(f"{network_label(r['family'], r['norm'], r['depth']):<20}{r['init']:<6}"
+                     f"{num(r['first_init']):>10}{num(r['last_init']):>10}{orders(r, 'init'):>10}   "
+                     f"{num(r['first_trained']):>10}{num(r['last_trained']):>10}{orders(r, 'trained'):>10}")
+    lines.append("first, last: ||dL/dW|| of the first and the last layer; orders: log10(last / first), "
+                 "how many orders of magnitude the gradient falls from the last layer to the first")
+    return lines
+
+
 def skip_gain(rows: list[dict], depth: int, norm: str, init: str, when: str = "init") -> float | None:
     """Orders of magnitude by which the first layer's gradient of the ResNet exceeds the plain net's
     (same depth, norm, init): log10(first_resnet / first_plain)."""

@@ -101,3 +101,29 @@ class RichReporter(LineReporter):
 
     def message(self, text):
         self.console.log(text)
+
+
+class LiveWorkers:
+    """One line per worker and the matrix progress, redrawn in place on a terminal."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.live = Live(console=Console(stderr=True), refresh_per_second=4)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+
+    def __call__(self, workers, progress):
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 1))
+        for w in workers:
+            state = "running" if w.proc.poll() is None else f"exited {w.proc.returncode}"
+            gpu = f" gpu {w.gpu}" if w.gpu is not None else ""
+            table.add_row(f"worker {w.index}{gpu}", state, w.last_line[-110:])
+        table.add_row("", "", progress)
+        self.live.update(table)

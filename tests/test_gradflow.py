@@ -306,3 +306,15 @@ def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["ResNet, BN", "ResNet, no BN", "plain, BN", "plain, no BN", "init he", "init torch"]
     assert fig.axes[1].get_title() == "After 20 Adam steps, depth 20"
+
+
+def test_table_lines(tmp_path):
+    hand_store(tmp_path)
+    lines = G.table_lines(G.cached(tmp_path, HAND)["cells"], HAND["steps"])
+    assert "after 20 Adam steps" in lines[0] and len(lines) == 2 + 8 + 1
+    rows = {(ln[:20].strip(), ln[20:26].strip()): ln[26:].split() for ln in lines[2:-1]}  # fixed columns
+    assert len(rows) == 8 and all(len(v) == 6 for v in rows.values()), lines
+    assert rows["ResNet-110, BN", "he"] == ["2", "20", "+1.00", "1", "2", "+0.30"]  # log10(20 / 2) = 1
+    assert rows["plain-110, BN", "he"][2] == "-5.00"  # the gradient grows 5 orders towards the first layer
+    # a first-layer gradient of exactly 0 in float32: "vanished", not a number of orders
+    assert rows["plain-110, no BN", "torch"] == ["0", "0.01", "vanished", "0", "0.01", "vanished"]
