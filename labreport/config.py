@@ -271,10 +271,9 @@ def _gradflow_section(ctx: _Ctx, doc: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path, profile: str | None = None) -> Config:
-    """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
-    path = Path(path)
-    ctx = _Ctx(path)
+def _read_toml(path: Path) -> dict:
+    """The parsed file, within the limits (size, nesting, dotted-key length) that keep a hostile
+    or mistaken file from taking the machine down."""
     try:
         with path.open("rb") as f:  # at most one byte over the limit: /dev/zero or 50 MB are not read whole
             raw_bytes = f.read(MAX_CONFIG_BYTES + 1)
@@ -299,6 +298,14 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
         raise ConfigError(f"{path}: TOML syntax error: {e}") from None
     except RecursionError:  # arrays or inline tables nested hundreds deep
         raise ConfigError(f"{path}: TOML syntax error: values nested too deeply") from None
+    return doc
+
+
+def load_config(path: str | Path, profile: str | None = None) -> Config:
+    """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
+    path = Path(path)
+    ctx = _Ctx(path)
+    doc = _read_toml(path)
 
     for section in doc:
         if section not in SECTIONS:
@@ -364,58 +371,20 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
     if unknown_exp:
         raise ctx.err(f"[profile.{profile}]", f"overrides unknown experiment '{sorted(unknown_exp)[0]}'")
     selected = _profile_experiments(ctx, profiles, profile, [t.get("name") for t in exps_raw])
+    layers = _Layers(defaults, default_seeds, profile, prof_global, prof_seeds, prof_exp)
     experiments: list[Experiment] = []
     runs: list[Run] = []
     names: set[str] = set()
     expanded = 0
     for i, table in enumerate(exps_raw, 1):
-        where = f"experiment #{i}"
-        name = table.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ctx.err(where, f"'name' must be 1-64 letters, digits, '.', '_' or '-' "
-                                 f"(starting with a letter or digit), got {name!r}")
-        where = f"experiment '{name}'"
-        if name in names:
-            raise ctx.err(where, "duplicate experiment name")
-        names.add(name)
-        if "model" not in table:
-            raise ctx.err(where, f"'model' is missing (one of {', '.join(CATALOG)})")
-        task = table.get("task")
-        if task is not None and (not isinstance(task, (int, str)) or isinstance(task, bool)):
-            raise ctx.err(where, f"'task' must be a number or text, got {task!r}")
-        desc = table.get("description", "")
-        if not isinstance(desc, str):
-            raise ctx.err(where, "'description' must be text")
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ctx.err(where, f"'enabled' must be true or false, got {enabled!r}")
-        own = _settings(ctx, where, table, extra_keys=EXPERIMENT_KEYS)
-        seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else default_seeds
-        layers = [defaults, own, prof_global]
-        if name in prof_exp:
-            pe = prof_exp[name]
-            pwhere = f"[profile.{profile}.experiment.{name}]"
-            if not isinstance(pe, dict):
-                raise ctx.err(pwhere, "must be a table")
-            layers.append(_settings(ctx, pwhere, pe, extra_keys={"seeds"}))
-            if "seeds" in pe:
-                seeds = _seeds(ctx, pwhere, pe["seeds"])
-            elif prof_seeds is not None:
-                seeds = prof_seeds
-        elif prof_seeds is not None:
-            seeds = prof_seeds
-        merged: dict[str, list] = {}
-        for layer in layers:
-            merged.update(layer)
-        # grid coordinates in the order the experiment writes them
-        merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
-        exp_runs = _expand(ctx, where, name, None if task is None else str(task), merged, seeds)
+        exp, exp_runs, enabled = _experiment(ctx, i, table, names, layers)
+        name, where = exp.name, f"experiment '{exp.name}'"
         expanded += len(exp_runs)
         if expanded > MAX_RUNS:
             raise ctx.err(where, f"the experiments up to this one expand to {expanded:,} runs, over the limit "
                                  f"of {MAX_RUNS:,}: is a grid or 'seeds' a typo?")
         if (name in selected) if selected is not None else enabled:  # disabled ones are still checked
-            experiments.append(Experiment(name, None if task is None else str(task), dict(table), seeds, desc))
+            experiments.append(exp)
             runs.extend(exp_runs)
     if not runs:
         raise ctx.err("top level", "every [[experiment]] has enabled = false: enable one, or pick a profile "
@@ -425,6 +394,66 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
                   download=data["download"], store_root=store["root"] or None, analysis=analysis,
                   run_options=run_options, experiments=tuple(experiments), runs=tuple(runs),
                   profiles=tuple(profiles), executor=executor, gradflow=gradflow)
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """What an experiment's own settings are layered between: [defaults] below, the chosen
+    profile above (its global settings, then its [profile.P.experiment.NAME] overrides)."""
+
+    defaults: dict[str, list]
+    default_seeds: tuple[int, ...]
+    profile: str | None = None
+    prof_global: dict[str, list] = field(default_factory=dict)
+    prof_seeds: tuple[int, ...] | None = None
+    prof_exp: dict = field(default_factory=dict)
+
+
+def _experiment(ctx: _Ctx, i: int, table: dict, names: set[str], lay: _Layers) -> tuple[Experiment, list[Run], bool]:
+    """One [[experiment]] table, checked and expanded: (experiment, its runs, enabled)."""
+    where = f"experiment #{i}"
+    name = table.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ctx.err(where, f"'name' must be 1-64 letters, digits, '.', '_' or '-' "
+                             f"(starting with a letter or digit), got {name!r}")
+    where = f"experiment '{name}'"
+    if name in names:
+        raise ctx.err(where, "duplicate experiment name")
+    names.add(name)
+    if "model" not in table:
+        raise ctx.err(where, f"'model' is missing (one of {', '.join(CATALOG)})")
+    task = table.get("task")
+    if task is not None and (not isinstance(task, (int, str)) or isinstance(task, bool)):
+        raise ctx.err(where, f"'task' must be a number or text, got {task!r}")
+    desc = table.get("description", "")
+    if not isinstance(desc, str):
+        raise ctx.err(where, "'description' must be text")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ctx.err(where, f"'enabled' must be true or false, got {enabled!r}")
+    own = _settings(ctx, where, table, extra_keys=EXPERIMENT_KEYS)
+    seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else lay.default_seeds
+    layers = [lay.defaults, own, lay.prof_global]
+    if name in lay.prof_exp:
+        pe = lay.prof_exp[name]
+        pwhere = f"[profile.{lay.profile}.experiment.{name}]"
+        if not isinstance(pe, dict):
+            raise ctx.err(pwhere, "must be a table")
+        layers.append(_settings(ctx, pwhere, pe, extra_keys={"seeds"}))
+        if "seeds" in pe:
+            seeds = _seeds(ctx, pwhere, pe["seeds"])
+        elif lay.prof_seeds is not None:
+            seeds = lay.prof_seeds
+    elif lay.prof_seeds is not None:
+        seeds = lay.prof_seeds
+    merged: dict[str, list] = {}
+    for layer in layers:
+        merged.update(layer)
+    # grid coordinates in the order the experiment writes them
+    merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
+    task_s = None if task is None else str(task)
+    exp_runs = _expand(ctx, where, name, task_s, merged, seeds)
+    return Experiment(name, task_s, dict(table), seeds, desc), exp_runs, enabled
 
 
 def _profile_experiments(ctx: _Ctx, profiles: dict, profile: str | None, names: list) -> set[str] | None:
