@@ -36,9 +36,32 @@ RESULT_REQUIRED = ("key", "status", "spec", "epochs_run", "provenance")
 CLAIM_PREFIX = ".claim."  # acquire()'s private file before it is linked to lease.json
 
 
+def _new_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the umask. mkstemp's 0o600 would leave a lab
+    group's shared run store, and the report a student hands in, readable by their owner alone."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):  # Linux >= 4.7: read without changing it
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the only portable way to read it is to set it
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _mkstemp(folder: Path, prefix: str) -> tuple[int, str]:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
+    try:
+        os.fchmod(fd, _new_file_mode())
+    except OSError:  # a file system without modes: keep what it gave
+        pass
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             fault_point("write.open")
@@ -247,7 +270,7 @@ class RunStore:
         d.mkdir(parents=True, exist_ok=True)
         path = d / "lease.json"
         me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time()}
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=CLAIM_PREFIX, suffix=".tmp")
+        fd, tmp = _mkstemp(d, CLAIM_PREFIX)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)

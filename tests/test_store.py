@@ -432,3 +432,20 @@ def test_tidy_never_touches_an_unfinished_run(store, other_process):
     _write_lease(store, KEY, pid=other_process.pid)
     assert not store.tidy_finished(KEY)
     assert {"ckpt.pt", "ckpt.prev.pt"} <= set(names(store.run_dir(KEY)))  # its fallback checkpoint is kept
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_written_files_follow_the_umask_like_any_new_file(tmp_path, umask):
+    # mkstemp makes 0600 files; a lab group sharing a run store (and whoever reads the handed-in
+    # report) needs what `open()` would give: 0666 less the umask
+    script = (f"import os, stat, sys; os.umask({umask:#o})\n"
+              "from pathlib import Path\n"
+              "from labreport.store import RunStore, atomic_write_bytes\n"
+              f"root = Path({str(tmp_path)!r})\n"
+              "atomic_write_bytes(root / 'report.pdf', b'%PDF')\n"
+              f"s = RunStore(root / 'runs'); assert s.acquire({KEY!r})\n"
+              f"print(oct(stat.S_IMODE((root / 'report.pdf').stat().st_mode)), "
+              f"oct(stat.S_IMODE((s.run_dir({KEY!r}) / 'lease.json').stat().st_mode)))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    want = oct(0o666 & ~umask)
+    assert out.stdout.split() == [want, want], out.stdout
