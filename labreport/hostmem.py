@@ -12,7 +12,7 @@ Measured on the 2-core CPU (ResNet-20, batch 128; bench/bench_train.py and the h
 with glibc's defaults a bare training loop keeps taking ~14,000-18,000 faults per step and the
 trainer ~1.8 million per epoch of 2,048 training + 4,000 evaluated images; with this setting none.
 Evaluation plus checkpoint 5.1 s -> 2.3 s per epoch, training steps +3 % in the trainer's steady
-state (+8 to +10 % in a loop without evaluation, +30 % for CIFARNet), peak RSS +15 % (1.63 ->
+state (+6 to +10 % in a loop without evaluation, +30 % for CIFARNet's), peak RSS +15 % (1.63 ->
 1.87 GB: freed blocks stay mapped).
 
 Nothing computed changes: the allocator decides where bytes live, never what they are. It is the
