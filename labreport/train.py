@@ -83,9 +83,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def auto_precision(device_type: str, capability: tuple[int, int] | None) -> str:
+    """What precision = "auto" means on a device. bf16 autocast where the hardware computes bf16:
+    CUDA compute capability >= 8.0 (A100, H100, RTX 30xx/40xx). Older GPUs (Colab's T4 is 7.5,
+    V100 7.0) only emulate bf16, slower than fp32, and cuDNN has no bf16 convolutions there; CPUs
+    without AVX-512 BF16 are slower in bf16 too. Everything else trains in fp32."""
+    return "bf16" if device_type == "cuda" and capability is not None and tuple(capability) >= (8, 0) else "fp32"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":  # bf16 autocast pays on tensor cores; on CPU it is slower than fp32
-        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "auto":
+        cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        return auto_precision(device.type, cap)
     return precision
 
 

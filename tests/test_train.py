@@ -301,6 +301,24 @@ def test_a_crash_between_the_last_checkpoint_and_the_result(reference, resume_co
     assert res["test_acc_at_best"] == ref_result["test_acc_at_best"]
 
 
+@pytest.mark.parametrize("device_type, capability, want", [
+    ("cpu", None, "fp32"),
+    ("cuda", (7, 5), "fp32"),  # Colab's T4: bf16 only emulated, no cuDNN bf16 convolutions
+    ("cuda", (7, 0), "fp32"),  # V100
+    ("cuda", (8, 0), "bf16"),  # A100
+    ("cuda", (8, 6), "bf16"),  # RTX 30xx
+    ("cuda", (9, 0), "bf16"),  # H100
+])
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(device_type, capability, want):
+    assert train_mod.auto_precision(device_type, capability) == want
+
+
+def test_explicit_precision_is_kept():
+    for p in ("fp32", "bf16"):
+        assert train_mod.resolve_precision(p, torch.device("cpu")) == p
+    assert train_mod.resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
 def test_result_carries_its_provenance(reference, data):
     store, key, res, _ = reference
     prov = res["provenance"]
