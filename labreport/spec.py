@@ -77,7 +77,7 @@ FIELDS: dict[str, Field] = {
     "val_size": Field(int, 5000, _range(0, 49_999), "training images held out to choose the epoch"),
     "train_subset": Field(int, 0, _range(0), "train on this many images (0: all)"),
     "test_subset": Field(int, 0, _range(0), "evaluate on this many test images (0: all 10,000)"),
-    "precision": Field(str, "auto", _choice("auto", "fp32", "bf16"), "auto: bf16 on CUDA, fp32 on CPU"),
+    "precision": Field(str, "auto", _choice("auto", "fp32", "bf16"), "auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp32"),
     "deterministic": Field(bool, False, None, "bit-exact reproducibility (slower)"),
 }
 GRID_KEYS_WITH_LIST_VALUES = {"milestones"}
