@@ -6,6 +6,7 @@ The store is read first and torch is imported only when something is left to tra
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 import traceback
@@ -191,6 +192,7 @@ def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporte
             if micro < 1:
                 raise RuntimeError("out of memory even with a micro-batch of 1 image")
             if dev.type == "cuda":
+                gc.collect()  # tensors held only by reference cycles (the failed step's frames) go first
                 torch.cuda.empty_cache()
             reporter.message(f"{run.label}: out of memory; retrying with micro-batch {micro} "
                              f"and gradient accumulation (effective batch {run.spec.batch_size})")
