@@ -19,6 +19,7 @@ nothing left to do stay fast.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -262,10 +263,11 @@ class RunStore:
         """Claim the run. True if this process now holds its lease.
 
         The claim is written to a private file and hard-linked to lease.json: link() fails when
-        the name exists, so a lease appears atomically and never half-written. A lease whose holder
-        is gone (a dead pid on this host, or a heartbeat older than `stale_after` seconds) is taken
-        over by renaming it aside first; of several workers racing for it only one rename succeeds,
-        and a lease that turns out to be fresh is put back."""
+        the name exists, so a lease appears atomically and never half-written (on a file system
+        without hard links, see _claim). A lease whose holder is gone (a dead pid on this host, or a
+        heartbeat older than `stale_after` seconds) is taken over by renaming it aside first; of
+        several workers racing for it only one rename succeeds, and a lease that turns out to be
+        fresh is put back."""
         d = self.run_dir(key)
         d.mkdir(parents=True, exist_ok=True)
         path = d / "lease.json"
@@ -277,25 +279,17 @@ class RunStore:
                 f.flush()
                 os.fsync(f.fileno())
             for _ in range(3):
-                try:
-                    os.link(tmp, path)
+                if _claim(Path(tmp), path):
                     return True
-                except FileExistsError:
-                    pass
-                held = read_json(path)
-                if isinstance(held, dict) and not _lease_is_stale(held, stale_after):
+                if _held(path, stale_after):
                     return False
                 aside = d / f".lease.stale.{os.getpid()}.{time.monotonic_ns()}"
                 try:
                     os.rename(path, aside)
                 except FileNotFoundError:
                     continue  # someone else moved it: try again
-                moved = read_json(aside)
-                if isinstance(moved, dict) and not _lease_is_stale(moved, stale_after):
-                    try:  # we moved a fresh lease another worker had just taken: give it back
-                        os.link(aside, path)
-                    except FileExistsError:
-                        pass
+                if _held(aside, stale_after):  # we moved a fresh lease another worker had just taken
+                    _claim(aside, path)  # give it back, unless yet another worker holds the name now
                     aside.unlink(missing_ok=True)
                     return False
                 aside.unlink(missing_ok=True)
@@ -315,6 +309,48 @@ class RunStore:
         held = read_json(path)
         if isinstance(held, dict) and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
             path.unlink(missing_ok=True)
+
+
+UNREADABLE_GRACE_S = 30.0  # an unreadable lease younger than this may still be being written
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
+
+
+def _claim(src: Path, path: Path) -> bool:
+    """Make `path` a copy of the claim `src` if no file has that name. True if we made it.
+
+    link() creates the name and its content at once. File systems without hard links (Google
+    Drive mounted in Colab, SMB shares, exFAT) refuse it; there the name is created exclusively
+    (O_EXCL: still exactly one winner) and written right after, and _held gives a lease it cannot
+    read yet UNREADABLE_GRACE_S to become readable before anyone may take it over."""
+    try:
+        os.link(src, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:
+            raise
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _new_file_mode())
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(src.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _held(path: Path, stale_after: float) -> bool:
+    """Whether the lease file at `path` belongs to a live holder, or may: one still being written."""
+    lease = read_json(path)
+    if isinstance(lease, dict):
+        return not _lease_is_stale(lease, stale_after)
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age < UNREADABLE_GRACE_S  # garbage (not a JSON object) once old enough is nobody's
 
 
 def _lease_is_stale(lease: dict, stale_after: float) -> bool:

@@ -1,6 +1,7 @@
 """The run store: atomic files, result validation, run states, checkpoints with fallback, leases."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from labreport import store as store_mod
-from labreport.store import RunStore, atomic_write_bytes, atomic_write_json, read_json
+from labreport.store import UNREADABLE_GRACE_S, RunStore, atomic_write_bytes, atomic_write_json, read_json
 
 KEY = "0123456789abcdef"
 OTHER_KEY = "fedcba9876543210"
@@ -340,9 +341,45 @@ def test_an_old_heartbeat_is_taken_over(store):
 @pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]"])
 def test_an_unreadable_lease_is_taken_over(store, content):
     store.run_dir(KEY).mkdir(parents=True)
-    (store.run_dir(KEY) / "lease.json").write_bytes(content)
-    assert store.acquire(KEY)
+    path = store.run_dir(KEY) / "lease.json"
+    path.write_bytes(content)
+    assert not store.acquire(KEY)  # just written: maybe a claim on a file system without links, mid-write
+    old = time.time() - UNREADABLE_GRACE_S - 1
+    os.utime(path, (old, old))
+    assert store.acquire(KEY)  # old enough: garbage, nobody's
     assert _lease(store, KEY)["pid"] == os.getpid()
+
+
+NO_LINKS = [errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS]
+
+
+@pytest.mark.parametrize("err", NO_LINKS)
+def test_leases_work_on_a_file_system_without_hard_links(store, other_process, monkeypatch, err):
+    # Google Drive in Colab, SMB shares, exFAT: link() is refused, the claim is created exclusively
+    def no_link(*a, **k):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "link", no_link)
+    assert store.acquire(KEY)
+    lease = _lease(store, KEY)
+    assert (lease["pid"], lease["host"]) == (os.getpid(), socket.gethostname())
+    assert not [p for p in store.run_dir(KEY).iterdir() if p.name.startswith(".")]  # no claim file left
+    store.release(KEY)
+    held = _write_lease(store, KEY, pid=other_process.pid)  # a live holder is respected
+    assert not store.acquire(KEY) and _lease(store, KEY) == held
+    other_process.kill()
+    other_process.wait()
+    assert store.acquire(KEY) and _lease(store, KEY)["pid"] == os.getpid()  # a dead one taken over
+
+
+def test_other_link_errors_are_not_mistaken_for_a_missing_feature(store, monkeypatch):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", full)
+    with pytest.raises(OSError, match="No space"):
+        store.acquire(KEY)
+    assert not [p for p in store.run_dir(KEY).iterdir()]  # its claim file is removed
 
 
 def test_a_lease_that_is_not_an_object_is_nobodys(store):
