@@ -241,6 +241,7 @@ class RunStore:
             names = [p.name for p in d.iterdir()]
         except OSError:
             return False
+
         def stray(n: str) -> bool:  # a killed writer's temp file; a claim may be a live claimant's
             return n.startswith(".") and n.endswith(".tmp") and not n.startswith(CLAIM_PREFIX)
 
