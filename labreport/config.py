@@ -18,7 +18,6 @@ Nothing here imports torch: `plan` and `status` must stay instant.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import os
@@ -33,10 +32,13 @@ from .spec import (  # noqa: F401  (re-exported: the specs are part of what conf
     FIELDS, GRID_KEYS_WITH_LIST_VALUES, OMITTED_AT_DEFAULT, TRAIN_VERSION, Field, Run, TrainSpec,
 )
 from .errors import ConfigError, ModelError
+from .sections import (  # noqa: F401  (re-exported: defaults other modules and tests read)
+    ANALYSIS_DEFAULTS, CONTROL_RE, EXECUTOR_DEFAULTS, GRADFLOW_DEFAULTS, GRADFLOW_DEPTHS, RUN_DEFAULTS, Ctx,
+    copy_lists, read_sections, section_table, unknown,
+)
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CONFIG_BYTES = 1_000_000  # experiments.toml is a few kB; bigger is a mistake (or hostile), refused unparsed
 MAX_RUNS = 100_000  # runs one file may expand to (disabled experiments included): beyond, surely a typo
 # tomllib takes quadratic time in the parts of a dotted key (a.a.a...: 40 kB take ~5 s): refuse deep ones unparsed
@@ -49,11 +51,6 @@ PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training se
 CIFAR10_TRAIN = 50_000  # training images of the data set: turns max_iters into epochs without the data
 SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
             "gradflow"}
-REPORT_KEYS = {
-    "title": str, "university": str, "department": str, "discipline": str, "lab_number": (int, str),
-    "student": str, "group": str, "teacher": str, "city": str, "year": (int, str),
-    "language": str, "templates": str, "author": str,
-}
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ class Config:
     runs: tuple[Run, ...] = field(repr=False)
     profiles: tuple[str, ...] = ()
     executor: dict[str, Any] = field(default_factory=lambda: {**EXECUTOR_DEFAULTS, "extra": {}})
-    gradflow: dict[str, Any] = field(default_factory=lambda: _copy(GRADFLOW_DEFAULTS))
+    gradflow: dict[str, Any] = field(default_factory=lambda: copy_lists(GRADFLOW_DEFAULTS))
 
     @property
     def base_dir(self) -> Path:
@@ -93,68 +90,11 @@ class Config:
         return list(seen.values())
 
 
-ANALYSIS_DEFAULTS = {
-    "trained_threshold": 0.2,  # best val accuracy above which a run "trains"; chance is 0.10
-    "claim_rate": 0.10,  # the lab's claim: BN-less ResNet-110 trains in at most 10% of cases
-    "confidence": 0.95,  # level of the Wilson interval
-}
-# How runs execute, never what they compute (not in keys). threads: torch CPU threads per worker
-# (0: torch's default, all cores; `run --jobs N` gives each worker cores // N).
-RUN_DEFAULTS = {"device": "auto", "channels_last": True, "compile": False, "threads": 0}
-# Gradient flow (task 1, `labreport gradflow`): per-layer gradient norms of ResNet / plain nets with and
-# without BN, at init and after `steps` Adam steps. The defaults cost about 1.5 minutes on 2 CPU cores.
-GRADFLOW_DEFAULTS = {
-    "enabled": True,  # `run` measures it at the end, `build` shows it when it is in the store
-    "depths": [110],  # any of 20, 32, 44, 56, 110 (both a resnetN and a plainN exist)
-    "inits": ["he", "torch"],
-    "steps": 20,  # Adam steps between the two measurements (CPU cost: ~0.5 s each for a 110-layer net)
-    "batch": 32,  # images per training step
-    "images": 640,  # training images the steps cycle over: steps x batch, each seen once
-    "probe": 128,  # images of the fixed batch the gradient norms are measured on
-    "lr": 1e-3,  # Adam learning rate of the training steps
-}
-GRADFLOW_DEPTHS = (20, 32, 44, 56, 110)
-
-
-def _copy(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, list) else v for k, v in d.items()}
-
-
-# `run --executor slurm`: what each array task (one run) asks Slurm for; never part of a run key.
-EXECUTOR_DEFAULTS = {
-    "partition": "",  # "": the cluster's default partition
-    "time_min": 240,  # wall-clock limit per task, minutes; a run that needs more is requeued and resumes
-    "gpus_per_task": 1,
-    "cpus_per_task": 4,  # also torch's CPU threads in the task, unless [run] threads says otherwise
-    "mem_gb": 16,  # 0: the partition's default
-    "array_parallelism": 16,  # tasks of the array running at once
-    "folder": "",  # submitit's logs and submitted.json; "": <run store>/.slurm
-    "extra": {},  # more sbatch options, e.g. {account = "x", qos = "y"}
-}
-
-
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def _unknown(key: str, known, what: str = "key") -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else f"; known {what}s: {', '.join(sorted(known))}"
-    return f"unknown {what} '{key}'{hint}"
-
-
-class _Ctx:
-    """Prefixes every error with the file and the place in it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def err(self, where: str, msg: str) -> ConfigError:
-        msg = CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], f"{where}: {msg}")
-        return ConfigError(f"{self.path}: {msg}")
-
-
-def _check_value(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
+def _check_value(ctx: Ctx, where: str, key: str, value: Any) -> Any:
     """Type-check and range-check one setting; returns the canonical value (int lr -> float)."""
     f = FIELDS[key]
     want = f.type
@@ -181,14 +121,14 @@ def _check_value(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
     return value
 
 
-def _settings(ctx: _Ctx, where: str, table: dict, extra_keys=()) -> dict[str, list]:
+def _settings(ctx: Ctx, where: str, table: dict, extra_keys=()) -> dict[str, list]:
     """Validate a table of training settings; every value becomes a list of grid values."""
     out: dict[str, list] = {}
     for key, raw in table.items():
         if key in extra_keys:
             continue
         if key not in FIELDS:
-            raise ctx.err(where, _unknown(key, set(FIELDS) | set(extra_keys)))
+            raise ctx.err(where, unknown(key, set(FIELDS) | set(extra_keys)))
         is_grid = isinstance(raw, list) and (
             key not in GRID_KEYS_WITH_LIST_VALUES or any(isinstance(x, list) for x in raw))
         values = raw if is_grid else [raw]
@@ -201,7 +141,7 @@ def _settings(ctx: _Ctx, where: str, table: dict, extra_keys=()) -> dict[str, li
     return out
 
 
-def _seeds(ctx: _Ctx, where: str, raw: Any) -> tuple[int, ...]:
+def _seeds(ctx: Ctx, where: str, raw: Any) -> tuple[int, ...]:
     if isinstance(raw, int) and not isinstance(raw, bool):
         if not 1 <= raw <= 10_000:
             raise ctx.err(where, f"'seeds' must be between 1 and 10000, got {raw}")
@@ -211,64 +151,6 @@ def _seeds(ctx: _Ctx, where: str, raw: Any) -> tuple[int, ...]:
             raise ctx.err(where, f"'seeds' lists the same seed twice: {raw}")
         return tuple(raw)
     raise ctx.err(where, f"'seeds' must be a count (seeds = 3) or a non-empty list of seeds >= 0, got {raw!r}")
-
-
-def _table(ctx: _Ctx, doc: dict, name: str) -> dict:
-    t = doc.get(name, {})
-    if not isinstance(t, dict):
-        raise ctx.err(f"[{name}]", "must be a table")
-    return t
-
-
-def _simple_section(ctx: _Ctx, doc: dict, name: str, defaults: dict) -> dict:
-    t = _table(ctx, doc, name)
-    out = dict(defaults)
-    for k, v in t.items():
-        if k not in defaults:
-            raise ctx.err(f"[{name}]", _unknown(k, defaults))
-        want = type(defaults[k])
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            try:
-                v = float(v)
-            except OverflowError:
-                raise ctx.err(f"[{name}]", f"'{k}' is too large") from None
-        if not isinstance(v, want) or (want is not bool and isinstance(v, bool)):
-            raise ctx.err(f"[{name}]", f"'{k}' must be of type {want.__name__}, got {v!r}")
-        if isinstance(v, str) and CONTROL_RE.search(v):  # paths, a device, a partition: never a NUL or newline
-            raise ctx.err(f"[{name}]", f"'{k}' contains a control character, got {v!r}")
-        out[k] = v
-    return out
-
-
-def _executor_section(ctx: _Ctx, doc: dict) -> dict:
-    extra = _table(ctx, doc, "executor").get("extra", {})
-    if not isinstance(extra, dict):
-        raise ctx.err("[executor]", f"'extra' must be a table of sbatch options, e.g. {{account = \"x\"}}, "
-                                    f"got {extra!r}")
-    out = _simple_section(ctx, doc, "executor", EXECUTOR_DEFAULTS)
-    for k, lo in (("time_min", 1), ("gpus_per_task", 0), ("cpus_per_task", 1), ("mem_gb", 0), ("array_parallelism", 1)):
-        if out[k] < lo:
-            raise ctx.err("[executor]", f"'{k}' must be >= {lo}, got {out[k]}")
-    for k, v in out["extra"].items():  # each becomes one `#SBATCH --k=v` line
-        if not isinstance(v, (str, int, float, bool)) or v is False:  # true: a bare flag (--exclusive)
-            raise ctx.err("[executor]", f"'extra.{k}' must be text, a number or true, got {v!r}")
-    out["extra"] = dict(out["extra"])  # not the shared default
-    return out
-
-
-def _gradflow_section(ctx: _Ctx, doc: dict) -> dict:
-    out = _copy(_simple_section(ctx, doc, "gradflow", GRADFLOW_DEFAULTS))
-    for k, options in (("depths", GRADFLOW_DEPTHS), ("inits", ("he", "torch"))):
-        v = out[k]
-        if not v or any(isinstance(x, bool) or x not in options for x in v) or len(set(v)) != len(v):
-            raise ctx.err("[gradflow]", f"'{k}' must be a non-empty list of distinct values from "
-                                        f"{', '.join(map(repr, options))}, got {v!r}")
-    for k, lo in (("steps", 1), ("batch", 1), ("images", out["batch"]), ("probe", 1)):
-        if out[k] < lo:
-            raise ctx.err("[gradflow]", f"'{k}' must be >= {lo}, got {out[k]}")
-    if not (math.isfinite(out["lr"]) and 0 < out["lr"] <= 10):
-        raise ctx.err("[gradflow]", f"'lr' must be in (0, 10], got {out['lr']}")
-    return out
 
 
 def _read_toml(path: Path) -> dict:
@@ -304,44 +186,23 @@ def _read_toml(path: Path) -> dict:
 def load_config(path: str | Path, profile: str | None = None) -> Config:
     """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
     path = Path(path)
-    ctx = _Ctx(path)
+    ctx = Ctx(path)
     doc = _read_toml(path)
 
     for section in doc:
         if section not in SECTIONS:
-            raise ctx.err("top level", _unknown(section, SECTIONS, "section"))
+            raise ctx.err("top level", unknown(section, SECTIONS, "section"))
 
-    report = _table(ctx, doc, "report")
-    for k, v in report.items():
-        if k not in REPORT_KEYS:
-            raise ctx.err("[report]", _unknown(k, REPORT_KEYS))
-        if not isinstance(v, REPORT_KEYS[k]) or isinstance(v, bool):
-            raise ctx.err("[report]", f"'{k}' must be text, got {v!r}")
-        if k == "templates" and CONTROL_RE.search(v):
-            raise ctx.err("[report]", f"'templates' contains a control character, got {v!r}")
-    if report.get("language", "ru") not in ("ru", "en"):
-        raise ctx.err("[report]", f"'language' must be 'ru' or 'en', got {report['language']!r}")
+    sec = read_sections(ctx, doc)
 
-    data = _simple_section(ctx, doc, "data", {"root": "", "download": True})
-    store = _simple_section(ctx, doc, "store", {"root": ""})
-    analysis = _simple_section(ctx, doc, "analysis", ANALYSIS_DEFAULTS)
-    for k in ("trained_threshold", "claim_rate", "confidence"):
-        if not 0.0 < analysis[k] < 1.0:
-            raise ctx.err("[analysis]", f"'{k}' must be between 0 and 1 (exclusive), got {analysis[k]}")
-    run_options = _simple_section(ctx, doc, "run", RUN_DEFAULTS)
-    if run_options["threads"] < 0:
-        raise ctx.err("[run]", f"'threads' must be >= 0, got {run_options['threads']}")
-    executor = _executor_section(ctx, doc)
-    gradflow = _gradflow_section(ctx, doc)
-
-    defaults_table = _table(ctx, doc, "defaults")
+    defaults_table = section_table(ctx, doc, "defaults")
     defaults = _settings(ctx, "[defaults]", defaults_table, extra_keys={"seeds"})
     for k, v in defaults.items():
         if len(v) > 1:
             raise ctx.err("[defaults]", f"'{k}' is a list: grids belong in an [[experiment]]")
     default_seeds = _seeds(ctx, "[defaults]", defaults_table["seeds"]) if "seeds" in defaults_table else (0,)
 
-    profiles = _table(ctx, doc, "profile")
+    profiles = section_table(ctx, doc, "profile")
     prof_global: dict[str, list] = {}
     prof_exp: dict[str, dict] = {}
     prof_seeds = None
@@ -390,10 +251,10 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
         raise ctx.err("top level", "every [[experiment]] has enabled = false: enable one, or pick a profile "
                                    "that lists some in 'experiments'")
 
-    return Config(path=path, profile=profile, report=report, data_root=data["root"] or None,
-                  download=data["download"], store_root=store["root"] or None, analysis=analysis,
-                  run_options=run_options, experiments=tuple(experiments), runs=tuple(runs),
-                  profiles=tuple(profiles), executor=executor, gradflow=gradflow)
+    return Config(path=path, profile=profile, report=sec["report"], data_root=sec["data"]["root"] or None,
+                  download=sec["data"]["download"], store_root=sec["store"]["root"] or None,
+                  analysis=sec["analysis"], run_options=sec["run"], experiments=tuple(experiments),
+                  runs=tuple(runs), profiles=tuple(profiles), executor=sec["executor"], gradflow=sec["gradflow"])
 
 
 @dataclass(frozen=True)
@@ -409,7 +270,7 @@ class _Layers:
     prof_exp: dict = field(default_factory=dict)
 
 
-def _experiment(ctx: _Ctx, i: int, table: dict, names: set[str], lay: _Layers) -> tuple[Experiment, list[Run], bool]:
+def _experiment(ctx: Ctx, i: int, table: dict, names: set[str], lay: _Layers) -> tuple[Experiment, list[Run], bool]:
     """One [[experiment]] table, checked and expanded: (experiment, its runs, enabled)."""
     where = f"experiment #{i}"
     name = table.get("name")
@@ -456,7 +317,7 @@ def _experiment(ctx: _Ctx, i: int, table: dict, names: set[str], lay: _Layers) -
     return Experiment(name, task_s, dict(table), seeds, desc), exp_runs, enabled
 
 
-def _profile_experiments(ctx: _Ctx, profiles: dict, profile: str | None, names: list) -> set[str] | None:
+def _profile_experiments(ctx: Ctx, profiles: dict, profile: str | None, names: list) -> set[str] | None:
     """Check every profile's `experiments` list; return the chosen profile's (None: it has none, and
     the matrix is every experiment without enabled = false)."""
     chosen = None
@@ -471,13 +332,13 @@ def _profile_experiments(ctx: _Ctx, profiles: dict, profile: str | None, names: 
         for n in listed:
             if n not in names:
                 known = [x for x in names if isinstance(x, str)]
-                raise ctx.err(where, f"'experiments': {_unknown(n, known, 'experiment')}")
+                raise ctx.err(where, f"'experiments': {unknown(n, known, 'experiment')}")
         if pname == profile:
             chosen = set(listed)
     return chosen
 
 
-def _epochs_for(ctx: _Ctx, where: str, point: dict) -> int:
+def _epochs_for(ctx: Ctx, where: str, point: dict) -> int:
     """ceil(max_iters / steps per epoch) on CIFAR-10's 50,000 training images (the trainer, which
     knows the real data, stops at max_iters whatever this says)."""
     n_train = CIFAR10_TRAIN - point.get("val_size", FIELDS["val_size"].default)
@@ -489,7 +350,7 @@ def _epochs_for(ctx: _Ctx, where: str, point: dict) -> int:
     return math.ceil(point["max_iters"] / per_epoch)
 
 
-def _expand(ctx: _Ctx, where: str, name: str, task: str | None, merged: dict[str, list],
+def _expand(ctx: Ctx, where: str, name: str, task: str | None, merged: dict[str, list],
             seeds: tuple[int, ...]) -> list[Run]:
     grid_keys = [k for k, v in merged.items() if len(v) > 1]
     n_runs = math.prod(len(merged[k]) for k in grid_keys) * len(seeds)
