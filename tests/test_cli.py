@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -106,7 +105,7 @@ def test_run_dry_run_trains_nothing(toml, tmp_path):
     assert res.output.splitlines()[-1] == "2 to train, 0 already done"
 
 
-def test_run_then_run_again_then_status(toml, tmp_path):
+def test_run_then_run_again_then_status(toml, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     res = cli(toml, runs, "run", "--only", "small", "--device", "cpu")
     assert res.exit_code == 0, res.output
@@ -114,11 +113,11 @@ def test_run_then_run_again_then_status(toml, tmp_path):
     assert "Train Epoch: 1/1" in res.stderr  # one log line per epoch, off a terminal
     assert len(list(runs.glob("*/result.json"))) == 1
 
-    t0 = time.perf_counter()
-    res = cli(toml, runs, "run", "--only", "small")
-    assert res.exit_code == 0
+    with monkeypatch.context() as m:  # nothing to do: no data loaded (a load would fail: no data there)
+        m.setenv("LABREPORT_DATA", str(tmp_path / "no-data-here"))
+        res = cli(toml, runs, "run", "--only", "small")
+    assert res.exit_code == 0, res.output
     assert "0 trained, 1 cached, 0 diverged, 0 failed" in res.stdout
-    assert time.perf_counter() - t0 < 5  # nothing to do: no data loaded, nothing trained
 
     res = cli(toml, runs, "run", "--dry-run")
     assert res.output.splitlines()[-1] == "2 to train, 1 already done"
@@ -219,14 +218,17 @@ def test_where_the_run_store_is(tmp_path, cifar_dir, monkeypatch):
 
 
 def test_models_lists_the_registry_with_parameter_counts():
-    t0 = time.perf_counter()
     res = CliRunner().invoke(main, ["models"])
-    elapsed = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     row = next(line for line in res.stdout.splitlines() if line.startswith("resnet20 "))
     assert row.split()[1] == "269,722" and "0.27M" in row
     assert any(line.startswith("resnet1202") and "19,421,274" in line for line in res.stdout.splitlines())
-    assert elapsed < 30, f"`labreport models` took {elapsed:.1f} s"
+    # the counts come from the torch-free catalog: no model (resnet1202: 19M parameters) is built
+    code = ("import sys; from click.testing import CliRunner; from labreport.cli import main; "
+            "r = CliRunner().invoke(main, ['models']); assert r.exit_code == 0, r.output; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
     rows = {r["name"]: r for r in json.loads(CliRunner().invoke(main, ["models", "--json"]).stdout)}
     assert rows["resnet20"]["params"] == 269_722 and rows["resnet20"]["paper_params_m"] == 0.27
