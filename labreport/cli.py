@@ -243,11 +243,7 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
     store = obj.store(config)
     runs = select_runs(config, tuple(only))
     if dry_run:
-        todo, final = pending(store, runs)
-        for r in todo:
-            st = store.state(r.key)
-            click.echo(f"would train {r.key}  {_status_text({'status': st.status, 'epochs_done': st.epochs_done, 'epochs': r.spec.epochs}):<14} {r.label}")
-        click.echo(f"{len(todo)} to train, {len(final)} already done")
+        _dry_run(store, runs)
         return
     if not yes and summary_json is None and len(runs) > CONFIRM_RUNS:  # (--jobs workers: their parent asked)
         left = len(pending(store, runs)[0])
@@ -289,6 +285,35 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
         click.echo(f"interrupted during {summary.interrupted}: run the same command again to resume", err=True)
         sys.exit(130)
     sys.exit(0 if summary.ok else 1)
+
+
+def _dry_run(store: RunStore, runs) -> None:
+    """What `run` would train, each with the time it should take at the speed of the store's
+    finished runs (see eta.py), then the total."""
+    from .eta import duration, remaining_s, speeds
+    from .runner import pending
+
+    todo, final = pending(store, runs)
+    sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None])
+    total, unknown = 0.0, set()
+    for r in todo:
+        st = store.state(r.key)
+        left = remaining_s(r.spec, st.epochs_done, sp)
+        if left is None:
+            unknown.add(r.spec.model)
+        else:
+            total += left
+        state = _status_text({"status": st.status, "epochs_done": st.epochs_done, "epochs": r.spec.epochs})
+        eta = f"~{duration(left)}" if left is not None else "?"
+        click.echo(f"would train {r.key}  {state:<14} {eta:>12}  {r.label}")
+    if todo and sp.device_type is not None:
+        known = sum(r.spec.model not in unknown for r in todo)
+        note = f"; no finished run of {', '.join(sorted(unknown))} to go by" if unknown else ""
+        click.echo(f"estimate: ~{duration(total)} for {known} of the {len(todo)} runs, at the speed of this "
+                   f"store's {sp.runs} finished {sp.device_type} run(s){note}")
+    elif todo:
+        click.echo("estimate: none yet (no finished run in this store to go by)")
+    click.echo(f"{len(todo)} to train, {len(final)} already done")
 
 
 def _print_summary(trained, cached, diverged, failed, store, busy=0):

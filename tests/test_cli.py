@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from labreport import eta
 from labreport.cli import main
 
 TINY = """
@@ -99,6 +100,8 @@ def test_run_dry_run_trains_nothing(toml, tmp_path):
     would = [line for line in res.output.splitlines() if line.startswith("would train")]
     assert len(would) == 3 and all("missing" in line for line in would)
     assert res.output.splitlines()[-1] == "3 to train, 0 already done"
+    assert res.output.splitlines()[-2] == "estimate: none yet (no finished run in this store to go by)"
+    assert all(line.split()[4] == "?" for line in would)
     assert not runs.exists() or not any(runs.rglob("result.json"))
 
     res = cli(toml, runs, "run", "--dry-run", "--only", "grid")
@@ -121,6 +124,11 @@ def test_run_then_run_again_then_status(toml, tmp_path, monkeypatch):
 
     res = cli(toml, runs, "run", "--dry-run")
     assert res.output.splitlines()[-1] == "2 to train, 1 already done"
+    # each run left is estimated from the finished one (same model, same data sizes: its own epoch time)
+    done = json.loads(next(runs.glob("*/result.json")).read_text())
+    would = [line for line in res.output.splitlines() if line.startswith("would train")]
+    assert len(would) == 2 and all(f' ~{eta.duration(done["mean_epoch_time_s"])}  grid[' in line for line in would)
+    assert res.output.splitlines()[-2].startswith("estimate: ~") and "1 finished cpu run(s)" in res.output
 
     res = cli(toml, runs, "status")
     assert res.exit_code == 0
