@@ -81,8 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "during any of its measurements (default 0.10)")
     p.add_argument("--max-rounds", type=int, default=None,
                    help="rounds at most, contended ones replaced (default 2 x --rounds)")
-    p.add_argument("--budget", type=float, default=200.0,
-                   help="seconds after which no extra round is started to replace a contended one (default 200)")
+    p.add_argument("--budget", type=float, default=600.0,
+                   help="seconds after which no extra round is started to replace a contended one (default 600; a round takes ~90 s on a 2-core CPU)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--noop-reps", type=int, default=5, help="timed `labreport run` calls per command")
