@@ -291,13 +291,15 @@ def _dry_run(store: RunStore, runs) -> None:
     """What `run` would train, each with the time it should take at the speed of the store's
     finished runs (see eta.py), then the total."""
     from .eta import duration, remaining_s, speeds
-    from .runner import pending
+    from .runner import FINAL_STATES
 
-    todo, final = pending(store, runs)
+    states = {r.key: store.state(r.key) for r in runs}
+    todo = [r for r in runs if states[r.key].status not in FINAL_STATES]
+    final = [r for r in runs if states[r.key].status in FINAL_STATES]
     sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None])
     total, unknown = 0.0, set()
     for r in todo:
-        st = store.state(r.key)
+        st = states[r.key]
         left = remaining_s(r.spec, st.epochs_done, sp)
         if left is None:
             unknown.add(r.spec.model)

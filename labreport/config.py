@@ -29,13 +29,10 @@ from typing import Any
 
 from .catalog import CATALOG, model_info
 from .spec import (  # noqa: F401  (re-exported: the specs are part of what config gives)
-    FIELDS, GRID_KEYS_WITH_LIST_VALUES, OMITTED_AT_DEFAULT, TRAIN_VERSION, Field, Run, TrainSpec,
+    FIELDS, GRID_KEYS_WITH_LIST_VALUES, OMITTED_AT_DEFAULT, TRAIN_VERSION, Field, Run, TrainSpec, train_images,
 )
 from .errors import ConfigError, ModelError
-from .sections import (  # noqa: F401  (re-exported: defaults other modules and tests read)
-    ANALYSIS_DEFAULTS, CONTROL_RE, EXECUTOR_DEFAULTS, GRADFLOW_DEFAULTS, GRADFLOW_DEPTHS, RUN_DEFAULTS, Ctx,
-    copy_lists, read_sections, section_table, unknown,
-)
+from .sections import EXECUTOR_DEFAULTS, GRADFLOW_DEFAULTS, Ctx, copy_lists, read_sections, section_table, unknown
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
@@ -48,7 +45,6 @@ DEEP_KEY_RE = re.compile(rf"(?<![A-Za-z0-9_-]){_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KE
 
 EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled"}
 PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training settings
-CIFAR10_TRAIN = 50_000  # training images of the data set: turns max_iters into epochs without the data
 SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
             "gradflow"}
 
@@ -341,9 +337,7 @@ def _profile_experiments(ctx: Ctx, profiles: dict, profile: str | None, names: l
 def _epochs_for(ctx: Ctx, where: str, point: dict) -> int:
     """ceil(max_iters / steps per epoch) on CIFAR-10's 50,000 training images (the trainer, which
     knows the real data, stops at max_iters whatever this says)."""
-    n_train = CIFAR10_TRAIN - point.get("val_size", FIELDS["val_size"].default)
-    if point.get("train_subset"):
-        n_train = min(n_train, point["train_subset"])
+    n_train = train_images(point.get("val_size", FIELDS["val_size"].default), point.get("train_subset", 0))
     per_epoch = n_train // point.get("batch_size", FIELDS["batch_size"].default)  # the last partial batch is dropped
     if per_epoch == 0:
         raise ctx.err(where, f"batch_size is larger than the {n_train} training images")

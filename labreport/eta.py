@@ -13,9 +13,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from .spec import TrainSpec
-
-CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
+from .spec import CIFAR10_TEST, TrainSpec, train_images
 EVAL_WEIGHT = 1 / 3  # cost of an evaluated image relative to a trained one
 
 
@@ -25,9 +23,7 @@ def epoch_images(n_train: int, n_val: int, n_test: int) -> float:
 
 def spec_epoch_images(spec: TrainSpec) -> float:
     """Weighted images per epoch of a run not trained yet (the subsets as the trainer takes them)."""
-    n_train = CIFAR10_TRAIN - spec.val_size
-    if spec.train_subset:
-        n_train = min(n_train, spec.train_subset)
+    n_train = train_images(spec.val_size, spec.train_subset)
     n_test = min(CIFAR10_TEST, spec.test_subset) if spec.test_subset else CIFAR10_TEST
     return epoch_images(n_train, spec.val_size, n_test)
 

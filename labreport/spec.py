@@ -29,6 +29,16 @@ class Field:
     help: str = ""
 
 
+CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000  # images in the data set's training and test files
+
+
+def train_images(val_size: int, train_subset: int = 0) -> int:
+    """Training images a run sees on CIFAR-10: the training file less the validation split, at
+    most train_subset (0: all). Lets max_iters and time estimates work without the data set."""
+    n = CIFAR10_TRAIN - val_size
+    return min(n, train_subset) if train_subset else n
+
+
 def _choice(*options):
     return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
 

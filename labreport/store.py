@@ -20,6 +20,7 @@ nothing left to do stay fast.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
@@ -37,6 +38,7 @@ RESULT_REQUIRED = ("key", "status", "spec", "epochs_run", "provenance")
 CLAIM_PREFIX = ".claim."  # acquire()'s private file before it is linked to lease.json
 
 
+@functools.cache  # the umask of a process is set once, at its start; no /proc read per file written
 def _new_file_mode() -> int:
     """The mode open() gives a new file: 0o666 less the umask. mkstemp's 0o600 would leave a lab
     group's shared run store, and the report a student hands in, readable by their owner alone."""
