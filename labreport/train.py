@@ -138,21 +138,32 @@ def prepare_key(spec: TrainSpec) -> tuple:
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, split: Split, precision: str, channels_last: bool,
-             batch: int = EVAL_BATCH) -> tuple[float | None, float | None]:
-    """Mean cross-entropy and accuracy over a split (None, None for an empty split)."""
+             batch: int = EVAL_BATCH, predictions: list | None = None) -> tuple[float | None, float | None]:
+    """Mean cross-entropy and accuracy over a split (None, None for an empty split). With a
+    `predictions` list, the predicted class of every image (uint8, on the CPU) is appended to it."""
     n = len(split.y)
     if n == 0:
         return None, None
     model.eval()
     loss_sum = torch.zeros((), device=split.y.device, dtype=torch.float64)
     correct = torch.zeros((), device=split.y.device, dtype=torch.int64)
+    preds = []
     for x, y in iterate_batches(split.x, split.y, batch, shuffle=False, augment=False, generator=None,
                                 channels_last=channels_last):
         with _autocast(x.device, precision):
             out = model(x)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
-        correct += (out.argmax(1) == y).sum()
+        pred = out.argmax(1)
+        correct += (pred == y).sum()
+        preds.append(pred)
+    if predictions is not None:
+        predictions.append(torch.cat(preds).to(torch.uint8).cpu())
     return loss_sum.item() / n, correct.item() / n
+
+
+def digits(classes) -> str:
+    """Class indices 0..9 as a string of digits: 10,000 test predictions in 10 kB of JSON."""
+    return bytes(int(c) + 48 for c in classes.tolist()).decode("ascii")
 
 
 def _autocast(device: torch.device, precision: str):
@@ -253,6 +264,8 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
         micro = options.micro_batch or spec.batch_size
 
         start_epoch, step, history = 0, 0, []
+        # the chosen epoch so far: its validation accuracy, number and test predictions
+        best_val, best_epoch, best_pred = None, None, None
         ckpt, warnings = store.load_checkpoint(key, map_location=device)
         for w in warnings:
             reporter.message(f"warning: {w}")
@@ -266,6 +279,9 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
             start_epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
             micro = min(micro, ckpt.get("micro_batch", micro))
             oom_events = list(ckpt.get("oom_events", []))
+            best_val, best_epoch, best_pred = ckpt.get("best_val"), ckpt.get("best_epoch"), ckpt.get("best_test_pred")
+            if best_epoch is None and history:  # a checkpoint from before predictions were kept
+                best_val = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=None)
         if options.micro_batch and options.micro_batch < spec.batch_size and not any(
                 e["micro_batch"] == options.micro_batch for e in oom_events):
             oom_events.append({"epoch": start_epoch, "micro_batch": options.micro_batch})
@@ -325,7 +341,12 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
             # after an OOM the evaluation batch shrinks with the micro-batch: it may be what ran out
             eval_batch = EVAL_BATCH if micro == spec.batch_size else max(1, min(EVAL_BATCH, 2 * micro))
             val_loss, val_acc = evaluate(model, data.val, precision, options.channels_last, eval_batch)
-            test_loss, test_acc = evaluate(model, data.test, precision, options.channels_last, eval_batch)
+            preds: list = []
+            test_loss, test_acc = evaluate(model, data.test, precision, options.channels_last, eval_batch, preds)
+            # the test predictions of the epoch summarize() will choose: the best validation
+            # accuracy, earliest of ties (strictly greater), or the last epoch without validation
+            if preds and (val_acc is None or best_val is None or val_acc > best_val):
+                best_val, best_epoch, best_pred = val_acc, epoch + 1, preds[0]
             alloc, reserved = _memory(device)
             record = {
                 "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
@@ -343,6 +364,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                     "epoch": epoch + 1, "step": step, "history": history, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "rng": _rng_state(device, gen),
                     "micro_batch": micro, "oom_events": oom_events,
+                    "best_val": best_val, "best_epoch": best_epoch, "best_test_pred": best_pred,
                 })
                 store.write_history(key, history)
             if on_epoch is not None:
@@ -352,6 +374,10 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
     result.update(provenance=provenance(device, data, precision, options), oom_events=oom_events,
                   params=count_parameters(model), steps=step,
                   n_train=n_train, n_val=len(data.val.y), n_test=len(data.test.y))
+    if best_pred is not None and best_epoch == result["best_epoch"]:
+        # per-image test predictions of the chosen epoch, and the labels they are scored against,
+        # so that two configurations can be compared on the same images (analysis.mcnemar)
+        result.update(test_predictions=digits(best_pred), test_labels=digits(data.test.y.cpu()))
     store.write_history(key, history)
     fault_point("result.before")  # test hook: a kill between the last checkpoint and the result
     store.write_result(key, result)

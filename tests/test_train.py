@@ -254,7 +254,8 @@ def assert_same_as_reference(store: RunStore, reference) -> None:
     assert_same_tensors(ckpt["model"], ref_ckpt["model"])
     assert_same_optimizer(ckpt["optimizer"], ref_ckpt["optimizer"])
     assert strip_timing(store.read_history(key)) == strip_timing(ref_store.read_history(key))
-    for field in ("best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc", "final_train_acc"):
+    for field in ("best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc", "final_train_acc",
+                  "test_predictions", "test_labels"):
         assert res[field] == ref_result[field], field
 
 
@@ -614,3 +615,14 @@ def test_without_a_validation_split_the_last_epoch_is_reported(tmp_path, data, t
     res = store.read_result(config.runs[0].key)
     assert (res["selected_by"], res["best_epoch"], res["best_val_acc"], res["n_val"]) == ("last_epoch", 2, None, 0)
     assert res["test_acc_at_best"] == store.read_history(res["key"])[-1]["test_acc"]
+
+
+def test_the_result_keeps_the_test_predictions_of_the_epoch_chosen_on_validation(reference):
+    """The per-image predictions are those of the chosen epoch: scored against the stored labels they
+    give exactly test_acc_at_best (the epoch's own accuracy), one digit per test image."""
+    _, _, res, _ = reference
+    preds, labels = res["test_predictions"], res["test_labels"]
+    assert len(preds) == len(labels) == res["n_test"] == 32
+    assert set(preds) <= set("0123456789") and set(labels) <= set("0123456789")
+    acc = sum(p == t for p, t in zip(preds, labels)) / len(labels)
+    assert acc == res["test_acc_at_best"]
