@@ -1,53 +1,23 @@
 """Pure functions: run results -> conclusions. No I/O, no matplotlib, no torch.
 
-Every number a sentence of the report states comes from here, and every function is unit-tested
-on hand-made numbers. Accuracy means the test accuracy at the epoch chosen on validation
-(`test_acc_at_best`), never the best test epoch.
+Every number a sentence of the report states comes from here (and from compare.py: which
+differences are noise; bnclaim.py: the BatchNorm claim; stats.py: the tests), and every function
+is unit-tested on hand-made numbers. Accuracy means the test accuracy at the epoch chosen on
+validation (`test_acc_at_best`), never the best test epoch.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from .bnclaim import BnClaim, bn_claims
 from .catalog import CATALOG
+from .compare import ALPHA, Effect, Ranking, factor_effect, rank
 from .results import RunView
 
 METRIC = "test_acc_at_best"
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics
-# --------------------------------------------------------------------------------------------
-def _z(confidence: float) -> float:
-    """Two-sided normal quantile, e.g. 1.96 for 0.95 (statistics.NormalDist: no scipy needed)."""
-    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n (good for small n and k = 0 or n)."""
-    if n == 0:
-        return 0.0, 1.0
-    z = _z(confidence)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def binom_sf(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): the exact one-sided p-value against 'rate <= p'."""
-    return min(1.0, sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1)))
-
-
-def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (None for the std of a single value)."""
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,108 +79,18 @@ def group_runs(views: Iterable[RunView]) -> list[Group]:
 # --------------------------------------------------------------------------------------------
 # Conclusions
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Best:
-    groups: tuple[Group, ...]  # the best, several when tied
-    mean: float
-    considered: int  # groups with at least one finished run
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None for the std of a single value)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def best_group(groups: Iterable[Group], tol: float = 1e-12) -> Best | None:
-    """The group(s) with the highest mean accuracy; None when nothing has finished."""
-    scored = [(g.mean, g) for g in groups if g.mean is not None]
-    if not scored:
-        return None
-    top = max(m for m, _ in scored)
-    return Best(tuple(g for m, g in scored if top - m <= tol), top, len(scored))
-
-
-def best_per_task(groups: Sequence[Group]) -> dict[str, Best]:
-    tasks = sorted({g.task or "" for g in groups}, key=lambda t: (t == "", t))
-    return {t: b for t in tasks if (b := best_group(g for g in groups if (g.task or "") == t))}
-
-
-@dataclass(frozen=True)
-class Effect:
-    """Mean accuracy per level of one factor, averaged over the other factors' levels."""
-
-    factor: str
-    levels: tuple[tuple[object, float | None], ...]
-    best_level: object | None
-    worst_level: object | None
-    spread: float | None  # best mean - worst mean (accuracy, 0..1)
-    direction: str  # "increasing" | "decreasing" | "mixed" | "flat" | "n/a"
-
-
-def factor_effect(groups: Sequence[Group], factor: str, flat: float = 0.002) -> Effect:
-    """How accuracy moves with `factor` over a grid (flat: spreads below 0.2 points)."""
-    by_level: dict[object, list[float]] = {}
-    for g in groups:
-        if (lvl := g.coord(factor)) is not None and g.mean is not None:
-            by_level.setdefault(lvl, []).append(g.mean)
-    levels = tuple((lvl, statistics.fmean(v)) for lvl, v in sorted(by_level.items(), key=lambda kv: kv[0]))
-    if len(levels) < 2:
-        return Effect(factor, levels, None, None, None, "n/a")
-    means = [m for _, m in levels]
-    best = max(levels, key=lambda lm: lm[1])
-    worst = min(levels, key=lambda lm: lm[1])
-    spread = best[1] - worst[1]
-    diffs = [b - a for a, b in zip(means, means[1:])]
-    if spread < flat:
-        direction = "flat"
-    elif all(d >= 0 for d in diffs):
-        direction = "increasing"
-    elif all(d <= 0 for d in diffs):
-        direction = "decreasing"
-    else:
-        direction = "mixed"
-    return Effect(factor, levels, best[0], worst[0], spread, direction)
-
-
-@dataclass(frozen=True)
-class SuccessRate:
-    """How often an arm 'trains': best validation accuracy above the threshold."""
-
-    label: str
-    k: int  # trained
-    n: int  # finished runs (diverged ones count, as not trained)
-    pending: int  # runs of the arm not finished yet: never silently dropped
-    rate: float | None
-    ci: tuple[float, float]
-    p_value: float | None  # exact binomial P(X >= k | claim_rate)
-    verdict: str  # "supported" | "contradicted" | "inconclusive" | "no data"
-    per_run: tuple[tuple[int | None, float | None, bool], ...]  # (seed, best val acc, trained)
-
-
-def trained(view: RunView, threshold: float) -> bool:
-    """A run trains when its best validation accuracy beats the threshold; diverged runs do not."""
-    if view.status != "done":
-        return False
-    acc = view.metric("best_val_acc")
-    if acc is None:  # no validation split: fall back to the chosen epoch's test accuracy
-        acc = view.metric(METRIC)
-    return acc is not None and acc > threshold
-
-
-def success_rate(label: str, runs: Sequence[RunView], threshold: float, claim_rate: float,
-                 confidence: float = 0.95) -> SuccessRate:
-    """k/N trained, Wilson interval, exact test of 'trains in at most claim_rate of cases'."""
-    fin = [r for r in runs if r.finished]
-    per_run = tuple((r.varying.get("seed", r.spec.get("seed")), r.metric("best_val_acc"), trained(r, threshold))
-                    for r in fin)
-    n, k = len(fin), sum(t for *_, t in per_run)
-    alpha = 1 - confidence
-    if n == 0:
-        return SuccessRate(label, 0, 0, len(runs), None, (0.0, 1.0), None, "no data", per_run)
-    p = binom_sf(k, n, claim_rate)
-    rate = k / n
-    if p < alpha:
-        verdict = "contradicted"  # significantly more runs train than the claim allows
-    elif rate <= claim_rate and claim_rate ** n < alpha:
-        verdict = "supported"  # as few as claimed, with enough runs that a violation could show
-    else:
-        verdict = "inconclusive"
-    return SuccessRate(label, k, n, len(runs) - n, rate, wilson_interval(k, n, confidence), p, verdict, per_run)
+def best_group(groups: Iterable[Group]) -> Group | None:
+    """The group with the highest mean accuracy (the first in matrix order on an exact tie); None
+    when nothing has finished. Which others are indistinguishable from it is compare.rank's answer."""
+    scored = [g for g in groups if g.mean is not None]
+    return max(scored, key=lambda g: g.mean) if scored else None
 
 
 @dataclass(frozen=True)
@@ -260,8 +140,7 @@ def paper_comparison(groups: Sequence[Group]) -> list[PaperRow]:
         cand = [g for g in groups if g.model == model and g.runs[0].spec.get("norm") == "batch"]
         if not cand:
             continue
-        best = best_group(cand)
-        g = best.groups[0] if best else cand[0]
+        g = best_group(cand) or cand[0]
         err = None if g.mean is None else 100 * (1 - g.mean)
         std = None if g.std is None else 100 * g.std
         rows.append(PaperRow(model, info.depth, info.paper_error, err, std, len(g.values), g.runs[0].spec["epochs"],
@@ -311,7 +190,7 @@ def progress_counts(views: Sequence[RunView]) -> dict[str, int]:
 class TaskResult:
     task: str  # "" for experiments that name no task
     groups: tuple[Group, ...]
-    best: Best | None
+    ranking: Ranking | None  # the best configuration and which others are indistinguishable from it
     factors: tuple[Effect, ...]  # grid factors with >= 2 levels in this task
     heatmap: tuple[str, str] | None  # (row factor, column factor) when the task is a 2-factor grid
 
@@ -321,41 +200,42 @@ class Study:
     counts: dict[str, int]
     groups: tuple[Group, ...]
     tasks: tuple[TaskResult, ...]
-    best: Best | None
-    arms: tuple[SuccessRate, ...]  # per (model, norm) where a model ran with and without BN
-    claim: SuccessRate | None  # the BN-less arm of the deepest such model
+    ranking: Ranking | None  # over every configuration of the study: task 6, "which result is best"
+    bn: tuple[BnClaim, ...]  # per model (and budget) that ran with and without BN
+    claim: BnClaim | None  # the deepest such model's: the one the lab's claim is about
     paper: tuple[PaperRow, ...]
     resources: tuple[Resource, ...]
     threshold: float
     claim_rate: float
     confidence: float
+    alpha: float = ALPHA
+    test_images: tuple[int, ...] = ()  # distinct test-set sizes of the finished runs
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Distinct numbers of finished seeds per configuration."""
+        return tuple(sorted({len(g.values) for g in self.groups if g.values}))
 
 
-def _task_result(task: str, groups: Sequence[Group]) -> TaskResult:
+def _task_result(task: str, groups: Sequence[Group], alpha: float) -> TaskResult:
     names: list[str] = []
     for g in groups:
         names += [k for k, _ in g.coords if k not in names]
-    effects = tuple(factor_effect(groups, f) for f in names
+    effects = tuple(factor_effect(groups, f, alpha) for f in names
                     if len({repr(g.coord(f)) for g in groups if g.coord(f) is not None}) >= 2)
     grid = [e.factor for e in effects]
     heat = (grid[0], grid[1]) if len(grid) == 2 else None
-    return TaskResult(task, tuple(groups), best_group(groups), effects, heat)
+    return TaskResult(task, tuple(groups), rank(groups, alpha), effects, heat)
 
 
-def conclude(views: Sequence[RunView], threshold: float, claim_rate: float, confidence: float = 0.95) -> Study:
+def conclude(views: Sequence[RunView], threshold: float, claim_rate: float, confidence: float = 0.95,
+             alpha: float = ALPHA) -> Study:
     groups = group_runs(views)
     tasks = sorted({g.task or "" for g in groups}, key=lambda t: (t == "", t))
-    task_results = tuple(_task_result(t, [g for g in groups if (g.task or "") == t]) for t in tasks)
-    arms: list[SuccessRate] = []
-    claim = None
-    models = [m for m in CATALOG if {v.spec.get("norm") for v in views if v.spec["model"] == m} >= {"batch", "none"}]
-    for m in sorted(models, key=lambda m: CATALOG[m].depth or 0):
-        for norm in ("batch", "none"):
-            runs = [v for v in views if v.spec["model"] == m and v.spec.get("norm") == norm]
-            label = f"{m}, {'BN' if norm == 'batch' else 'no BN'}"
-            arm = success_rate(label, runs, threshold, claim_rate, confidence)
-            arms.append(arm)
-            if norm == "none":
-                claim = arm  # the deepest model's BN-less arm is the one the claim is about
-    return Study(progress_counts(views), tuple(groups), task_results, best_group(groups), tuple(arms), claim,
-                 tuple(paper_comparison(groups)), tuple(resources(groups)), threshold, claim_rate, confidence)
+    task_results = tuple(_task_result(t, [g for g in groups if (g.task or "") == t], alpha) for t in tasks)
+    claims = tuple(bn_claims(views, threshold, claim_rate, alpha, confidence))
+    deepest = claims[-1] if claims else None
+    sizes = tuple(sorted({int(n) for v in views if v.finished and (n := v.metric("n_test"))}))
+    return Study(progress_counts(views), tuple(groups), task_results, rank(groups, alpha), claims, deepest,
+                 tuple(paper_comparison(groups)), tuple(resources(groups)), threshold, claim_rate, confidence,
+                 alpha, sizes)

@@ -253,7 +253,7 @@ def heatmap(groups: Sequence[Group], row: str, col: str, lang: str = "ru") -> Fi
 # --------------------------------------------------------------------------------------------
 # Seeds: did each run train?
 # --------------------------------------------------------------------------------------------
-PerRun = Sequence[tuple[int | None, float | None, bool]]  # analysis.SuccessRate.per_run
+PerRun = Sequence  # bnclaim.RunOutcome: .best_val, .trained
 
 
 @_styled
@@ -273,7 +273,8 @@ def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, lang: str 
     trained_pts, other_pts, bad_pts = [], [], []
     for x, (_, per_run) in enumerate(arms):
         offsets = np.linspace(-0.22, 0.22, len(per_run)) if len(per_run) > 1 else [0.0]
-        for dx, (_, acc, ok) in zip(offsets, per_run):
+        for dx, o in zip(offsets, per_run):
+            acc, ok = o.best_val, o.trained
             if not _finite(acc):
                 bad_pts.append((x + dx, 0.0))
             elif ok:
@@ -289,7 +290,7 @@ def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, lang: str 
         if pts:
             xs, ys = zip(*pts)
             ax.scatter(xs, ys, s=22, linewidths=1.0, label=_t(lang, key), zorder=3, **kw)
-    ticks = [f"{label}\n{_t(lang, 'trained_count').format(k=sum(ok for *_, ok in pr), n=len(pr))}"
+    ticks = [f"{label}\n{_t(lang, 'trained_count').format(k=sum(o.trained for o in pr), n=len(pr))}"
              for label, pr in arms]
     ax.set_xticks(range(len(arms)), ticks)
     ax.set_xlim(-0.5, len(arms) - 0.5)

@@ -88,8 +88,9 @@ def make_figures(study: Study, out_dir: Path, lang: str, gradflow: dict | None =
             add(f"heatmap_{t.task or 'extra'}", F.heatmap(t.groups, row, col, lang=lang),
                 (f"Точность на тесте (эпоха выбрана по валидации) в зависимости от {row} и {col}" if ru
                  else f"Test accuracy (epoch chosen on validation) over {row} x {col}"))
-    if study.arms:
-        add("bn_seeds", F.seeds_strip([(a.label, a.per_run) for a in study.arms], study.threshold, lang=lang),
+    arms = [a for c in study.bn for a in (c.control, *c.arms) if a is not None]
+    if arms:
+        add("bn_seeds", F.seeds_strip([(a.label, a.per_run) for a in arms], study.threshold, lang=lang),
             ("Лучшая точность на валидации по зёрнам, с BatchNorm и без; пунктир – порог «обучилась»" if ru
              else "Best validation accuracy per seed, with and without BatchNorm; dashed: the 'trained' threshold"))
     add("resources", F.resources_chart(study.resources, lang=lang),
@@ -126,17 +127,31 @@ def summary(study: Study, gradflow: dict | None = None) -> dict:
                 "mean_test_acc": g.mean, "std_test_acc": g.std, "values": list(g.values),
                 "keys": [r.key for r in g.runs]}
 
-    def best(b):
-        return None if b is None else {"labels": [g.label for g in b.groups], "mean_test_acc": b.mean,
-                                       "considered": b.considered}
+    def best(r):
+        return None if r is None else {
+            "labels": [r.best.label], "mean_test_acc": r.best.mean, "considered": r.considered,
+            "ties": [g.label for g in r.ties], "untested": [g.label for g in r.untested], "alpha": r.alpha,
+            "comparisons": [{"label": c.other.label, "diff": c.diff, "test": c.test, "p": c.p, "p_holm": c.p_adj,
+                             "detectable": c.detectable} for c in r.comparisons]}
+
+    def effect(e):
+        return {"factor": e.factor, "levels": e.levels, "best_level": e.best_level, "worst_level": e.worst_level,
+                "spread": e.spread, "detected": e.detected, "detectable": e.detectable,
+                "tests": [{"level": t.level, "diff": t.diff, "test": t.test, "p": t.p, "p_holm": t.p_adj}
+                          for t in e.tests]}
+
+    def claim(c):
+        return {"model": c.model, "control": c.control, "control_trains": c.control_trains, "arms": c.arms,
+                "mixed_precision": c.mixed_precision}
 
     return _jsonable({
         "labreport": __version__, "counts": study.counts,
         "metric": "test accuracy at the epoch of best validation accuracy",
-        "best": best(study.best),
-        "tasks": [{"task": t.task, "best": best(t.best), "factors": t.factors,
+        "best": best(study.ranking),
+        "tasks": [{"task": t.task, "best": best(t.ranking), "factors": [effect(e) for e in t.factors],
                    "heatmap": t.heatmap, "groups": [group(g) for g in t.groups]} for t in study.tasks],
-        "arms": study.arms, "claim": study.claim, "paper": study.paper, "resources": study.resources,
+        "bn": [claim(c) for c in study.bn], "claim": None if study.claim is None else claim(study.claim),
+        "paper": study.paper, "resources": study.resources,
         "threshold": study.threshold, "claim_rate": study.claim_rate, "confidence": study.confidence,
         "gradflow": None if not gradflow else [{k: v for k, v in r.items() if k != "time_s"} for r in gradflow["rows"]],
     })

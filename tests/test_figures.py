@@ -6,7 +6,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from labreport import figures
-from labreport.analysis import Resource, group_runs, resources, success_rate
+from labreport.analysis import Resource, group_runs, resources
+from labreport.bnclaim import RunOutcome, bn_claims
 from labreport.results import RunView
 
 EPOCHS = 3
@@ -128,8 +129,11 @@ def test_heatmap_none_with_one_level(grid):
 
 # --- seeds ------------------------------------------------------------------------------------
 def test_seeds_strip_points_threshold_and_counts():
-    arms = [("BN", [(0, 0.9, True), (1, 0.88, True)]),
-            ("no BN", [(0, 0.1, False), (1, None, False), (2, 0.6, True), (3, 0.5, False)])]
+    def o(seed, acc, ok):
+        return RunOutcome(seed, acc, ok, False, None)
+
+    arms = [("BN", [o(0, 0.9, True), o(1, 0.88, True)]),
+            ("no BN", [o(0, 0.1, False), o(1, None, False), o(2, 0.6, True), o(3, 0.5, False)])]
     fig = figures.seeds_strip(arms, threshold=0.2, lang="en")
     (ax,) = fig.axes
     assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.2]  # the threshold
@@ -145,7 +149,9 @@ def test_seeds_strip_points_threshold_and_counts():
 
 def test_seeds_strip_from_success_rate_is_deterministic():
     runs = [_view("nobn", {"seed": s}, 0.1 + 0.5 * (s == 2)) for s in range(5)]
-    rate = success_rate("ResNet-110, без BN", runs, threshold=0.2, claim_rate=0.1)
+    runs = [RunView(v.experiment, v.task, v.label, v.key, {**v.spec, "model": "resnet110", "norm": n}, v.varying,
+                    v.status, v.result, v.history) for v in runs for n in ("none", "batch")]
+    rate = bn_claims(runs, threshold=0.2, claim_rate=0.1)[0].lab_arm
     a, b = (figures.seeds_strip([(rate.label, rate.per_run)], 0.2) for _ in range(2))
     assert (a.axes[0].collections[0].get_offsets() == b.axes[0].collections[0].get_offsets()).all()
     assert figures.seeds_strip([], 0.2) is None
@@ -186,7 +192,7 @@ def test_save_figure_is_byte_identical_and_undated(grid, tmp_path):
 
 
 def test_every_figure_renders_in_both_languages(grid, tmp_path):
-    arms = [("ResNet-110, без BN", [(0, 0.1, False), (1, None, False)])]
+    arms = [("ResNet-110, без BN", [RunOutcome(0, 0.1, False, False, None), RunOutcome(1, None, False, True, "nan")])]
     for lang in ("ru", "en"):
         figs = {"curves": figures.curves(grid, lang), "heatmap": figures.heatmap(grid, "dropout", "weight_decay", lang),
                 "seeds": figures.seeds_strip(arms, 0.2, lang), "resources": figures.resources_chart(resources(grid), lang)}

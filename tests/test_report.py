@@ -116,7 +116,7 @@ def test_pdf_numbers_are_the_summary_numbers(built):
     best = summary["best"]
     assert best["labels"] == ["r110-bn"] and best["mean_test_acc"] == pytest.approx(0.81)
     assert f"{100 * best['mean_test_acc']:.2f}" in text  # 81.00
-    claim = summary["claim"]
+    claim = summary["claim"]["arms"][0]
     assert (claim["k"], claim["n"]) == (1, 4)
     assert f"{claim['k']} из {claim['n']}" in text
     assert f"{claim['p_value']:.3f}" in text
@@ -228,5 +228,5 @@ def test_an_added_experiment_appears_without_template_changes(tmp_path):
     built = build(config, store, tmp_path / "r.pdf")
     text = pdf_text(tmp_path / "r.pdf")
     assert "Задание 7" in text and "my-new-one" in text  # its own task section and the tables
-    assert [g.label for g in built.study.best.groups] == ["my-new-one"]  # and the best-model conclusion
+    assert built.study.ranking.best.label == "my-new-one"  # and the best-model conclusion
     assert "curves_7.svg" in {p.name for p in built.summary.parent.iterdir()}
