@@ -305,7 +305,7 @@ def build(config: Config, store: RunStore, out: Path | None = Path("report.pdf")
     lang = config.report.get("language", "ru")
     views = collect(config, store)
     study = conclude(views, config.analysis["trained_threshold"], config.analysis["claim_rate"],
-                     config.analysis["confidence"])
+                     config.analysis["confidence"], config.analysis["alpha"])
     anchor = out if out is not None else html_out
     assets = anchor.resolve().parent / f"{anchor.stem}_files"  # figures and the summary, next to the report
     assets.parent.mkdir(parents=True, exist_ok=True)

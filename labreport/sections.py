@@ -26,6 +26,7 @@ ANALYSIS_DEFAULTS = {
     "trained_threshold": 0.2,  # best val accuracy above which a run "trains"; chance is 0.10
     "claim_rate": 0.10,  # the lab's claim: BN-less ResNet-110 trains in at most 10% of cases
     "confidence": 0.95,  # level of the Wilson interval
+    "alpha": 0.05,  # family-wise significance level of the comparisons (Holm-corrected) and of the exact tests
 }
 # How runs execute, never what they compute (not in keys). threads: torch CPU threads per worker
 # (0: torch's default, all cores; `run --jobs N` gives each worker cores // N).
@@ -154,7 +155,7 @@ def _report_section(ctx: Ctx, doc: dict) -> dict:
 def read_sections(ctx: Ctx, doc: dict) -> dict[str, dict[str, Any]]:
     """Every settings section, checked, with its defaults filled in."""
     analysis = _simple_section(ctx, doc, "analysis", ANALYSIS_DEFAULTS)
-    for k in ("trained_threshold", "claim_rate", "confidence"):
+    for k in ("trained_threshold", "claim_rate", "confidence", "alpha"):
         if not 0.0 < analysis[k] < 1.0:
             raise ctx.err("[analysis]", f"'{k}' must be between 0 and 1 (exclusive), got {analysis[k]}")
     run = _simple_section(ctx, doc, "run", RUN_DEFAULTS)

@@ -90,7 +90,7 @@ def test_shipped_loads_with_tasks_3_4_5(shipped):
     assert shipped.report["language"] == "ru"
     assert shipped.data_root == "data" and shipped.download is True
     assert shipped.store_root == "runs"
-    assert shipped.analysis == {"trained_threshold": 0.2, "claim_rate": 0.10, "confidence": 0.95}
+    assert shipped.analysis == {"trained_threshold": 0.2, "claim_rate": 0.10, "confidence": 0.95, "alpha": 0.05}
     assert shipped.base_dir == SHIPPED.parent
 
 
@@ -497,7 +497,7 @@ BROKEN = [
     # choices
     ("choice-optimizer", exp('optimizer = "rmsprop"'), None, ["'optimizer' must be one of 'adam', 'sgd'", "'rmsprop'"]),
     ("choice-norm", exp('norm = "layer"'), None, ["'norm' must be one of", "'layer'"]),
-    ("choice-precision", exp('precision = "fp16"'), None, ["'precision'", "'fp16'"]),
+    ("choice-precision", exp('precision = "fp8"'), None, ["'precision'", "'fp8'"]),
     ("report-language", '[report]\nlanguage = "de"\n' + EXP, None, ["[report]", "'language'", "'de'"]),
     # models
     ("unknown-model", exp(model='"resnet21"'), None,
