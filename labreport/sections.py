@@ -31,6 +31,10 @@ ANALYSIS_DEFAULTS = {
 # How runs execute, never what they compute (not in keys). threads: torch CPU threads per worker
 # (0: torch's default, all cores; `run --jobs N` gives each worker cores // N).
 RUN_DEFAULTS = {"device": "auto", "channels_last": True, "compile": False, "threads": 0}
+# [run] compile: false (eager), true (torch.compile), "reduce-overhead" (torch.compile with CUDA graphs
+# on a GPU: no per-kernel launch cost; on a CPU the same as true). Off until a GPU measurement says
+# otherwise (bench/gpu_check.sh); recorded in each result's provenance.
+RUN_CHOICES = {"compile": (False, True, "reduce-overhead")}
 # Gradient flow (task 1, `labreport gradflow`): per-layer gradient norms of ResNet / plain nets with and
 # without BN, at init and after `steps` Adam steps. The defaults cost about 1.5 minutes on 2 CPU cores.
 GRADFLOW_DEFAULTS = {
@@ -44,6 +48,10 @@ GRADFLOW_DEFAULTS = {
     "lr": 1e-3,  # Adam learning rate of the training steps
 }
 GRADFLOW_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def _toml(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else f'"{v}"'
 
 
 def copy_lists(d: dict) -> dict:
@@ -87,12 +95,17 @@ def section_table(ctx: Ctx, doc: dict, name: str) -> dict:
     return t
 
 
-def _simple_section(ctx: Ctx, doc: dict, name: str, defaults: dict) -> dict:
+def _simple_section(ctx: Ctx, doc: dict, name: str, defaults: dict, choices: dict | None = None) -> dict:
     t = section_table(ctx, doc, name)
     out = dict(defaults)
     for k, v in t.items():
         if k not in defaults:
             raise ctx.err(f"[{name}]", unknown(k, defaults))
+        if k in (choices or {}):  # a closed list of values, of any type (1 is not true)
+            if not any(type(v) is type(c) and v == c for c in choices[k]):
+                raise ctx.err(f"[{name}]", f"'{k}' must be one of {', '.join(_toml(c) for c in choices[k])}, got {v!r}")
+            out[k] = v
+            continue
         want = type(defaults[k])
         if want is float and isinstance(v, int) and not isinstance(v, bool):
             try:
@@ -158,7 +171,7 @@ def read_sections(ctx: Ctx, doc: dict) -> dict[str, dict[str, Any]]:
     for k in ("trained_threshold", "claim_rate", "confidence", "alpha"):
         if not 0.0 < analysis[k] < 1.0:
             raise ctx.err("[analysis]", f"'{k}' must be between 0 and 1 (exclusive), got {analysis[k]}")
-    run = _simple_section(ctx, doc, "run", RUN_DEFAULTS)
+    run = _simple_section(ctx, doc, "run", RUN_DEFAULTS, RUN_CHOICES)
     if run["threads"] < 0:
         raise ctx.err("[run]", f"'threads' must be >= 0, got {run['threads']}")
     return {"report": _report_section(ctx, doc),

@@ -87,7 +87,11 @@ FIELDS: dict[str, Field] = {
     "val_size": Field(int, 5000, _range(0, 49_999), "training images held out to choose the epoch"),
     "train_subset": Field(int, 0, _range(0), "train on this many images (0: all)"),
     "test_subset": Field(int, 0, _range(0), "evaluate on this many test images (0: all 10,000)"),
-    "precision": Field(str, "auto", _choice("auto", "fp32", "bf16"), "auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), else fp32"),
+    # Adding "fp16" and auto's GPU rule (issue 14) keeps TRAIN_VERSION: a key hashes the value as
+    # written, and what an existing spec computes where it has run (auto on a CPU: fp32) is unchanged.
+    "precision": Field(str, "auto", _choice("auto", "fp32", "bf16", "fp16"),
+                       "auto: bf16 on compute capability >= 8.0, fp16 (loss scaling) on 7.x except "
+                       "norm = none (fp32: fp16's range is too small for it), fp32 on older GPUs and CPUs"),
     "deterministic": Field(bool, False, None, "bit-exact reproducibility (slower)"),
 }
 GRID_KEYS_WITH_LIST_VALUES = {"milestones"}

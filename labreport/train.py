@@ -28,6 +28,8 @@ from .data import Cifar10, iterate_batches, split_train_val, subset_indices
 from .errors import LabreportError
 from .faults import point as fault_point
 from .models import build_model, count_parameters
+from .precision import (StepWatch, auto_precision, autocast, capability, fp32_logits_max,  # noqa: F401
+                        grad_scaler, resolve_precision)  # (auto_precision, resolve_precision: re-exported)
 from .schedule import lr_at
 from .store import RunStore
 
@@ -36,11 +38,12 @@ EVAL_BATCH = 1000  # images per forward pass when evaluating (no gradients: memo
 
 
 class Diverged(Exception):
-    """The loss became NaN or infinite: a valid outcome of a run, not a crash."""
+    """The loss (or, without loss scaling, the gradient norm) became NaN or infinite: a valid
+    outcome of a run, not a crash. The message is the reason (precision.divergence_reason)."""
 
-    def __init__(self, epoch: int, step: int):
-        super().__init__(f"loss is not finite at epoch {epoch} (step {step})")
-        self.epoch, self.step = epoch, step
+    def __init__(self, epoch: int, step: int, reason: str):
+        super().__init__(reason)
+        self.epoch, self.step, self.reason = epoch, step, reason
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class RunOptions:
     """How a run is executed, never what it computes: none of this enters the run key."""
 
     channels_last: bool = True  # NHWC: faster oneDNN convolutions (ResNet-20 step 1.17x on the 2-core CPU) and tensor cores
-    compile: bool = False  # torch.compile the model
+    compile: bool | str = False  # [run] compile: False, True or a torch.compile mode (see compile_mode)
     micro_batch: int | None = None  # split each batch into micro-batches (set by the OOM fallback)
     checkpoint_every: int = 1  # epochs between checkpoints
 
@@ -83,19 +86,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def auto_precision(device_type: str, capability: tuple[int, int] | None) -> str:
-    """What precision = "auto" means on a device. bf16 autocast where the hardware computes bf16:
-    CUDA compute capability >= 8.0 (A100, H100, RTX 30xx/40xx). Older GPUs (Colab's T4 is 7.5,
-    V100 7.0) only emulate bf16, slower than fp32, and cuDNN has no bf16 convolutions there; CPUs
-    without AVX-512 BF16 are slower in bf16 too. Everything else trains in fp32."""
-    return "bf16" if device_type == "cuda" and capability is not None and tuple(capability) >= (8, 0) else "fp32"
+def compile_mode(setting: bool | str) -> str | None:
+    """[run] compile as torch.compile's mode; None: eager. True is torch.compile's "default" (on the
+    2-core CPU +6.5% on the bare ResNet-20 step for a 36 s compile); "reduce-overhead" adds CUDA
+    graphs on a GPU: the forward and backward of a step replay as one graph each instead of
+    hundreds of kernel launches from Python (on a CPU it is the same as True)."""
+    if setting is False:
+        return None
+    return "default" if setting is True else str(setting)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-        return auto_precision(device.type, cap)
-    return precision
+def device_name(device: torch.device) -> str:
+    """The name results record for the device, and run --dry-run matches finished runs on."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
 @dataclass
@@ -150,7 +153,7 @@ def evaluate(model, split: Split, precision: str, channels_last: bool,
     preds = []
     for x, y in iterate_batches(split.x, split.y, batch, shuffle=False, augment=False, generator=None,
                                 channels_last=channels_last):
-        with _autocast(x.device, precision):
+        with autocast(x.device, precision):
             out = model(x)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
         pred = out.argmax(1)
@@ -164,12 +167,6 @@ def evaluate(model, split: Split, precision: str, channels_last: bool,
 def digits(classes) -> str:
     """Class indices 0..9 as a string of digits: 10,000 test predictions in 10 kB of JSON."""
     return bytes(int(c) + 48 for c in classes.tolist()).decode("ascii")
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _make_optimizer(spec: TrainSpec, params) -> torch.optim.Optimizer:
@@ -223,14 +220,36 @@ def _set_rng_state(state: dict, device: torch.device, gen: torch.Generator) -> b
     return True
 
 
-def provenance(device: torch.device, data: Prepared, precision: str, options: RunOptions) -> dict:
+def _cudagraph_skips() -> int | None:
+    """How often inductor has declined CUDA graphs in this process (each time says why in a warning:
+    a CPU device, a mutated input, dynamic shapes); None where torch does not count it."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:  # a private counter: its absence must never fail a run  # noqa: BLE001
+        return None
+
+
+def provenance(device: torch.device, data: Prepared, precision: str, options: RunOptions,
+               graph_skips: int | None = None) -> dict:
+    cuda = device.type == "cuda"
+    mode = compile_mode(options.compile)
+    cap = capability(device)
     return {
         "labreport": __version__, "train_version": TRAIN_VERSION, "torch": torch.__version__,
-        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "device_type": device.type, "host": platform.node(), "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "precision": precision, "channels_last": options.channels_last,
-        "compile": options.compile, "data_fingerprint": data.fingerprint, "data_official": data.official,
+        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": device_name(device), "device_type": device.type,
+        "capability": f"{cap[0]}.{cap[1]}" if cap else None,  # what precision = "auto" resolved from
+        "host": platform.node(), "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "precision": precision,
+        # fp32 convolutions on tensor cores in TF32 (10-bit mantissa, fp32's range): cuDNN's default
+        "tf32": torch.backends.cudnn.allow_tf32 if cuda else None,
+        "channels_last": options.channels_last, "compile": mode or False,
+        # CUDA graphs ran when asked for on a GPU and inductor declined none (graph_skips == 0)
+        "cuda_graphs": bool(cuda and mode == "reduce-overhead" and graph_skips == 0),
+        "cudagraph_skips": graph_skips if mode == "reduce-overhead" else None,
+        "data_fingerprint": data.fingerprint, "data_official": data.official,
         "host_malloc": hostmem.setting(),  # None: the C library's defaults
     }
 
@@ -244,7 +263,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
     Raises torch.OutOfMemoryError to the caller (the runner retries with a smaller micro-batch).
     """
     key = spec.key
-    precision = resolve_precision(spec.precision, device)
+    precision = resolve_precision(spec.precision, device, spec.norm)
     if device.type == "cpu":
         hostmem.keep_freed_memory()  # no page faults per step or eval batch (measured in hostmem.py)
     store.write_spec(key, spec.to_dict(), TRAIN_VERSION)
@@ -254,6 +273,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = _make_optimizer(spec, model.parameters())
+        scaler = grad_scaler(device, precision)  # fp16 only; otherwise a pass-through
         gen = torch.Generator(device=device).manual_seed(spec.seed)  # data order and augmentation
         n_train = len(data.train.y)
         steps_per_epoch = n_train // spec.batch_size  # the last partial batch is dropped
@@ -279,17 +299,29 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
             start_epoch, step, history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
             micro = min(micro, ckpt.get("micro_batch", micro))
             oom_events = list(ckpt.get("oom_events", []))
+            if scaler.is_enabled() and ckpt.get("scaler"):  # the loss scale goes on where it was
+                scaler.load_state_dict(ckpt["scaler"])
+            before = history[-1].get("precision") if history else None  # None: a record from before issue 14
+            if before not in (None, precision):
+                reporter.message(f"warning: {label or key}: trained in {before} so far, goes on in {precision} "
+                                 "on this device (each epoch's record says which)")
             best_val, best_epoch, best_pred = ckpt.get("best_val"), ckpt.get("best_epoch"), ckpt.get("best_test_pred")
             if best_epoch is None and history:  # a checkpoint from before predictions were kept
                 best_val = max((h["val_acc"] for h in history if h["val_acc"] is not None), default=None)
         if options.micro_batch and options.micro_batch < spec.batch_size and not any(
                 e["micro_batch"] == options.micro_batch for e in oom_events):
             oom_events.append({"epoch": start_epoch, "micro_batch": options.micro_batch})
-        fwd = torch.compile(model) if options.compile else model
+        # Training steps have one static shape (the last partial batch is dropped; micro-batches
+        # add at most one more shape): dynamic=False gives one graph per shape, no symbolic sizes.
+        # Evaluation stays eager: 1000-image batches amortise the launches, and its other mode
+        # (BN running statistics) and last partial batch would each compile again.
+        mode = compile_mode(options.compile)
+        fwd = torch.compile(model, mode=mode, dynamic=False) if mode else model
+        graph_skips0 = _cudagraph_skips() if mode == "reduce-overhead" else None
         params = [p for p in model.parameters() if p.requires_grad]
         reporter.run_started(label or key, key, n_epochs, start_epoch, steps_per_epoch)
 
-        status, diverged_at = "completed", None
+        status, diverged_at, diverged_reason, skipped_total = "completed", None, None, 0
         for epoch in range(start_epoch, n_epochs):
             epoch_start_step = step
             if device.type == "cuda":
@@ -300,6 +332,8 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
             correct = torch.zeros((), device=device, dtype=torch.int64)
             gnorm_sum = torch.zeros((), device=device, dtype=torch.float64)
             gnorm_max = torch.zeros((), device=device)
+            skipped = torch.zeros((), device=device, dtype=torch.int64)  # fp16 steps skipped on overflow
+            watch = StepWatch(device)
             batches = iterate_batches(data.train.x, data.train.y, spec.batch_size, shuffle=True,
                                       augment=spec.augment, generator=gen, channels_last=options.channels_last,
                                       drop_last=True)
@@ -311,28 +345,42 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                     for g in opt.param_groups:
                         g["lr"] = lr
                     opt.zero_grad(set_to_none=True)
+                    loss_ok = logits_ok = torch.ones((), device=device, dtype=torch.bool)
                     for xm, ym in zip(x.split(micro), y.split(micro)):
-                        with _autocast(device, precision):
+                        if mode == "reduce-overhead":
+                            torch.compiler.cudagraph_mark_step_begin()  # the last graph's outputs are consumed
+                        with autocast(device, precision):
                             out = fwd(xm)
                         loss = F.cross_entropy(out.float(), ym)
-                        (loss * (len(ym) / len(y))).backward()  # the mean over the whole batch
+                        scaler.scale(loss * (len(ym) / len(y))).backward()  # the mean over the whole batch
                         loss_sum += loss.detach().double() * len(ym)
                         correct += (out.argmax(1) == ym).sum()
+                        loss_ok = loss_ok & torch.isfinite(loss.detach())
+                        logits_ok = logits_ok & torch.isfinite(out.detach()).all()
+                    scaler.unscale_(opt)  # fp16: the true gradients, so their norm means what it says
                     gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                    gnorm_sum += gnorm.double()
-                    gnorm_max = torch.maximum(gnorm_max, gnorm.float())
-                    # A NaN/inf loss always makes a NaN/inf gradient norm. Checking syncs with the
-                    # device, so on CUDA only every 32 steps and at the end of the epoch.
-                    if (device.type == "cpu" or i % 32 == 31 or i == steps_per_epoch - 1
-                            or step + 1 == spec.max_iters) \
-                            and not torch.isfinite(gnorm_sum):
-                        raise Diverged(epoch + 1, step)
-                    opt.step()
+                    grad_ok = torch.isfinite(gnorm)
+                    watch.update(step, loss_ok, logits_ok, grad_ok)
+                    if scaler.is_enabled():  # an overflow of the scaled gradients: the scaler skips the step
+                        skipped += (~grad_ok & loss_ok).long()
+                    gnorm_sum += torch.where(grad_ok, gnorm.double(), 0.0)
+                    gnorm_max = torch.maximum(gnorm_max, torch.where(grad_ok, gnorm.float(), 0.0))
+                    # Reading the watch syncs with the device: on CUDA only every 32 steps and at the
+                    # end of the epoch, unless the scaler (which syncs in every step) is on anyway.
+                    if device.type == "cpu" or scaler.is_enabled() or i % 32 == 31 \
+                            or i == steps_per_epoch - 1 or step + 1 == spec.max_iters:
+                        bad = watch.divergence(epoch + 1, precision, scaler.is_enabled(),
+                                               lambda: fp32_logits_max(model, x.split(micro)))
+                        if bad is not None:
+                            raise Diverged(epoch + 1, *bad)
+                    scaler.step(opt)  # fp16: skipped when the gradients overflowed; else opt.step()
+                    scaler.update()  # fp16: the scale halves after a skip, doubles after 2000 clean steps
                     step += 1
                     fault_point("train.step")  # test hook: a kill mid-epoch
                     reporter.step(epoch, i + 1)
             except Diverged as d:
-                status, diverged_at = "diverged", d.epoch
+                status, diverged_at, diverged_reason = "diverged", d.epoch, d.reason
+                skipped_total += int(skipped.item())  # the partial epoch's skips: not in the history
                 reporter.message(f"{label or key}: {d}; recorded as diverged")
                 break
             train_time = time.perf_counter() - t0
@@ -348,14 +396,18 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
             if preds and (val_acc is None or best_val is None or val_acc > best_val):
                 best_val, best_epoch, best_pred = val_acc, epoch + 1, preds[0]
             alloc, reserved = _memory(device)
+            n_skipped = int(skipped.item())
             record = {
                 "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
                 "train_acc": correct.item() / seen, "val_loss": val_loss, "val_acc": val_acc,
                 "test_loss": test_loss, "test_acc": test_acc, "train_time_s": train_time,
                 "epoch_time_s": time.perf_counter() - t0, "images_per_s": seen / train_time,
-                "grad_norm_mean": gnorm_sum.item() / epoch_steps, "grad_norm_max": gnorm_max.item(),
-                "steps": step,  # optimizer steps so far, this epoch included
+                # over the steps that were taken (a skipped step's norm is inf)
+                "grad_norm_mean": gnorm_sum.item() / max(epoch_steps - n_skipped, 1), "grad_norm_max": gnorm_max.item(),
+                "steps": step,  # optimizer steps so far, this epoch and skipped steps included
                 "mem_alloc_mib": alloc, "mem_reserved_mib": reserved, "micro_batch": micro,
+                "precision": precision, "skipped_steps": n_skipped,  # skipped: fp16 overflows, not divergence
+                "loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
             }
             history.append(record)
             reporter.epoch_done(record)
@@ -364,15 +416,18 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                     "epoch": epoch + 1, "step": step, "history": history, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "rng": _rng_state(device, gen),
                     "micro_batch": micro, "oom_events": oom_events,
+                    "scaler": scaler.state_dict(),  # {} unless fp16: the loss scale and its growth counter
                     "best_val": best_val, "best_epoch": best_epoch, "best_test_pred": best_pred,
                 })
                 store.write_history(key, history)
             if on_epoch is not None:
                 on_epoch(epoch + 1)
 
-    result = summarize(spec, history, status, diverged_at)
-    result.update(provenance=provenance(device, data, precision, options), oom_events=oom_events,
+    result = summarize(spec, history, status, diverged_at, diverged_reason)
+    graph_skips = None if graph_skips0 is None or (now := _cudagraph_skips()) is None else now - graph_skips0
+    result.update(provenance=provenance(device, data, precision, options, graph_skips), oom_events=oom_events,
                   params=count_parameters(model), steps=step,
+                  skipped_steps=skipped_total + sum(h.get("skipped_steps", 0) for h in history),
                   n_train=n_train, n_val=len(data.val.y), n_test=len(data.test.y))
     if best_pred is not None and best_epoch == result["best_epoch"]:
         # per-image test predictions of the chosen epoch, and the labels they are scored against,
@@ -384,11 +439,12 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
     return result
 
 
-def summarize(spec: TrainSpec, history: list[dict], status: str, diverged_at: int | None) -> dict:
+def summarize(spec: TrainSpec, history: list[dict], status: str, diverged_at: int | None,
+              diverged_reason: str | None = None) -> dict:
     """The run's headline numbers. The epoch is chosen on validation accuracy (earliest of ties);
     with no validation split the last epoch is taken, never the best test epoch."""
     res: dict = {"key": spec.key, "spec": spec.to_dict(), "status": status, "epochs_run": len(history),
-                 "diverged_at_epoch": diverged_at, "total_time_s": sum(h["epoch_time_s"] for h in history)}
+                 "diverged_at_epoch": diverged_at, "diverged_reason": diverged_reason, "total_time_s": sum(h["epoch_time_s"] for h in history)}
     if not history:
         res.update(best_epoch=None, selected_by=None, best_val_acc=None, test_acc_at_best=None,
                    final_test_acc=None, final_train_acc=None, final_val_acc=None)

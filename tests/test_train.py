@@ -302,40 +302,26 @@ def test_a_crash_between_the_last_checkpoint_and_the_result(reference, resume_co
     assert res["test_acc_at_best"] == ref_result["test_acc_at_best"]
 
 
-@pytest.mark.parametrize("device_type, capability, want", [
-    ("cpu", None, "fp32"),
-    ("cuda", (7, 5), "fp32"),  # Colab's T4: bf16 only emulated, no cuDNN bf16 convolutions
-    ("cuda", (7, 0), "fp32"),  # V100
-    ("cuda", (8, 0), "bf16"),  # A100
-    ("cuda", (8, 6), "bf16"),  # RTX 30xx
-    ("cuda", (9, 0), "bf16"),  # H100
-])
-def test_auto_precision_is_bf16_only_where_the_hardware_has_it(device_type, capability, want):
-    assert train_mod.auto_precision(device_type, capability) == want
-
-
-def test_explicit_precision_is_kept():
-    for p in ("fp32", "bf16"):
-        assert train_mod.resolve_precision(p, torch.device("cpu")) == p
-    assert train_mod.resolve_precision("auto", torch.device("cpu")) == "fp32"
-
-
+# (the precision rule and fp16 loss scaling: tests/test_precision.py)
 def test_result_carries_its_provenance(reference, data):
     store, key, res, _ = reference
     prov = res["provenance"]
     assert prov["data_fingerprint"] == data.fingerprint
     assert prov["torch"] == torch.__version__
     assert prov["device_type"] == "cpu" and prov["device"]
-    assert prov["precision"] == "fp32"  # auto on CPU
+    assert prov["precision"] == "fp32" and prov["capability"] is None  # auto on CPU
+    assert (prov["compile"], prov["cuda_graphs"], prov["cudagraph_skips"], prov["tf32"]) == (False, False, None, None)
     assert prov["host_malloc"] == hostmem.setting()  # what the CPU run set (None off glibc)
     assert res["key"] == key and TrainSpec.from_dict(res["spec"]).key == key
-    assert res["status"] == "completed" and res["diverged_at_epoch"] is None
+    assert res["status"] == "completed" and res["diverged_at_epoch"] is None and res["diverged_reason"] is None
+    assert res["skipped_steps"] == 0  # no loss scaling in fp32
     assert (res["n_train"], res["n_val"], res["n_test"]) == (64, 32, 32)
     assert res["params"] == count_parameters(build_model("cifarnet", dropout=0.15))
     assert res["oom_events"] == []
     assert res["selected_by"] == "val_acc"
     hist = store.read_history(key)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert all((h["precision"], h["skipped_steps"], h["loss_scale"]) == ("fp32", 0, None) for h in hist)
     best = max(hist, key=lambda h: (h["val_acc"], -h["epoch"]))
     assert (res["best_epoch"], res["test_acc_at_best"]) == (best["epoch"], best["test_acc"])
     spec = read_json(store.run_dir(key) / "spec.json")
@@ -413,6 +399,8 @@ def test_a_diverged_run_is_recorded_and_never_retried(tmp_path, data, monkeypatc
     assert (summary.diverged, summary.trained, summary.failed, summary.ok) == (["nan"], [], [], True)
     res = store.read_result(key)
     assert res["status"] == "diverged" and res["diverged_at_epoch"] == 2
+    # NaN logits in fp32: the network's doing, not a precision's range
+    assert res["diverged_reason"] == "non-finite loss at epoch 2, step 2; the logits themselves were not finite in fp32"
     assert res["epochs_run"] == 1 and res["best_epoch"] == 1 and res["steps"] == 2
     assert any("diverged" in m for m in rec.messages)
     st = store.state(key)
