@@ -76,6 +76,19 @@ _INFOS = [
 CATALOG: dict[str, ModelInfo] = {info.name: info for info in _INFOS}
 
 
+def init_problem(info: ModelInfo, init: str, norm: str) -> str | None:
+    """Why `init` cannot be used with this model and norm (None: it can). Fixup (Zhang et al. 2019)
+    rescales residual branches and replaces normalisation, so it needs both."""
+    if init != "fixup":
+        return None
+    if info.family != "cifar-resnet":
+        return (f"init = 'fixup' is for the CIFAR ResNets (resnet20 ... resnet1202): it rescales residual "
+                f"branches, and {info.name} has none")
+    if norm != "none":
+        return "init = 'fixup' replaces normalisation: use it with norm = 'none'"
+    return None
+
+
 def model_info(name: str) -> ModelInfo:
     """The catalog entry for `name`; a ModelError listing the valid names if there is none."""
     try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import CATALOG, model_info
+from .catalog import CATALOG, init_problem, model_info
 from .spec import (  # noqa: F401  (re-exported: the specs are part of what config gives)
     FIELDS, GRID_KEYS_WITH_LIST_VALUES, OMITTED_AT_DEFAULT, TRAIN_VERSION, Field, Run, TrainSpec, train_images,
 )
@@ -360,6 +360,9 @@ def _expand(ctx: Ctx, where: str, name: str, task: str | None, merged: dict[str,
         for opt in ("norm", "dropout", "init"):
             if opt not in minfo.supports and opt in point and point[opt] != FIELDS[opt].default:
                 raise ctx.err(where, f"model '{minfo.name}' does not support {opt}={point[opt]!r}")
+        if problem := init_problem(minfo, point.get("init", FIELDS["init"].default),
+                                   point.get("norm", FIELDS["norm"].default)):
+            raise ctx.err(where, problem)
         if point.get("schedule") == "step" and not point.get("milestones"):
             raise ctx.err(where, "schedule = 'step' needs 'milestones'")
         if point.get("max_iters"):  # max_iters replaces epochs: as many as it takes, the last one partial

@@ -353,7 +353,7 @@ def resources_chart(rows: Sequence[Resource], lang: str = "ru") -> Figure | None
 # Gradient flow (task 1)
 # --------------------------------------------------------------------------------------------
 GRADFLOW_NETWORKS = (("resnet", "batch"), ("resnet", "none"), ("plain", "batch"), ("plain", "none"))
-INIT_STYLES = {"he": "-", "torch": "--"}
+INIT_STYLES = {"he": "-", "torch": "--", "fixup": ":"}
 
 
 def family_of(cell: dict) -> str:

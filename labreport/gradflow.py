@@ -42,7 +42,7 @@ class Cell:
 
     model: str  # resnetN or plainN
     norm: str  # "batch" | "none"
-    init: str  # "he" | "torch"
+    init: str  # "he" | "torch" | "fixup" (resnet, norm none only)
     steps: int  # Adam steps between the two measurements
     batch: int  # images per training step
     images: int  # training images the steps cycle over (disjoint from the probe batch)
@@ -68,7 +68,8 @@ def cells(settings: dict) -> list[Cell]:
     """Every measurement the [gradflow] settings ask for, in figure order: depth, network, init."""
     common = {k: settings[k] for k in ("steps", "batch", "images", "probe", "lr")}
     return [Cell(f"{family}{depth}", norm, init, **common)
-            for depth in settings["depths"] for family, norm in NETWORKS for init in settings["inits"]]
+            for depth in settings["depths"] for family, norm in NETWORKS for init in settings["inits"]
+            if init != "fixup" or (family, norm) == ("resnet", "none")]  # Fixup: residual nets without BN only
 
 
 def cell_dir(store_root: str | Path, cell: Cell) -> Path:
@@ -328,7 +329,8 @@ def facts(measurement: dict, lab_inits: list[str]) -> dict:
     steadier = {f"{norm}_{when}": (a < b) if (a := change(nets[f"resnet_{norm}"], when)) is not None
                 and (b := change(nets[f"plain_{norm}"], when)) is not None else None
                 for norm in ("batch", "none") for when in ("init", "trained")}
-    other = next((i for i in measured_inits if i != init), None)  # the init the runs do not use, if measured
+    # the other init measured on every network (Fixup is measured on the BN-less ResNet only)
+    other = next((i for i in measured_inits if i not in (init, "fixup")), None)
     other_nets = {f"{f}_{n}": _find(rows, family=f, depth=depth, norm=n, init=other) for f, n in NETWORKS} \
         if other else None
     nobn_std = {i: r["logits_std_init"] for i in measured_inits

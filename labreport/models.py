@@ -46,6 +46,15 @@ Options (``build_model``; each model lists the ones it honours in ``supports``):
   branch shrinks its input, so activations stay small (output std ~0.3).
   resnet18 keeps torchvision's own init, which is He's (fan_out), so it only
   accepts "he".
+  "fixup" (CIFAR ResNets with norm="none" only) is Fixup, H. Zhang, Y. N. Dauphin,
+  T. Ma, "Fixup Initialization: Residual Learning Without Normalization",
+  arXiv:1901.09321 (2019), section 3: the last layer of every residual branch
+  and the classifier start at zero, the other branch layers get He init scaled
+  by L^(-1/(2m-2)) (L residual branches of m layers: m = 2 here, so L^(-1/2)),
+  and every branch gets scalar biases before each conv and activation and a
+  scalar multiplier. At init every branch outputs zero and the logits are zero.
+  The convs have no per-channel bias then (the scalar biases replace it):
+  resnet110 with Fixup has 1,720,138 parameters (resnet20: 268,393).
 """
 
 from __future__ import annotations
@@ -58,11 +67,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .catalog import CATALOG, ModelInfo  # noqa: F401  (re-exported)
-from .catalog import model_info as get_model_info
+from .catalog import init_problem, model_info as get_model_info
 from .errors import ModelError
 
 NORMS = ("batch", "none")
-INITS = ("he", "torch")
+INITS = ("he", "torch", "fixup")
 DEFAULTS = {"norm": "batch", "dropout": 0.0, "init": "he"}  # build_model's defaults
 _ALL_OPTIONS = frozenset(DEFAULTS)
 
@@ -135,6 +144,32 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
+class FixupBlock(nn.Module):
+    """The basic block under Fixup: no normalisation; a scalar bias before each conv and the ReLU
+    inside the branch, a scalar multiplier and bias at its end, the shortcut added, a ReLU. The
+    branch's first conv is He-initialised and scaled by `branch_scale`, its second starts at
+    zero, so at init the block outputs ReLU(shortcut(x))."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, branch_scale: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bias1a, self.bias1b, self.bias2a, self.bias2b = (nn.Parameter(torch.zeros(1)) for _ in range(4))
+        self.scale = nn.Parameter(torch.ones(1))
+        self.shortcut: nn.Module = ShortcutA(planes - in_planes) if stride != 1 or in_planes != planes else nn.Identity()
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
+        with torch.no_grad():
+            self.conv1.weight.mul_(branch_scale)
+        nn.init.zeros_(self.conv2.weight)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
+        return self.conv2(out + self.bias2a) * self.scale + self.bias2b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.branch(x) + self.shortcut(x))
+
+
 class CifarResNet(nn.Module):
     """He et al. 2015 section 4.2 ResNet (residual=True) or its plain twin (False)."""
 
@@ -144,25 +179,44 @@ class CifarResNet(nn.Module):
         if (depth - 2) % 6:
             raise ModelError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6  # basic blocks per stage
-        self.conv1 = _conv3x3(3, 16, 1, norm)
+        self.fixup = init == "fixup"
+        if self.fixup and (norm != "none" or not residual):
+            raise ModelError("init = 'fixup' needs a residual network without normalisation (norm = 'none')")
+        # Fixup: scalar biases replace the stem conv's and the classifier input's biases
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False) if self.fixup else _conv3x3(3, 16, 1, norm)
         self.bn1 = _norm(16, norm)
+        self.bias1 = nn.Parameter(torch.zeros(1)) if self.fixup else None
+        self.bias2 = nn.Parameter(torch.zeros(1)) if self.fixup else None
+        branch_scale = (3 * n) ** -0.5  # L^(-1/(2m-2)) with L = 3n branches of m = 2 layers
         stages, in_planes = [], 16
         for planes, stride in ((16, 1), (32, 2), (64, 2)):  # on 32x32, 16x16, 8x8 maps
             blocks = []
             for i in range(n):
-                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1, norm, residual))
+                s = stride if i == 0 else 1
+                blocks.append(FixupBlock(in_planes, planes, s, branch_scale) if self.fixup
+                              else BasicBlock(in_planes, planes, s, norm, residual))
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.dropout = _dropout(dropout)  # on the pooled features, before the FC
         self.fc = nn.Linear(64, num_classes)
-        _apply_init(self, init)
+        if self.fixup:
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(self.fc.weight)  # the classifier starts at zero: zero logits at init
+            nn.init.zeros_(self.fc.bias)
+        else:
+            _apply_init(self, init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled 64-dimensional features the classifier sees."""
+        out = self.bn1(self.conv1(x))
+        out = F.relu(out + self.bias1 if self.fixup else out)
         out = self.layer3(self.layer2(self.layer1(out)))
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return self.fc(self.dropout(out))
+        return out + self.bias2 if self.fixup else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.features(x)))
 
 
 class CifarNet(nn.Module):
@@ -230,6 +284,8 @@ def build_model(name: str, *, num_classes: int = 10, norm: str = "batch",
         raise ModelError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if num_classes < 1:
         raise ModelError(f"num_classes must be positive, got {num_classes!r}")
+    if problem := init_problem(info, init, norm):
+        raise ModelError(f"model {name!r}: {problem}")
     given = {"norm": norm, "dropout": dropout, "init": init}
     for option in sorted(_ALL_OPTIONS - info.supports):
         if given[option] != DEFAULTS[option]:

@@ -40,7 +40,7 @@ RUN_CHOICES = {"compile": (False, True, "reduce-overhead")}
 GRADFLOW_DEFAULTS = {
     "enabled": True,  # `run` measures it at the end, `build` shows it when it is in the store
     "depths": [110],  # any of 20, 32, 44, 56, 110 (both a resnetN and a plainN exist)
-    "inits": ["he", "torch"],
+    "inits": ["he", "torch", "fixup"],  # fixup: measured on the BN-less ResNet only (it needs both)
     "steps": 20,  # Adam steps between the two measurements (CPU cost: ~0.5 s each for a 110-layer net)
     "batch": 32,  # images per training step
     "images": 640,  # training images the steps cycle over: steps x batch, each seen once
@@ -138,7 +138,7 @@ def _executor_section(ctx: Ctx, doc: dict) -> dict:
 
 def _gradflow_section(ctx: Ctx, doc: dict) -> dict:
     out = copy_lists(_simple_section(ctx, doc, "gradflow", GRADFLOW_DEFAULTS))
-    for k, options in (("depths", GRADFLOW_DEPTHS), ("inits", ("he", "torch"))):
+    for k, options in (("depths", GRADFLOW_DEPTHS), ("inits", ("he", "torch", "fixup"))):
         v = out[k]
         if not v or any(isinstance(x, bool) or x not in options for x in v) or len(set(v)) != len(v):
             raise ctx.err("[gradflow]", f"'{k}' must be a non-empty list of distinct values from "

@@ -621,3 +621,35 @@ def test_valid_names_are_accepted(tmp_path):
 def test_report_accepts_int_or_text_for_year_and_lab_number(tmp_path):
     cfg = load(tmp_path, '[report]\nyear = "2026"\nlab_number = 3\nlanguage = "en"\n' + EXP)
     assert cfg.report == {"year": "2026", "lab_number": 3, "language": "en"}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ('model = "resnet110"\ninit = "fixup"', "use it with norm = 'none'"),
+    ('model = "plain110"\nnorm = "none"\ninit = "fixup"', "plain110 has none"),
+    ('model = "resnet18"\ninit = "fixup"', "does not support init='fixup'"),
+])
+def test_fixup_is_refused_in_the_toml_with_a_clear_message(tmp_path, settings, message):
+    path = tmp_path / "e.toml"
+    path.write_text(f'[[experiment]]\nname = "x"\n{settings}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_fixup_without_bn_on_a_cifar_resnet_is_accepted(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('[[experiment]]\nname = "x"\nmodel = "resnet110"\nnorm = "none"\ninit = "fixup"\n')
+    assert load_config(path).runs[0].spec.init == "fixup"
+
+
+def test_the_bn_claim_profile_has_an_arm_per_init_and_reuses_the_labs_runs():
+    lab = {r.key for r in load_config(SHIPPED).runs}
+    runs = load_config(SHIPPED, "bn-claim").runs
+    arms: dict = {}
+    for r in runs:
+        arms.setdefault((r.spec.norm, r.spec.init), []).append(r)
+    assert {a: len(rs) for a, rs in arms.items()} == {("batch", "he"): 3, ("none", "he"): 10,
+                                                       ("none", "torch"): 10, ("none", "fixup"): 10}
+    assert all(r.spec.model == "resnet110" and r.spec.epochs == 50 for r in runs)
+    # the BN control and the He arm are the lab's own runs: `run --profile bn-claim` trains 20 more
+    assert {r.key for r in arms["batch", "he"] + arms["none", "he"]} <= lab
+    assert not {r.key for r in arms["none", "torch"] + arms["none", "fixup"]} & lab

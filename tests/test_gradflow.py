@@ -119,6 +119,7 @@ HAND_GRADS = {
     ("plain", "batch", "torch"): ([1e6, 0.4], [1e2, 1.0], 0.2),
     ("plain", "none", "he"): ([1e-3, 1e-3], [1e-8, 1.0], 0.08),
     ("plain", "none", "torch"): ([0.0, 0.01], [0.0, 0.01], 0.08),
+    ("resnet", "none", "fixup"): ([0.5, 0.8], [0.4, 0.9], 0.0),
 }
 
 
@@ -170,7 +171,7 @@ def test_gradflow_section_defaults_and_values(tmp_path, monkeypatch):
     monkeypatch.setitem(GRADFLOW_DEFAULTS, "enabled", True)  # conftest turns it off for the other tests
     p = tmp_path / "e.toml"
     p.write_text(EXP)
-    assert load_config(p).gradflow == {"enabled": True, "depths": [110], "inits": ["he", "torch"], "steps": 20,
+    assert load_config(p).gradflow == {"enabled": True, "depths": [110], "inits": ["he", "torch", "fixup"], "steps": 20,
                                        "batch": 32, "images": 640, "probe": 128, "lr": 1e-3}
     p.write_text('[gradflow]\nenabled = false\ndepths = [20, 56]\ninits = ["torch"]\nsteps = 5\nlr = 1\n' + EXP)
     g = load_config(p).gradflow
@@ -262,7 +263,7 @@ def test_cli_gradflow_prints_the_cached_table_without_data(tmp_path):
     hand_store(tmp_path / "runs", load_config(cfg).gradflow)
     res = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "gradflow"])
     assert res.exit_code == 0, res.output
-    assert "0 measured (0 s), 8 cached" in res.output
+    assert "0 measured (0 s), 9 cached" in res.output
     assert "ResNet-110, BN" in res.output and "plain-110, no BN" in res.output and "vanished" in res.output
 
 
@@ -276,12 +277,12 @@ def test_run_measures_at_the_end_when_enabled(tmp_path, cifar_dir, monkeypatch):
     monkeypatch.setattr(G, "measure_cell", lambda cell, data, dev: calls.append(cell) or fake_result(cell, [1, 2], [1, 2]))
     args = ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run"]
     assert CliRunner().invoke(main, args).exit_code == 0
-    assert len(calls) == 8
+    assert len(calls) == 9
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 0 and len(calls) == 8 and "0 measured" in res.output  # cached
+    assert res.exit_code == 0 and len(calls) == 9 and "0 measured" in res.output  # cached
     cfg.write_text(cfg.read_text().replace("enabled = true", "enabled = true\nsteps = 3"))  # new settings
     assert CliRunner().invoke(main, [*args, "--only", "r110-nobn"]).exit_code == 0
-    assert len(calls) == 8  # --only: the runs asked for, nothing else
+    assert len(calls) == 9  # --only: the runs asked for, nothing else
 
 
 def test_a_failed_measurement_does_not_fail_the_run(tmp_path, cifar_dir, monkeypatch):
@@ -318,3 +319,12 @@ def test_table_lines(tmp_path):
     assert rows["plain-110, BN", "he"][2] == "-5.00"  # the gradient grows 5 orders towards the first layer
     # a first-layer gradient of exactly 0 in float32: "vanished", not a number of orders
     assert rows["plain-110, no BN", "torch"] == ["0", "0.01", "vanished", "0", "0.01", "vanished"]
+
+
+def test_fixup_is_measured_on_the_bn_less_resnet_only_and_reported_with_its_logits(tmp_path):
+    settings = {**HAND, "inits": ["he", "torch", "fixup"]}
+    assert [(c.family, c.norm) for c in G.cells(settings) if c.init == "fixup"] == [("resnet", "none")]
+    hand_store(tmp_path, settings)
+    f = G.facts(G.cached(tmp_path, settings), ["he"])
+    assert f["total"] == 9 and f["other_init"] == "torch"  # Fixup is not "the other init" of every network
+    assert f["nobn_logits_std"] == {"he": 1.6e8, "torch": 0.25, "fixup": 0.0}

@@ -235,3 +235,66 @@ def test_catalog_and_factories_name_the_same_models():
 def test_catalog_parameter_counts_are_the_real_ones(name):
     # the report quotes catalog counts without importing torch: they must be the built model's
     assert MODELS[name].params == count_parameters(build_model(name))
+
+
+# --- Fixup (Zhang et al. 2019) -----------------------------------------------------------------
+def test_fixup_residual_branches_output_zero_at_init():
+    from labreport.models import FixupBlock
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", norm="none", init="fixup")
+    blocks = [m for m in model.modules() if isinstance(m, FixupBlock)]
+    assert len(blocks) == 9  # 3 stages x 3 blocks
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        h = torch.relu(model.conv1(x) + model.bias1)
+        for stage in (model.layer1, model.layer2, model.layer3):
+            for block in stage:
+                assert torch.equal(block.branch(h), torch.zeros_like(block.branch(h)))
+                out = block(h)
+                assert torch.equal(out, torch.relu(block.shortcut(h)))  # the block is its shortcut
+                h = out
+    # the first branch conv is He-initialised and scaled by L^(-1/2), L = 9 branches
+    std = blocks[4].conv1.weight.std().item()
+    fan_in = blocks[4].conv1.weight[0].numel()
+    assert std == pytest.approx(math.sqrt(2 / fan_in) / 3, rel=0.05)
+    assert all(b.conv2.weight.abs().max() == 0 for b in blocks)
+
+
+@pytest.mark.parametrize("depth", [20, 56, 110, 1202])
+def test_fixup_output_at_init_is_finite_and_small_at_every_depth(depth):
+    torch.manual_seed(0)
+    model = build_model(f"resnet{depth}", norm="none", init="fixup")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features, logits = model.features(x), model(x)
+    assert torch.equal(logits, torch.zeros_like(logits))  # the classifier starts at zero
+    # with every branch at zero the features are the stem's, whatever the depth: not exploding
+    assert torch.isfinite(features).all() and features.abs().max() < 10
+
+
+def test_fixup_trains_a_few_steps():
+    torch.manual_seed(0)
+    model = build_model("resnet20", norm="none", init="fixup")
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(math.log(10), rel=1e-6)  # zero logits: uniform prediction
+    assert losses[-1] < losses[0] - 0.1
+
+
+@pytest.mark.parametrize("name, norm, message", [
+    ("resnet20", "batch", "use it with norm = 'none'"),
+    ("plain20", "none", "has none"),
+    ("cifarnet", "none", "has none"),
+    ("resnet18", "batch", "has none"),
+])
+def test_fixup_is_refused_where_it_does_not_apply(name, norm, message):
+    with pytest.raises(ModelError, match=message):
+        build_model(name, norm=norm, init="fixup")
