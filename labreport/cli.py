@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 some runs failed, 2 usage, configuration or data error.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -15,10 +14,10 @@ import click
 
 from .config import Config, load_config
 from .errors import LabreportError
+from .executors import CONFIRM_RUNS, Console
 from .store import RunStore
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-CONFIRM_RUNS = 1000  # `run` asks for --yes above this many runs left to train
 
 
 class Context:
@@ -237,54 +236,28 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
         labreport run --jobs 4 --gpus 0,1      # 4 workers, 2 per GPU
         labreport run --executor slurm --wait  # one Slurm array task per run left
     """
-    from .runner import pending, run_matrix, select_runs
+    from . import executors
+    from .runner import select_runs
 
+    if executor != "local" and jobs > 1:
+        raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")
     config = obj.config(profile)
     store = obj.store(config)
-    runs = select_runs(config, tuple(only))
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
+    ex = executors.get("processes" if jobs > 1 else executor, jobs=jobs, gpus=gpu_list, fail_fast=fail_fast,
+                       partition=partition, time_min=time_min, summary_json=summary_json)
     if dry_run:
+        runs = select_runs(config, tuple(only))
+        for line in ex.describe(config, store, runs):
+            click.echo(line)
         _dry_run(store, runs)
         return
-    if not yes and summary_json is None and len(runs) > CONFIRM_RUNS:  # (--jobs workers: their parent asked)
-        left = len(pending(store, runs)[0])
-        if left > CONFIRM_RUNS:  # a typo in a grid should not start days of training
-            raise LabreportError(f"{left:,} runs to train (more than {CONFIRM_RUNS:,}): check with "
-                                 "`labreport run --dry-run`, then pass --yes to train them")
-    if executor != "local":
-        if jobs > 1:
-            raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")
-        _run_submitit(config, store, executor, tuple(only), device, wait, threads,
-                      {"partition": partition, "time_min": time_min})
-    if jobs > 1:
-        _run_parallel(config, store, jobs, gpus, profile, tuple(only), device, fail_fast)
+    sys.exit(executors.run(ex, config, store, console=_console(), only=tuple(only), device=device, wait=wait,
+                           threads=threads, yes=yes))
 
-    load_data = _data_loader(config)
 
-    reporter = _reporter(len(runs))
-    try:
-        with reporter:
-            summary = run_matrix(config, store, device=device, only=tuple(only), reporter=reporter,
-                                 data_loader=load_data, wait=wait, threads=threads)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: finished epochs are saved; run the same command again to resume", err=True)
-        sys.exit(130)
-    if summary_json is not None:  # for the parent of --jobs workers
-        from .store import atomic_write_json
-
-        atomic_write_json(summary_json, {"trained": summary.trained, "cached": summary.cached,
-                                         "diverged": summary.diverged, "failed": summary.failed})
-    _print_summary(summary.trained, summary.cached, summary.diverged, summary.failed, store,
-                   busy=len(summary.skipped_busy))
-    if config.gradflow["enabled"] and not only and summary_json is None and not summary.interrupted:
-        try:  # task 1's measurement; cached: a JSON read. Its failure does not undo the training
-            _gradflow(config, store, load_data, device)
-        except Exception as e:  # noqa: BLE001
-            click.echo(f"warning: gradflow: {e} (`labreport gradflow` retries; [gradflow] enabled = false "
-                       "skips it)", err=True)
-    if summary.interrupted:
-        click.echo(f"interrupted during {summary.interrupted}: run the same command again to resume", err=True)
-        sys.exit(130)
-    sys.exit(0 if summary.ok else 1)
+def _console() -> Console:
+    return Console(out=click.echo, err=lambda text: click.echo(text, err=True), tty=sys.stderr.isatty())
 
 
 def _dry_run(store: RunStore, runs) -> None:
@@ -316,60 +289,6 @@ def _dry_run(store: RunStore, runs) -> None:
     elif todo:
         click.echo("estimate: none yet (no finished run in this store to go by)")
     click.echo(f"{len(todo)} to train, {len(final)} already done")
-
-
-def _print_summary(trained, cached, diverged, failed, store, busy=0):
-    parts = [f"{len(trained)} trained", f"{len(cached)} cached", f"{len(diverged)} diverged", f"{len(failed)} failed"]
-    if busy:
-        parts.append(f"{busy} busy elsewhere")
-    click.echo(", ".join(parts) + f"  (store: {store.root})")
-    for label, msg in failed:
-        click.echo(f"  FAILED {label}: {msg}", err=True)
-
-
-def _run_submitit(config, store, kind, only, device, wait, threads, overrides):
-    from .slurm import follow, submit
-
-    sub = submit(config, store, kind=kind, only=only, device=device, threads=threads, overrides=overrides)
-    if not sub.jobs:
-        click.echo(f"nothing to submit: {len(sub.cached)} run(s) already done  (store: {store.root})")
-        sys.exit(0)
-    click.echo(f"submitted {len(sub.jobs)} run(s) to {kind} as one array: job(s) {sub.job_ids}; "
-               f"logs in {sub.folder}")
-    if not wait:
-        click.echo("follow with: labreport status")
-        sys.exit(0)
-    try:
-        out = follow(sub, store, echo=lambda t: click.echo(t, err=True), poll_s=15.0 if kind == "slurm" else 1.0)
-    except KeyboardInterrupt:
-        click.echo("\nstopped waiting; submitted jobs may still run: labreport status to follow", err=True)
-        sys.exit(130)
-    _print_summary(out.trained, out.cached, out.diverged, out.failed, store)
-    sys.exit(0 if out.ok else 1)
-
-
-def _run_parallel(config, store, jobs, gpus, profile, only, device, fail_fast):
-    from .parallel import run_parallel
-
-    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
-    from .progress import LiveWorkers
-
-    live = LiveWorkers() if sys.stderr.isatty() else None
-    try:
-        with live or contextlib.nullcontext():
-            summary = run_parallel(config, store, jobs=jobs, gpus=gpu_list, profile=profile, only=only,
-                                   device=device, fail_fast=fail_fast, echo=lambda t: click.echo(t, err=True),
-                                   live=live)
-    except KeyboardInterrupt:
-        summary = None
-    if summary is None or summary.interrupted:
-        click.echo("interrupted: finished epochs are saved; run the same command again to resume", err=True)
-    if summary is None:
-        sys.exit(130)
-    _print_summary(summary.trained, summary.cached, summary.diverged, summary.failed, store)
-    for index, code, log in summary.crashed_workers:
-        click.echo(f"  worker {index} exited with code {code}: see {log}", err=True)
-    sys.exit(130 if summary.interrupted else 0 if summary.ok else 1)
 
 
 @main.command()
@@ -426,46 +345,20 @@ def gradflow(obj: Context, profile, device):
 
 
 def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bool = False) -> None:
-    from .gradflow import ensure, network_label, table_lines
-
-    measured: list[float] = []
-
-    def progress(cell, res, was_cached):
-        if not was_cached:
-            measured.append(res["time_s"])
-            click.echo(f"gradflow: {network_label(cell.family, cell.norm, cell.depth)}, init {cell.init}: "
-                       f"{res['time_s']:.1f} s", err=True)
+    from .executors import measure_gradflow
+    from .gradflow import table_lines
 
     try:
-        m = ensure(store.root, config.gradflow, load_data, device, on_cell=progress)
+        m = measure_gradflow(config, store, load_data, device, _console())
     except KeyboardInterrupt:
         click.echo("\ninterrupted: finished measurements are saved; run the same command again", err=True)
         sys.exit(130)
-    click.echo(f"gradflow: {len(measured)} measured ({sum(measured):.0f} s), "
-               f"{len(m['cells']) - len(measured)} cached  (store: {store.root})")
     if table:
         for line in table_lines(m["cells"], config.gradflow["steps"]):
             click.echo(line)
 
 
 def _data_loader(config: Config):
-    """A loader of the config's CIFAR-10 that reads the files once (training and the gradient-flow
-    step of one `run` share it) and prints the data warnings once."""
-    cache = []
+    from .executors import data_loader
 
-    def load():
-        if not cache:
-            from .data import load_cifar10, resolve_root
-
-            cache.append(load_cifar10(resolve_root(config.data_root, config.base_dir), download=config.download))
-            for w in cache[0].warnings:
-                click.echo(f"warning: {w}", err=True)
-        return cache[0]
-
-    return load
-
-
-def _reporter(total: int):
-    from .progress import LineReporter, RichReporter
-
-    return RichReporter(total) if sys.stderr.isatty() else LineReporter()
+    return data_loader(config, lambda text: click.echo(text, err=True))

@@ -20,3 +20,7 @@ class DataError(LabreportError):
 
 class ModelError(LabreportError):
     """Unknown model name or an option the model does not support."""
+
+
+class ClusterError(LabreportError):
+    """The cluster refused what `run --executor` asked for (sbatch's error, and the setting to change)."""

@@ -59,13 +59,18 @@ def worker_command(config: Config, store: RunStore, *, profile: str | None, only
     return cmd
 
 
+def worker_threads(config: Config, jobs: int) -> int:
+    """torch threads per worker: [run] threads, else the CPU cores divided among the workers (or
+    torch's N thread pools oversubscribe them and every worker slows)."""
+    return config.run_options.get("threads") or max(1, (os.cpu_count() or 1) // jobs)
+
+
 def start_workers(config: Config, store: RunStore, *, jobs: int, gpus: list[str], profile: str | None,
                   only: tuple[str, ...], device: str) -> list[Worker]:
     logs = store.root / ".workers"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    # CPU: divide the cores, or torch's N thread pools oversubscribe them and every worker slows
-    threads = config.run_options.get("threads") or max(1, (os.cpu_count() or 1) // jobs)
+    threads = worker_threads(config, jobs)
     workers = []
     for k in range(jobs):
         env = dict(os.environ)
