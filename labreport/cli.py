@@ -250,7 +250,9 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
         runs = select_runs(config, tuple(only))
         for line in ex.describe(config, store, runs):
             click.echo(line)
-        _dry_run(store, runs)
+        # the device the runs would train on: here, unless a cluster's nodes train them
+        here = device if device != "auto" else config.run_options["device"]
+        _dry_run(store, runs, None if executor == "slurm" else here)
         return
     sys.exit(executors.run(ex, config, store, console=_console(), only=tuple(only), device=device, wait=wait,
                            threads=threads, yes=yes))
@@ -260,16 +262,24 @@ def _console() -> Console:
     return Console(out=click.echo, err=lambda text: click.echo(text, err=True), tty=sys.stderr.isatty())
 
 
-def _dry_run(store: RunStore, runs) -> None:
+def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
     """What `run` would train, each with the time it should take at the speed of the store's
-    finished runs (see eta.py), then the total."""
-    from .eta import duration, remaining_s, speeds
+    finished runs on `device` (None: unknown, the most used device type; see eta.py), then the
+    total, and what a T4/A100/H100 would take where measured."""
+    from .eta import Device, basis, duration, per_gpu, per_gpu_text, remaining_s, speeds
     from .runner import FINAL_STATES
 
     states = {r.key: store.state(r.key) for r in runs}
     todo = [r for r in runs if states[r.key].status not in FINAL_STATES]
     final = [r for r in runs if states[r.key].status in FINAL_STATES]
-    sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None])
+    target = None
+    if device == "cpu":
+        target = Device("cpu")
+    elif device is not None:  # asks torch (imported here, ~1.5 s) whether CUDA is there, and which GPU
+        from .train import device_identity
+
+        target = Device(*device_identity(device))
+    sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None], target)
     total, unknown = 0.0, set()
     for r in todo:
         st = states[r.key]
@@ -281,11 +291,15 @@ def _dry_run(store: RunStore, runs) -> None:
         state = _status_text({"status": st.status, "epochs_done": st.epochs_done, "epochs": r.spec.epochs})
         eta = f"~{duration(left)}" if left is not None else "?"
         click.echo(f"would train {r.key}  {state:<14} {eta:>12}  {r.label}")
+    if todo:
+        click.echo(per_gpu_text(per_gpu([(r.spec, states[r.key].epochs_done) for r in todo])))
     if todo and sp.device_type is not None:
         known = sum(r.spec.model not in unknown for r in todo)
         note = f"; no finished run of {', '.join(sorted(unknown))} to go by" if unknown else ""
-        click.echo(f"estimate: ~{duration(total)} for {known} of the {len(todo)} runs, at the speed of this "
-                   f"store's {sp.runs} finished {sp.device_type} run(s){note}")
+        click.echo(f"estimate: ~{duration(total)} for {known} of the {len(todo)} runs, {basis(sp)}{note}")
+    elif todo and sp.device:
+        click.echo(f"estimate: none yet (no finished run on {sp.device} in this store to go by, and no "
+                   "measured figures for that GPU in labreport/eta.py MEASURED)")
     elif todo:
         click.echo("estimate: none yet (no finished run in this store to go by)")
     click.echo(f"{len(todo)} to train, {len(final)} already done")

@@ -101,6 +101,13 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
+def device_identity(setting: str) -> tuple[str, str | None]:
+    """(device type, GPU name or None) of what `run` trains on with this --device / [run] device
+    setting: what run --dry-run matches finished runs on."""
+    dev = resolve_device(setting)
+    return dev.type, device_name(dev) if dev.type == "cuda" else None
+
+
 @dataclass
 class Split:
     x: torch.Tensor  # uint8 (N,3,32,32) on the device
@@ -444,7 +451,8 @@ def summarize(spec: TrainSpec, history: list[dict], status: str, diverged_at: in
     """The run's headline numbers. The epoch is chosen on validation accuracy (earliest of ties);
     with no validation split the last epoch is taken, never the best test epoch."""
     res: dict = {"key": spec.key, "spec": spec.to_dict(), "status": status, "epochs_run": len(history),
-                 "diverged_at_epoch": diverged_at, "diverged_reason": diverged_reason, "total_time_s": sum(h["epoch_time_s"] for h in history)}
+                 "diverged_at_epoch": diverged_at, "diverged_reason": diverged_reason,
+                 "total_time_s": sum(h["epoch_time_s"] for h in history)}
     if not history:
         res.update(best_epoch=None, selected_by=None, best_val_acc=None, test_acc_at_best=None,
                    final_test_acc=None, final_train_acc=None, final_val_acc=None)

@@ -47,3 +47,91 @@ def test_results_without_usable_timing_are_ignored(bad):
                                            (3600, "1 h 00 min"), (11_400, "3 h 10 min"), (433_200, "120 h 20 min")])
 def test_duration(seconds, text):
     assert eta.duration(seconds) == text
+
+
+# --- the device `run` would use, and the measured per-GPU table -------------------------------
+def on_gpu(model: str, seconds: float, gpu: str) -> dict:
+    r = result(model, seconds)
+    r["provenance"]["device"] = gpu
+    return r
+
+
+STORE = [on_gpu("resnet20", 5.0, "NVIDIA H100 80GB HBM3"), on_gpu("resnet20", 7.0, "NVIDIA H100 80GB HBM3"),
+         on_gpu("resnet20", 50.0, "Tesla T4"), result("resnet20", 900.0, "cpu")]
+H100 = eta.Measured("H100", {"resnet20": 2e-5, "resnet110": 1e-4}, "precision auto (bf16), compile = false",
+                    "2030-01-02", "bench/gpu_check.sh out ../shared/data")
+
+
+def test_the_gpu_run_would_use_sets_the_speed_not_the_most_used_one():
+    t4 = eta.speeds(STORE, eta.Device("cuda", "Tesla T4"))
+    assert (t4.device_type, t4.device, t4.runs, t4.measured) == ("cuda", "Tesla T4", 1, None)
+    assert t4.seconds_per_image == {"resnet20": pytest.approx(50.0 / 50_000)}  # not the H100's 6 s
+    assert eta.basis(t4) == "at the speed of this store's 1 finished cuda run(s) on Tesla T4"
+    cpu = eta.speeds(STORE, eta.Device("cpu"))
+    assert (cpu.device_type, cpu.runs, cpu.seconds_per_image) == ("cpu", 1, {"resnet20": pytest.approx(900 / 50_000)})
+    assert eta.speeds(STORE).device_type == "cuda" and eta.speeds(STORE).runs == 3  # unknown device: most used type
+
+
+def test_a_gpu_the_store_has_not_seen_uses_the_measured_table_or_has_no_estimate():
+    a100 = eta.Device("cuda", "NVIDIA A100-SXM4-80GB")
+    assert eta.speeds(STORE, a100, table=()) == eta.Speeds(None, {}, 0, "NVIDIA A100-SXM4-80GB")
+    h100_pcie = eta.speeds([result("resnet20", 1.0, "cpu")], eta.Device("cuda", "NVIDIA H100 PCIe"), table=(H100,))
+    assert h100_pcie.measured is H100 and h100_pcie.runs == 0
+    spec = TrainSpec(model="resnet110", epochs=50)
+    assert eta.remaining_s(spec, 10, h100_pcie) == pytest.approx(40 * 50_000 * 1e-4)
+    assert eta.basis(h100_pcie) == ("at the speed measured on H100 on 2030-01-02 (precision auto (bf16), "
+                                    "compile = false; `bench/gpu_check.sh out ../shared/data`)")
+
+
+def test_per_gpu_estimates_come_from_the_measured_table_only():
+    left = [(TrainSpec(model="resnet20", epochs=50), 0), (TrainSpec(model="resnet110", epochs=50), 25)]
+    rows = eta.per_gpu(left, table=(H100,))
+    assert [(g, m) for g, _, m in rows] == [("T4", None), ("A100", None), ("H100", H100)]
+    assert rows[0][1] is None and rows[2][1] == pytest.approx(50 * 50_000 * 2e-5 + 25 * 50_000 * 1e-4)
+    text = eta.per_gpu_text(rows)
+    assert text.startswith("on one GPU, T4: not measured, A100: not measured, H100: ~3 min (H100 measured 2030-01-02")
+    lacking = eta.per_gpu([(TrainSpec(model="cifarnet"), 0)], table=(H100,))  # a model it has no figure for
+    assert lacking[2][1] is None and "H100: ?" in eta.per_gpu_text(lacking)
+
+
+def test_without_measured_figures_dry_run_says_so():
+    rows = eta.per_gpu([(TrainSpec(model="resnet20"), 0)], table=())
+    assert rows == [("T4", None, None), ("A100", None, None), ("H100", None, None)]
+    assert eta.per_gpu_text(rows).startswith("on a T4, A100, H100: no measured figures yet")
+    assert all(m.date and m.command for m in eta.MEASURED)  # each figure says when and how it was measured
+
+
+def test_dry_run_estimates_for_the_gpu_it_would_run_on(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import labreport.train as train_mod
+    from labreport.cli import main
+    from labreport.config import load_config
+    from labreport.store import RunStore
+
+    toml = tmp_path / "e.toml"
+    toml.write_text('[[experiment]]\nname = "a"\nmodel = "resnet20"\nseeds = 2\n')
+    done, left = load_config(toml).runs
+    store = RunStore(tmp_path / "runs")
+    store.write_result(done.key, {**on_gpu("resnet20", 100.0, "NVIDIA H100 80GB HBM3"), "key": done.key,
+                                  "status": "completed", "epochs_run": 50})
+
+    def dry(*args):
+        res = CliRunner().invoke(main, ["--config", str(toml), "--runs", str(store.root), "run", "--dry-run", *args])
+        assert res.exit_code == 0, res.output
+        return res.output.splitlines()
+
+    monkeypatch.setattr(train_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 80GB HBM3"))
+    out = dry("--device", "cuda")
+    assert out[-2] == ("estimate: ~1 h 23 min for 1 of the 1 runs, at the speed of this store's 1 finished cuda "
+                       "run(s) on NVIDIA H100 80GB HBM3")  # 50 epochs of its 100 s
+    assert out[-3].startswith("on a T4, A100, H100: no measured figures yet")
+    monkeypatch.setattr(train_mod, "device_identity", lambda setting: ("cuda", "Tesla T4"))
+    assert dry()[-2] == ("estimate: none yet (no finished run on Tesla T4 in this store to go by, and no measured "
+                         "figures for that GPU in labreport/eta.py MEASURED)")
+    monkeypatch.setattr(eta, "MEASURED", (H100,))
+    monkeypatch.setattr(train_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 PCIe"))
+    out = dry()
+    assert out[-2].startswith("estimate: ~50 s for 1 of the 1 runs, at the speed measured on H100 on 2030-01-02")
+    assert out[-3].startswith("on one GPU, T4: not measured, A100: not measured, H100: ~50 s (H100 measured")
+    assert dry("--device", "cpu")[-2] == "estimate: none yet (no finished run in this store to go by)"
