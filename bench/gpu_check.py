@@ -1,19 +1,29 @@
 """GPU readiness check: one prepared run of labreport's CUDA path, with figures to keep.
 
     bench/gpu_check.sh OUT_DIR [DATA_SOURCE]      (the wrapper; see it for DATA_SOURCE)
-    python bench/gpu_check.py OUT_DIR --data DIR [--device cuda] [--smoke]
+    python bench/gpu_check.py OUT_DIR --data DIR [--device cuda] [--budget-s 450] [--smoke]
 
-On CUDA (about 5-7 minutes on one H100):
-  1. trains ResNet-20 for 2 full epochs and ResNet-110 for 1 (bf16 autocast, channels_last, the
-     lab's batch sizes) through `labreport run`, and reports seconds per epoch, images/s, peak
-     memory allocated/reserved and a model-FLOP-utilisation estimate (FLOPs counted with
-     torch.utils.flop_counter on the real model, training = 3x forward);
-  2. times `labreport run --jobs 1, 2, 4` on one GPU over a small matrix (runs per hour);
-  3. kills a CUDA run with SIGKILL after its first checkpoint and checks that the next
-     `labreport run` resumes it and finishes.
-Everything goes to OUT_DIR/gpu_check.log and OUT_DIR/gpu_check.json. `--smoke --device cpu` runs
-the same steps at toy size: that is what the test suite runs, so the script stays working without
-a GPU.
+On CUDA (budgeted to finish within 8 minutes on one H100; `--budget-s`):
+  0. the precision rule on this GPU (what `auto` resolves to with and without BatchNorm) and a
+     BN-less ResNet-110's logits at init in fp32 / bf16 / fp16 (fp16's range is 65,504);
+  1. throughput through `labreport run`: ResNet-20 (batch 128, 2 epochs) and ResNet-110 (batch
+     64, the lab's, 1 epoch; 2 when compiled) in the precision `auto` gives, eager and with CUDA
+     graphs (`[run] compile = "reduce-overhead"`: epoch 1 includes the compile, epoch 2 is the
+     steady state), then fp16 and fp32 eager, then fp16 with CUDA graphs; seconds per epoch,
+     images/s, peak memory allocated/reserved, a model-FLOP-utilisation estimate (FLOPs counted
+     with torch.utils.flop_counter on the real model, training = 3x forward, against the dense
+     tensor-core peak of the precision that ran), and seconds per weighted image for
+     labreport/eta.py MEASURED;
+  2. `labreport run --jobs 1, 2, 4` on one GPU over a small matrix (runs per hour);
+  3. SIGKILL of an fp16 CUDA run after its first checkpoint, then a `labreport run` that must
+     resume it (the loss scaler's state comes back from the checkpoint) and finish.
+Every measurement is on its own (try/except, a timeout, the error printed and kept): one failure
+never loses the others. Measurements the budget cannot fit are skipped and say so. Everything goes
+to OUT_DIR/gpu_check.log and OUT_DIR/gpu_check.json (rewritten after each measurement).
+
+`--smoke --device cpu` runs the same steps at toy size (fp16 skipped: CPU fp16 convolution
+backward is emulated, ~40 s per ResNet-20 step; CUDA graphs declined by inductor on a CPU): that is
+what the test suite runs, so the script stays working without a GPU.
 """
 
 from __future__ import annotations
@@ -26,10 +36,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
-# Dense bf16 tensor-core peak, FLOP/s, by device-name fragment (vendor datasheets). Unknown: no MFU.
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "T4": 65e12}
+# Dense (no sparsity) tensor-core peaks, FLOP/s, from the vendor datasheets, by device-name
+# fragment (checked in this order: "H100 PCIe" before "H100"). "tf32": fp32 convolutions on
+# tensor cores, cuDNN's default on compute capability >= 8.0; "fp32": without tensor cores.
+# Unknown GPU or precision: no MFU.
+PEAK = {
+    "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},
+    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},  # SXM
+    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+    "L40S": {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12, "fp32": 91.6e12},
+    "A10": {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
+    "V100": {"fp16": 125e12, "fp32": 15.7e12},  # SXM2; no bf16, no TF32
+    "T4": {"fp16": 65e12, "fp32": 8.1e12},  # no bf16, no TF32
+}
+LAB_BATCH = {"resnet20": 128, "resnet110": 64}  # experiments.toml: the lab's batch sizes
 
 
 def log(out: Path, text: str) -> None:
@@ -38,18 +62,32 @@ def log(out: Path, text: str) -> None:
         fh.write(text + "\n")
 
 
-def labreport(cfg: Path, runs: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_cmd(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on timeout the whole group is killed (a `--jobs`
+    parent's workers too: none is left holding the GPU)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise TimeoutError(f"timed out after {timeout:.0f} s: {' '.join(cmd[3:])}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def labreport(cfg: Path, runs: Path, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "labreport", "--config", str(cfg), "--runs", str(runs), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = run_cmd(cmd, timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
-def toml(data: Path, experiments: str, **defaults) -> str:
+def toml(data: Path, experiments: str, run: dict | None = None, **defaults) -> str:
     # no gradient-flow measurement in these stores: it would add to every timing below
-    lines = ["[data]", f'root = "{data}"', "download = false", "[gradflow]", "enabled = false", "[defaults]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in defaults.items()]
+    lines = ["[data]", f'root = "{data}"', "download = false", "[gradflow]", "enabled = false", "[run]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (run or {}).items()]
+    lines += ["[defaults]"] + [f"{k} = {json.dumps(v)}" for k, v in defaults.items()]
     return "\n".join(lines) + "\n" + experiments
 
 
@@ -66,44 +104,148 @@ def train_flops_per_image(model_name: str) -> float:
     return 3.0 * counter.get_total_flops()
 
 
-def step_throughput(out: Path, data: Path, device: str, smoke: bool) -> dict:
-    """Step 1: ResNet-20 x 2 epochs, ResNet-110 x 1 epoch."""
-    figures = {}
-    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+def peak_flops(device_name: str, precision: str, tf32: bool | None) -> float | None:
+    """The dense peak for what ran: fp32 counts as TF32 where cuDNN used tensor cores for it."""
+    key = "tf32" if precision == "fp32" and tf32 else precision
+    return next((p.get(key) for name, p in PEAK.items() if name in device_name), None)
+
+
+class Budget:
+    """Seconds left of the whole check; each step may spend up to its share."""
+
+    def __init__(self, total_s: float):
+        self.t0, self.total = time.perf_counter(), total_s
+
+    def left(self) -> float:
+        return self.total - (time.perf_counter() - self.t0)
+
+
+# --------------------------------------------------------------------------------------------
+def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget: Budget) -> dict:
+    """Step 0: what auto resolves to here, and a BN-less ResNet-110's logits at init per precision."""
+    import torch
+
+    from labreport.data import iterate_batches, load_cifar10
+    from labreport.models import build_model
+    from labreport.precision import autocast, resolve_precision
+    from labreport.train import resolve_device
+
+    dev = resolve_device(device)
+    fig = {"auto": {norm: resolve_precision("auto", dev, norm) for norm in ("batch", "none")}, "logits": {}}
+    cifar = load_cifar10(data, download=False)
+    x, _ = next(iterate_batches(cifar.train_x[:16], cifar.train_y[:16], 16, shuffle=False, augment=False,
+                                generator=None, device=dev))
+    torch.manual_seed(0)
+    model = build_model("resnet110", norm="none", init="he").to(dev)
+    for p in ("fp32", "bf16", "fp16"):  # forward passes only: fast enough on a CPU too
+        with torch.no_grad(), autocast(dev, p):
+            logits = model(x).float()
+        finite = bool(torch.isfinite(logits).all())
+        fig["logits"][p] = {"finite": finite, "max_abs": float(logits.abs().max()) if finite else None,
+                            "std": float(logits.std()) if finite else None}
+    log(out, f"precision rule: auto = {fig['auto']['batch']} with BatchNorm, {fig['auto']['none']} without; "
+             "BN-less ResNet-110 logits at init: " + ", ".join(
+                 f"{p} {'finite, max |logit| %.3g' % v['max_abs'] if v['finite'] else 'NOT finite'}"
+                 for p, v in fig["logits"].items()))
+    return fig
+
+
+def plan(device: str, smoke: bool) -> list[dict]:
+    """The throughput measurements, most important first (the budget may cut the tail)."""
+    graphs = "reduce-overhead"
+    m = [  # name, model, precision, compile, epochs
+        ("resnet20 auto eager", "resnet20", "auto", False, 2),
+        ("resnet110 auto eager", "resnet110", "auto", False, 1),
+        ("resnet20 auto cuda-graphs", "resnet20", "auto", graphs, 2),
+        ("resnet110 auto cuda-graphs", "resnet110", "auto", graphs, 2),
+        ("resnet20 fp16 eager", "resnet20", "fp16", False, 2),
+        ("resnet110 fp16 eager", "resnet110", "fp16", False, 1),
+        ("resnet20 fp32 eager", "resnet20", "fp32", False, 2),
+        ("resnet110 fp32 eager", "resnet110", "fp32", False, 1),
+        ("resnet20 fp16 cuda-graphs", "resnet20", "fp16", graphs, 2),
+    ]
+    if smoke:  # toy size: one of each kind that a CPU can run in seconds (compile: ~35 s once)
+        m = [("resnet20 auto eager", "resnet20", "auto", False, 1),
+             ("resnet110 auto eager", "resnet110", "auto", False, 1),
+             ("resnet20 auto cuda-graphs", "resnet20", "auto", graphs, 1),
+             ("resnet20 fp16 eager", "resnet20", "fp16", False, 1)]
+    return [{"name": n, "model": mo, "precision": p, "compile": c, "epochs": e} for n, mo, p, c, e in m]
+
+
+def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: dict, timeout: float) -> dict:
+    from labreport.eta import epoch_images
+
+    model, precision = item["model"], item["precision"]
     sub = {"train_subset": 256, "test_subset": 64, "val_size": 64} if smoke else {}
-    plan = [("resnet20", 1 if smoke else 2, 128), ("resnet110", 1, 128)]
-    peak = next((v for k, v in PEAK_BF16.items() if k in _device_name(device)), None)
-    for model, epochs, batch in plan:
-        cfg = work / f"{model}.toml"
-        cfg.write_text(toml(data, f'[[experiment]]\nname = "{model}"\nmodel = "{model}"\n',
-                            epochs=epochs, batch_size=batch, **sub))
-        t0 = time.perf_counter()
-        labreport(cfg, work / "runs", "run", "--device", device)
-        wall = time.perf_counter() - t0
-        res = next(json.loads(p.read_text()) for p in (work / "runs").glob("*/result.json")
-                   if json.loads(p.read_text())["spec"]["model"] == model)
-        hist = json.loads((work / "runs" / res["key"] / "history.json").read_text())
-        ips = [h["images_per_s"] for h in hist]
-        flops = train_flops_per_image(model)
-        best_ips = max(ips)
-        achieved = flops * best_ips
-        fig = {"epochs": epochs, "batch": batch, "s_per_epoch": [h["epoch_time_s"] for h in hist],
-               "train_s_per_epoch": [h["train_time_s"] for h in hist], "images_per_s": ips,
-               "peak_mem_alloc_mib": res.get("peak_mem_alloc_mib"), "peak_mem_reserved_mib": res.get("peak_mem_reserved_mib"),
-               "train_gflop_per_image": flops / 1e9, "achieved_tflops": achieved / 1e12,
-               "mfu": achieved / peak if peak else None, "precision": res["provenance"]["precision"],
-               "device": res["provenance"]["device"], "wall_s": wall, "test_acc": res["final_test_acc"]}
-        figures[model] = fig
-        mfu = f"{100 * fig['mfu']:.2f}%" if fig["mfu"] is not None else "n/a (unknown peak)"
-        log(out, f"{model}: {epochs} epoch(s), s/epoch {', '.join(f'{s:.1f}' for s in fig['s_per_epoch'])}, "
-                 f"img/s {', '.join(f'{i:.0f}' for i in ips)}, peak alloc {fig['peak_mem_alloc_mib']} MiB, "
-                 f"reserved {fig['peak_mem_reserved_mib']} MiB, {fig['train_gflop_per_image']:.3f} GFLOP/img "
-                 f"(train), {fig['achieved_tflops']:.2f} TFLOP/s, MFU {mfu}, precision {fig['precision']}, "
-                 f"wall {wall:.0f} s")
+    batch = 128 if smoke else LAB_BATCH[model]
+    tag = item["name"].replace(" ", "_")
+    cfg = work / f"{tag}.toml"
+    cfg.write_text(toml(data, f'[[experiment]]\nname = "{tag}"\nmodel = "{model}"\n',
+                        run={"compile": item["compile"]}, epochs=item["epochs"], batch_size=batch,
+                        precision=precision, **sub))
+    runs = work / f"runs-{tag}"
+    t0 = time.perf_counter()
+    labreport(cfg, runs, "run", "--device", device, timeout=timeout)
+    wall = time.perf_counter() - t0
+    res = json.loads(next(runs.glob("*/result.json")).read_text())
+    hist = json.loads((runs / res["key"] / "history.json").read_text())
+    prov = res["provenance"]
+    ips = [h["images_per_s"] for h in hist]
+    flops = train_flops_per_image(model)
+    achieved = flops * ips[-1]  # the last epoch: the steady state (after compile and autotuning)
+    peak = peak_flops(prov["device"], prov["precision"], prov.get("tf32"))
+    last = hist[-1]
+    fig = {**item, "batch": batch, "s_per_epoch": [h["epoch_time_s"] for h in hist],
+           "train_s_per_epoch": [h["train_time_s"] for h in hist], "images_per_s": ips,
+           "peak_mem_alloc_mib": res.get("peak_mem_alloc_mib"), "peak_mem_reserved_mib": res.get("peak_mem_reserved_mib"),
+           "train_gflop_per_image": flops / 1e9, "achieved_tflops": achieved / 1e12,
+           "mfu": achieved / peak if peak else None, "peak_tflops": peak / 1e12 if peak else None,
+           "precision_ran": prov["precision"], "tf32": prov.get("tf32"), "compile_ran": prov.get("compile"),
+           "cuda_graphs": prov.get("cuda_graphs"), "cudagraph_skips": prov.get("cudagraph_skips"),
+           "device": prov["device"], "capability": prov.get("capability"), "wall_s": wall,
+           "status": res["status"], "diverged_reason": res.get("diverged_reason"),
+           "skipped_steps": res.get("skipped_steps"), "test_acc": res.get("final_test_acc"),
+           "n_train": res["n_train"], "n_val": res["n_val"], "n_test": res["n_test"],
+           # for labreport/eta.py MEASURED: the steady epoch over its weighted images
+           "eta_seconds_per_image": last["epoch_time_s"] / epoch_images(res["n_train"], res["n_val"], res["n_test"])}
+    if len(hist) > 1 and item["compile"]:
+        fig["first_epoch_extra_s"] = hist[0]["epoch_time_s"] - hist[-1]["epoch_time_s"]  # ~ the compile
+    mfu = f"{100 * fig['mfu']:.2f}%" if fig["mfu"] is not None else "n/a (unknown peak)"
+    tf32 = " (TF32 convolutions)" if fig["tf32"] and fig["precision_ran"] == "fp32" else ""
+    log(out, f"{item['name']}: {fig['precision_ran']}{tf32}, "
+             f"compile {fig['compile_ran']}, CUDA graphs {fig['cuda_graphs']} (inductor skips {fig['cudagraph_skips']}), "
+             f"batch {batch}, s/epoch {', '.join(f'{s:.2f}' for s in fig['s_per_epoch'])}, "
+             f"img/s {', '.join(f'{i:.0f}' for i in ips)}, peak alloc {fig['peak_mem_alloc_mib']} MiB, "
+             f"reserved {fig['peak_mem_reserved_mib']} MiB, {fig['train_gflop_per_image']:.3f} GFLOP/img (train), "
+             f"{fig['achieved_tflops']:.2f} TFLOP/s, MFU {mfu}, status {fig['status']}, "
+             f"skipped steps {fig['skipped_steps']}, wall {wall:.0f} s")
+    return fig
+
+
+def step_throughput(out: Path, data: Path, device: str, smoke: bool, budget: Budget, reserve_s: float,
+                    save=lambda: None) -> dict:
+    """Step 1: the plan, each measurement on its own, within the budget less `reserve_s` for steps 2-3."""
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    figures: dict = {}
+    for item in plan(device, smoke):
+        name, left = item["name"], budget.left() - reserve_s
+        if smoke and device == "cpu" and item["precision"] == "fp16":
+            figures[name] = {"skipped": "fp16 on a CPU: convolution backward is emulated (~40 s per ResNet-20 step)"}
+        elif left < 30:
+            figures[name] = {"skipped": f"budget: {max(left, 0):.0f} s left for it"}
+        else:
+            try:
+                figures[name] = measure(out, data, device, smoke, work, item, timeout=left)
+            except Exception as e:  # keep going: the next measurement's figures are still worth having
+                figures[name] = {"error": f"{type(e).__name__}: {e}"}
+                log(out, f"{name}: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+        if "skipped" in figures[name]:
+            log(out, f"{name}: skipped ({figures[name]['skipped']})")
+        save(figures)
     return figures
 
 
-def step_jobs(out: Path, data: Path, device: str, smoke: bool) -> dict:
+def step_jobs(out: Path, data: Path, device: str, smoke: bool, budget: Budget, reserve_s: float) -> dict:
     """Step 2: runs per hour at --jobs 1, 2, 4 on one device."""
     work = Path(tempfile.mkdtemp(prefix="gpu-check-jobs-"))
     n_runs = 2 if smoke else 8
@@ -112,40 +254,55 @@ def step_jobs(out: Path, data: Path, device: str, smoke: bool) -> dict:
           {"train_subset": 10000, "test_subset": 2000, "val_size": 1000}
     cfg.write_text(toml(data, f'[[experiment]]\nname = "jobs"\nmodel = "resnet20"\nseeds = {n_runs}\n',
                         epochs=1, batch_size=128, **sub))
-    figures = {}
+    figures: dict = {}
     for jobs in ((1, 2) if smoke else (1, 2, 4)):
-        t0 = time.perf_counter()
-        labreport(cfg, work / f"runs{jobs}", "run", "--device", device, "--jobs", str(jobs))
-        wall = time.perf_counter() - t0
-        figures[jobs] = {"wall_s": wall, "runs_per_hour": 3600 * n_runs / wall}
-        log(out, f"--jobs {jobs}: {n_runs} runs in {wall:.1f} s = {3600 * n_runs / wall:.0f} runs/hour")
+        left = budget.left() - reserve_s
+        if left < 20:
+            figures[jobs] = {"skipped": f"budget: {max(left, 0):.0f} s left"}
+            log(out, f"--jobs {jobs}: skipped (budget)")
+            continue
+        try:
+            t0 = time.perf_counter()
+            labreport(cfg, work / f"runs{jobs}", "run", "--device", device, "--jobs", str(jobs), timeout=left)
+            wall = time.perf_counter() - t0
+            figures[jobs] = {"wall_s": wall, "runs_per_hour": 3600 * n_runs / wall, "runs": n_runs}
+            log(out, f"--jobs {jobs}: {n_runs} runs in {wall:.1f} s = {3600 * n_runs / wall:.0f} runs/hour")
+        except Exception as e:  # the other --jobs figures are still worth having
+            figures[jobs] = {"error": f"{type(e).__name__}: {e}"}
+            log(out, f"--jobs {jobs}: ERROR {type(e).__name__}: {e}")
     return figures
 
 
-def step_kill_resume(out: Path, data: Path, device: str, smoke: bool) -> dict:
-    """Step 3: SIGKILL after the first checkpoint, then resume."""
+def step_kill_resume(out: Path, data: Path, device: str, smoke: bool, budget: Budget, reserve_s: float) -> dict:
+    """Step 3: SIGKILL after the first checkpoint, then resume (fp16 on a GPU: the scaler's state)."""
     work = Path(tempfile.mkdtemp(prefix="gpu-check-kill-"))
     cfg = work / "kill.toml"
     sub = {"train_subset": 256, "test_subset": 64, "val_size": 64} if smoke else {"train_subset": 20000}
     epochs = 8 if smoke else 3  # toy epochs last a fraction of a second: leave room to kill mid-run
+    precision = "fp32" if device == "cpu" else "fp16"  # CPU fp16 backward: ~40 s per step
     cfg.write_text(toml(data, '[[experiment]]\nname = "kill"\nmodel = "resnet20"\n', epochs=epochs,
-                        batch_size=128, **sub))
+                        batch_size=128, precision=precision, **sub))
     runs = work / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "labreport", "--config", str(cfg), "--runs", str(runs), "run",
-                             "--device", device], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(runs.glob("*/ckpt.pt")):
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError("the run ended or stalled before its first checkpoint")
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    second = labreport(cfg, runs, "run", "--device", device)
+                             "--device", device], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + min(180, max(budget.left() - reserve_s, 30))
+    try:
+        while not list(runs.glob("*/ckpt.pt")):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the run ended or stalled before its first checkpoint")
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    second = labreport(cfg, runs, "run", "--device", device, timeout=max(budget.left() - reserve_s, 60))
     res = json.loads(next(runs.glob("*/result.json")).read_text())
     ok = "resuming after epoch" in second.stderr + second.stdout and res["epochs_run"] == epochs
-    log(out, f"kill -9 after the first checkpoint, then resume: {'ok' if ok else 'FAILED'} "
-             f"(epochs_run {res['epochs_run']}, status {res['status']})")
-    return {"ok": ok, "epochs_run": res["epochs_run"]}
+    log(out, f"kill -9 after the first checkpoint, then resume ({precision}): {'ok' if ok else 'FAILED'} "
+             f"(epochs_run {res['epochs_run']}, status {res['status']}, skipped steps {res.get('skipped_steps')})")
+    return {"ok": ok, "epochs_run": res["epochs_run"], "precision": res["provenance"]["precision"],
+            "skipped_steps": res.get("skipped_steps")}
 
 
 def _device_name(device: str) -> str:
@@ -161,25 +318,49 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--data", type=Path, required=True, help="folder holding cifar-10-batches-py")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--budget-s", type=float, default=450.0,
+                    help="seconds for the whole check (default 450: under 8 minutes with start-up)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes (for CPU tests of this script)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
+    budget = Budget(args.budget_s)
     info = {"device": _device_name(args.device), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "smoke": args.smoke}
+            "smoke": args.smoke, "budget_s": args.budget_s, "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+    if args.device.startswith("cuda") and torch.cuda.is_available():
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
     log(args.out, f"gpu_check: {info}")
-    t0 = time.perf_counter()
-    results = {"info": info}
-    for name, step in (("throughput", step_throughput), ("jobs", step_jobs), ("kill_resume", step_kill_resume)):
+    results: dict = {"info": info}
+
+    def save(partial=None, name=None):
+        if name is not None:
+            results[name] = partial
+        (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
+
+    # seconds kept back for the steps after each one (jobs: 3 settings; kill-resume: 2 runs)
+    steps = (("precision_rule", step_precision_rule, 150.0), ("throughput", step_throughput, 120.0),
+             ("jobs", step_jobs, 40.0), ("kill_resume", step_kill_resume, 0.0))
+    for name, step, reserve in steps:
         try:
-            results[name] = step(args.out, args.data.resolve(), args.device, args.smoke)
+            if name == "precision_rule":
+                results[name] = step(args.out, args.data.resolve(), args.device, args.smoke, budget)
+            elif name == "throughput":
+                results[name] = step(args.out, args.data.resolve(), args.device, args.smoke, budget, reserve,
+                                     save=lambda figs: save(figs, "throughput"))
+            else:
+                results[name] = step(args.out, args.data.resolve(), args.device, args.smoke, budget, reserve)
         except Exception as e:  # keep going: a later step's figures are still worth having
             results[name] = {"error": f"{type(e).__name__}: {e}"}
-            log(args.out, f"{name}: ERROR {type(e).__name__}: {e}")
-        (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
-    log(args.out, f"total {time.perf_counter() - t0:.0f} s")
-    sys.exit(0 if all("error" not in v for k, v in results.items() if k != "info") else 1)
+            log(args.out, f"{name}: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+        save()
+    log(args.out, f"total {time.perf_counter() - budget.t0:.0f} s")
+    failed = [k for k, v in results.items() if k != "info" and (
+        "error" in v or v.get("ok") is False or any(isinstance(x, dict) and "error" in x for x in v.values()))]
+    if failed:
+        log(args.out, f"errors in: {', '.join(failed)}")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
