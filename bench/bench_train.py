@@ -54,6 +54,7 @@ from labreport.config import TrainSpec
 from labreport.data import MEAN, STD, load_cifar10, split_train_val, subset_indices, write_synthetic_cifar10
 from labreport.models import build_model
 from labreport.store import RunStore
+from labreport.precision import autocast, grad_scaler
 from labreport.train import SPLIT_SEED, RunOptions, prepare, resolve_device, resolve_precision, train
 
 MODEL = "resnet20"
@@ -273,17 +274,18 @@ def run_bare(n: int, batch: int, device: torch.device, channels_last: bool, prec
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)  # already normalised
     y = torch.randint(0, 10, (batch,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    scaler = grad_scaler(device, precision)  # fp16 (auto on a T4/V100): the trainer's loss scaling
     model.train()
     steps = n // batch
     sync(device)
     f0, t0 = minor_faults(), time.perf_counter()
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        with autocast:
+        with autocast(device, precision):
             out = model(x)
-        F.cross_entropy(out.float(), y).backward()
-        opt.step()
+        scaler.scale(F.cross_entropy(out.float(), y)).backward()
+        scaler.step(opt)
+        scaler.update()
     sync(device)
     dt = time.perf_counter() - t0
     return {"images_per_s": steps * batch / dt, "train_time_s": dt, "faults_per_step": (minor_faults() - f0) / steps,
