@@ -47,10 +47,17 @@ install() {
     [ "$(id -u)" -eq 0 ] || die "needs root to install ${missing[*]}"
     command -v apt-get >/dev/null || die "no apt-get: install ${missing[*]} by hand"
     say "installing ${missing[*]}"
-    # policy-rc.d keeps the packages' init scripts from starting anything: `up` starts the daemons
+    # a policy-rc.d that says no keeps the packages' init scripts from starting the daemons (slurmctld
+    # has no configuration yet): `up` starts them. Docker images ship one; elsewhere, one for the install.
+    local policy=/usr/sbin/policy-rc.d own=""
+    if [ ! -e $policy ]; then
+        printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy && own=1
+    fi
     export DEBIAN_FRONTEND=noninteractive
-    (apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}") >/tmp/slurm-apt.log 2>&1 \
-        || die "apt-get install failed (see /tmp/slurm-apt.log): $(tail -n 1 /tmp/slurm-apt.log)"
+    local ok=1
+    (apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}") >/tmp/slurm-apt.log 2>&1 || ok=""
+    [ -z "$own" ] || rm -f $policy
+    [ -n "$ok" ] || die "apt-get install failed (see /tmp/slurm-apt.log): $(tail -n 1 /tmp/slurm-apt.log)"
 }
 
 write_config() {
@@ -75,6 +82,9 @@ AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
+# the scheduler looks at pending jobs every 5 s (defaults: 60 s, backfill 30 s): a requeued task
+# starts once its BeginTime passes instead of at the next event or minute
+SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 MpiDefault=none

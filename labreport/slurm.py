@@ -19,6 +19,8 @@ the rest of labreport, `status` included, works without it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -212,7 +214,8 @@ def sbatch_error(stderr: str, params: dict[str, Any]) -> ClusterError:
     """One line for sbatch's refusal: its own words, then the setting to change."""
     lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
     # the first line names the cause ("Invalid generic resource"); "Batch job submission failed: ..." follows
-    said = (lines[0] if lines else "no output").removeprefix("sbatch: ").removeprefix("error: ")
+    said = (lines[0] if lines else "no output").removeprefix("sbatch: ").removeprefix("error: ").removeprefix(
+        "Batch job submission failed: ")
     for pattern, hint in SBATCH_HINTS:
         if any(pattern.lower() in ln.lower() for ln in lines):
             return ClusterError(f"sbatch refused the job array: {said}: {hint.format(**params)}")
@@ -264,12 +267,16 @@ def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] 
     executor = make_executor(kind, folder, params)
     from submitit.core.utils import FailedJobError, FailedSubmissionError
 
+    before = set(folder.glob("*.pkl"))
     try:
-        sub.runs, sub.jobs = todo, executor.submit_array(tasks)
-    except (FailedJobError, FailedSubmissionError) as e:  # sbatch's refusal, its stderr as the message
-        raise sbatch_error(str(e), params) from None
-    except OSError as e:  # no sbatch beside srun
-        raise ClusterError(f"--executor {kind}: cannot run sbatch ({e.strerror})") from None
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's refusal too: said once, below
+            sub.runs, sub.jobs = todo, executor.submit_array(tasks)
+    except (FailedJobError, FailedSubmissionError, OSError) as e:
+        for p in set(folder.glob("*.pkl")) - before:  # the tasks pickled for an array that was refused
+            p.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # no sbatch beside srun
+            raise ClusterError(f"--executor {kind}: cannot run sbatch ({e.strerror})") from None
+        raise sbatch_error(str(e), params) from None  # sbatch's refusal, its stderr as the message
     path = folder / SUBMITTED
     old = read_json(path)
     history = old.get("submissions", []) if isinstance(old, dict) else []
@@ -297,11 +304,11 @@ def pending_reasons(sub: Submission) -> Counter:
     if sub.kind != "slurm" or not arrays or shutil.which("squeue") is None:
         return Counter()
     try:
-        out = subprocess.run(["squeue", "-h", "-t", "PD", "-j", ",".join(arrays), "-o", "%r"], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "PD", "-j", ",".join(arrays), "-o", "%r"], capture_output=True,
                              text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return Counter()
-    return Counter(line.strip() for line in out.splitlines() if line.strip())
+    return Counter(r for line in out.splitlines() if (r := line.strip()) and r != "None")  # None: not looked at yet
 
 
 def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 5.0) -> Summary:
@@ -333,11 +340,16 @@ def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 5.0) -> Su
 
     out = Summary(cached=list(sub.cached))
     for run, job in zip(sub.runs, sub.jobs):
+        state = job.state  # sacct's (CANCELLED by 0, FAILED, TIMEOUT, OUT_OF_MEMORY...), as last seen
+        if state.startswith("CANCELLED") and not job.paths.result_pickle.exists():
+            # no result will come: result() would wait 15 s for one (a slow shared file system), per task
+            out.failed.append((run.label, f"job {job.job_id} {state} (log: {job.paths.stderr})"))
+            continue
         try:
             res = job.result()
         except (FailedJobError, UncompletedJobError) as e:  # crashed, cancelled, or out of requeues
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
-            out.failed.append((run.label, f"job {job.job_id}: {first} (log: {job.paths.stderr})"))
+            out.failed.append((run.label, f"job {job.job_id} {job.state}: {first} (log: {job.paths.stderr})"))
             continue
         status = res.get("status")
         if status == "diverged":

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -201,11 +202,17 @@ def test_slurm_array_with_a_mocked_sbatch_and_status_shows_queued(tmp_path, cifa
     cfg = write_config(tmp_path, cifar_dir, dropouts="[0.0, 0.1]",
                        executor='[executor]\nextra = {account = "lab", qos = "high"}')
     runs = tmp_path / "runs"
+    args = ["--config", str(cfg), "--runs", str(runs), "run", "--executor", "slurm", "--partition", "gpu",
+            "--time-min", "90"]
+    dry = CliRunner().invoke(main, [*args, "--dry-run"])  # no sbatch, no srun needed
+    assert dry.exit_code == 0, dry.output
+    assert "would submit 2 run(s) to slurm as one job array, one task per run (1 torch thread(s) each); " \
+           "sbatch parameters:" in dry.output
+    assert not (runs / ".slurm").exists()
     mock = test_core.MockedSubprocess(known_cmds=["srun"])
     try:
         with mock.context():
-            res = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(runs), "run", "--executor", "slurm",
-                                            "--partition", "gpu", "--time-min", "90"])
+            res = CliRunner().invoke(main, args)
     finally:
         slurm.SlurmJob.watcher.clear()
     assert res.exit_code == 0, res.output
@@ -215,6 +222,9 @@ def test_slurm_array_with_a_mocked_sbatch_and_status_shows_queued(tmp_path, cifa
     for flag in ("--array=0-1%2", "--partition=gpu", "--time=90", "--gpus-per-node=1", "--cpus-per-task=4",
                  "--mem=16GB", "--account=lab", "--qos=high", "--signal=USR2@90", "--job-name=labreport"):
         assert f"#SBATCH {flag}\n" in sbatch, (flag, sbatch)
+    # --dry-run printed the very lines that were submitted
+    assert [ln.strip() for ln in dry.output.splitlines() if ln.strip().startswith("#SBATCH")] == \
+        [ln for ln in sbatch.splitlines() if ln.startswith("#SBATCH")]
 
     keys = [r.key for r in load_config(cfg).runs]
     jobs = json.loads((runs / ".slurm" / "submitted.json").read_text())["submissions"][0]["jobs"]
@@ -222,3 +232,75 @@ def test_slurm_array_with_a_mocked_sbatch_and_status_shows_queued(tmp_path, cifa
     status = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(runs), "status"])
     assert f"{keys[0]}  queued (job 12_0)" in status.output and f"{keys[1]}  queued (job 12_1)" in status.output
     assert "2 queued" in status.output
+
+
+# sbatch's own words (Slurm 22.05, the single-node cluster of .ci/slurm.sh) -> the line the user gets
+SBATCH_REFUSALS = {
+    "sbatch: error: Invalid generic resource (gres) specification":
+        "Invalid generic resource (gres) specification: the cluster has no GPUs for gpus_per_task = 1: set "
+        "[executor] gpus_per_task = 0 to train on CPUs, or choose a partition with GPUs ([executor] partition, "
+        "--partition)",
+    "sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job submission failed: Invalid partition "
+    "name specified":
+        "invalid partition specified: gpu: no partition 'gpu' on this cluster (`sinfo -s` lists them): set "
+        "[executor] partition, or --partition; \"\" for the default one",
+    "sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch job submission failed: "
+    "Requested node configuration is not available":
+        "Memory specification can not be satisfied: no node has mem_gb = 16 GB: lower [executor] mem_gb (0: the "
+        "partition's default)",
+    "sbatch: unrecognized option '--nonsense=1'\nTry \"sbatch --help\" for more information":
+        "unrecognized option '--nonsense=1': sbatch does not know an option of [executor] extra: remove it",
+    "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified":
+        "Invalid account or account/partition combination specified: set the "
+        "account Slurm knows you by in [executor] extra = {account = \"...\"} (`sacctmgr show assoc user=$USER` "
+        "lists yours)",
+    "sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some limit)":
+        "Requested time limit is invalid (missing or exceeds some limit): time_min = "
+        "240 is more than the partition allows (`sinfo -o '%P %l'`): lower [executor] time_min or --time-min; a run "
+        "that needs longer is requeued and resumes",
+    "sbatch: error: Something new":
+        "Something new (its parameters: `labreport run --executor slurm --dry-run`; [executor] in the TOML sets them)",
+}
+
+
+@pytest.mark.parametrize("stderr", SBATCH_REFUSALS)
+def test_an_sbatch_refusal_is_one_line_naming_the_setting(stderr, tmp_path, cifar_dir):
+    from labreport.slurm import sbatch_error
+
+    params = {**load_config(write_config(tmp_path, cifar_dir)).executor, "partition": "gpu"}  # as --partition gpu
+    e = sbatch_error(stderr, params)
+    assert str(e) == "sbatch refused the job array: " + SBATCH_REFUSALS[stderr]
+    assert e.exit_code == 2
+
+
+def test_a_task_frees_its_lease_and_ends_at_sigterm(tmp_path):
+    """Slurm's SIGTERM (requeue, scancel, the time limit) comes KillWait before SIGKILL; submitit
+    ignores it. The task frees the lease at once and ends without a result file."""
+    pytest.importorskip("submitit")
+    code = (
+        "import sys, signal, time\n"
+        "from labreport.slurm import TrainRun\n"
+        "from labreport.store import RunStore\n"
+        f"store = RunStore({str(tmp_path / 'runs')!r})\n"
+        "assert store.acquire('0123456789abcdef')\n"
+        f"task = TrainRun('x.toml', None, {str(tmp_path / 'runs')!r}, '0123456789abcdef', 'small')\n"
+        "signal.signal(signal.SIGTERM, task._terminated)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    lease = tmp_path / "runs" / "0123456789abcdef" / "lease.json"
+    assert json.loads(lease.read_text())["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "small run 0123456789abcdef: SIGTERM (cancelled, requeued or out of time): lease released" in out
+    assert not lease.exists()
+
+
+def test_jobs_and_an_executor_do_not_mix(tmp_path, cifar_dir):
+    cfg = write_config(tmp_path, cifar_dir)
+    res = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run",
+                                    "--executor", "submitit-local", "--jobs", "2"])
+    assert res.exit_code == 2
+    assert "--jobs is for local workers: with --executor each run is its own task" in res.output
