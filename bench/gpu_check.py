@@ -176,7 +176,7 @@ def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: d
     from labreport.eta import epoch_images
 
     model, precision = item["model"], item["precision"]
-    sub = {"train_subset": 256, "test_subset": 64, "val_size": 64} if smoke else {}
+    sub = {"train_subset": 128, "test_subset": 64, "val_size": 64} if smoke else {}
     batch = 128 if smoke else LAB_BATCH[model]
     tag = item["name"].replace(" ", "_")
     cfg = work / f"{tag}.toml"

@@ -253,8 +253,9 @@ def provenance(device: torch.device, data: Prepared, precision: str, options: Ru
         # fp32 convolutions on tensor cores in TF32 (10-bit mantissa, fp32's range): cuDNN's default
         "tf32": torch.backends.cudnn.allow_tf32 if cuda else None,
         "channels_last": options.channels_last, "compile": mode or False,
-        # CUDA graphs ran when asked for on a GPU and inductor declined none (graph_skips == 0)
-        "cuda_graphs": bool(cuda and mode == "reduce-overhead" and graph_skips == 0),
+        # CUDA graphs ran: asked for on a GPU and inductor declined none; None: cannot tell (no counter)
+        "cuda_graphs": (None if graph_skips is None else graph_skips == 0) if cuda and mode == "reduce-overhead"
+        else False,
         "cudagraph_skips": graph_skips if mode == "reduce-overhead" else None,
         "data_fingerprint": data.fingerprint, "data_official": data.official,
         "host_malloc": hostmem.setting(),  # None: the C library's defaults

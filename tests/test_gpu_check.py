@@ -22,7 +22,7 @@ def gpu_check():
 
 @pytest.mark.slow
 def test_gpu_check_steps_run_on_cpu_at_toy_size(tmp_path, cifar_dir):
-    """~70 s on 2 cores, half of it one torch.compile of ResNet-20 (less with inductor's cache)."""
+    """~60 s on 2 quiet cores, half of it one torch.compile of ResNet-20 (less with inductor's cache)."""
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), str(tmp_path / "out"),
                            "--data", str(cifar_dir), "--device", "cpu", "--smoke"],
                           capture_output=True, text=True, timeout=600)

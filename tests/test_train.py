@@ -23,6 +23,7 @@ import labreport.train as train_mod
 from labreport import hostmem
 from labreport.config import TrainSpec, load_config
 from labreport.data import load_cifar10
+from labreport.errors import LabreportError
 from labreport.models import build_model, count_parameters
 from labreport.runner import run_matrix
 from labreport.store import RunStore, read_json
@@ -653,3 +654,25 @@ def test_compiled_training_agrees_with_eager(tmp_path, data, tiny):
 @pytest.mark.parametrize("setting, mode", [(False, None), (True, "default"), ("reduce-overhead", "reduce-overhead")])
 def test_compile_setting_to_torch_compile_mode(setting, mode):
     assert train_mod.compile_mode(setting) == mode
+
+
+@pytest.mark.parametrize("value, ok", [("false", False), ("true", True), ('"reduce-overhead"', "reduce-overhead"),
+                                       ('"max-autotune"', None), ("1", None), ('"true"', None)])
+def test_run_compile_takes_false_true_or_reduce_overhead(tmp_path, value, ok):
+    from labreport.errors import ConfigError
+
+    path = tmp_path / "e.toml"
+    path.write_text(f'[run]\ncompile = {value}\n[[experiment]]\nname = "a"\nmodel = "resnet20"\n')
+    if ok is None:
+        with pytest.raises(ConfigError, match=r"\[run\]: 'compile' must be one of false, true, \"reduce-overhead\""):
+            load_config(path)
+    else:
+        config = load_config(path)
+        assert config.run_options["compile"] == ok and type(config.run_options["compile"]) is type(ok)
+
+
+def test_device_identity_is_what_results_record():
+    """run --dry-run matches finished runs on (provenance.device_type, provenance.device)."""
+    assert train_mod.device_identity("cpu") == ("cpu", None)
+    with pytest.raises(LabreportError, match="unknown device"):
+        train_mod.device_identity("tpu:0")
