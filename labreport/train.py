@@ -323,7 +323,12 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
         # add at most one more shape): dynamic=False gives one graph per shape, no symbolic sizes.
         # Evaluation stays eager: 1000-image batches amortise the launches, and its other mode
         # (BN running statistics) and last partial batch would each compile again.
+        # Each run compiles as in a fresh process: a matrix of runs in one process would otherwise pile
+        # up graphs (each architecture, dropout rate, ... is another) up to dynamo's recompile limit,
+        # beyond which it silently runs eager, and keep every finished run's CUDA-graph memory pool.
         mode = compile_mode(options.compile)
+        if mode:
+            torch.compiler.reset()
         fwd = torch.compile(model, mode=mode, dynamic=False) if mode else model
         graph_skips0 = _cudagraph_skips() if mode == "reduce-overhead" else None
         params = [p for p in model.parameters() if p.requires_grad]
@@ -411,7 +416,8 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                 "test_loss": test_loss, "test_acc": test_acc, "train_time_s": train_time,
                 "epoch_time_s": time.perf_counter() - t0, "images_per_s": seen / train_time,
                 # over the steps that were taken (a skipped step's norm is inf)
-                "grad_norm_mean": gnorm_sum.item() / max(epoch_steps - n_skipped, 1), "grad_norm_max": gnorm_max.item(),
+                "grad_norm_mean": gnorm_sum.item() / max(epoch_steps - n_skipped, 1),
+                "grad_norm_max": gnorm_max.item(),
                 "steps": step,  # optimizer steps so far, this epoch and skipped steps included
                 "mem_alloc_mib": alloc, "mem_reserved_mib": reserved, "micro_batch": micro,
                 "precision": precision, "skipped_steps": n_skipped,  # skipped: fp16 overflows, not divergence
@@ -433,6 +439,9 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
 
     result = summarize(spec, history, status, diverged_at, diverged_reason)
     graph_skips = None if graph_skips0 is None or (now := _cudagraph_skips()) is None else now - graph_skips0
+    if mode:
+        del fwd
+        torch.compiler.reset()  # frees this run's graphs (and their CUDA memory pool) now
     result.update(provenance=provenance(device, data, precision, options, graph_skips), oom_events=oom_events,
                   params=count_parameters(model), steps=step,
                   skipped_steps=skipped_total + sum(h.get("skipped_steps", 0) for h in history),
