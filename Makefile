@@ -3,13 +3,14 @@
 #   make test      the test suite (CPU, no internet, a few minutes)
 #   make demo      quick CPU preview of the whole pipeline on the development copy of CIFAR-10
 #   make report    the full lab: every run of experiments.toml, then the report
+#   make messages  refresh the message catalogues after a template's text changed
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LABREPORT := $(VENV)/bin/labreport
 SHARED_DATA ?= ../shared/data/build_cifar10.py
 
-.PHONY: install test test-fast demo report data bench clean
+.PHONY: install test test-fast demo report data bench messages clean
 
 install: $(VENV)/.installed
 
@@ -35,11 +36,20 @@ data: install
 demo: data
 	$(LABREPORT) --runs demo/runs run --profile quick
 	@if $(LABREPORT) --help | grep -q ' build '; then \
-		$(LABREPORT) --runs demo/runs build --profile quick --out demo/report.pdf; fi
+		$(LABREPORT) --runs demo/runs build --profile quick --out demo/report.pdf --out demo/report.docx; fi
 
 report: data
 	$(LABREPORT) run
-	@if $(LABREPORT) --help | grep -q ' build '; then $(LABREPORT) build --out report.pdf; fi
+	@if $(LABREPORT) --help | grep -q ' build '; then $(LABREPORT) build --out report.pdf --out report.docx; fi
+
+# Every word of the report is in the templates (English) and in labreport/locale/<lang>/LC_MESSAGES/
+# labreport.po: extract them again and merge them into each catalogue; new messages then need a
+# translation (tests/test_i18n.py fails until every Russian one has it).
+messages: install
+	$(VENV)/bin/pybabel -q extract -F babel.cfg -k _ -k n_:1,2 --no-location --sort-output \
+		--project labreport --copyright-holder labreport -o labreport/locale/labreport.pot .
+	$(VENV)/bin/pybabel -q update -i labreport/locale/labreport.pot -d labreport/locale -D labreport \
+		--no-fuzzy-matching --ignore-obsolete
 
 bench: data
 	$(PY) bench/bench_train.py

@@ -308,29 +308,33 @@ def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
 @main.command()
 @profile_option
 @runs_option
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default="report.pdf",
-              show_default=True, help="the PDF to write")
+@click.option("--out", "-o", "outs", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              help="the report to write; the suffix picks the format: .pdf or .docx (editable in Word or "
+                   "LibreOffice); repeat for both  [default: report.pdf]")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="also write the HTML")
 @click.pass_obj
-def build(obj: Context, profile, out, html_out):
-    """Build the PDF report from the run store (no training, no data set needed).
+def build(obj: Context, profile, outs, html_out):
+    """Build the report from the run store (no training, no data set needed): a PDF, an editable
+    DOCX, or both, in the layout of ГОСТ 7.32 (language, title page and font: [report]).
 
     Missing or unfinished runs are marked as such. Figures (SVG, PNG) and summary.json,
-    every number the conclusions use, are written to REPORT_files/ next to the PDF.
+    every number the conclusions use, are written to REPORT_files/ next to the report.
 
     \b
     Example:
         labreport build --out report.pdf
+        labreport build --out report.pdf --out report.docx
         labreport build --profile quick --out preview.pdf --html preview.html
     """
     from .report import build as build_report
 
     config = obj.config(profile)
-    built = build_report(config, obj.store(config), out, html_out)
+    outs = outs or (Path("report.pdf"),)
+    built = build_report(config, obj.store(config), list(outs), html_out)
     for p in built.problems:
         click.echo(f"warning: {p}", err=True)
     c = built.study.counts
-    click.echo(f"wrote {out} ({c['done']} done, {c['diverged']} diverged, "
+    click.echo(f"wrote {', '.join(map(str, outs))} ({c['done']} done, {c['diverged']} diverged, "
                f"{c['partial'] + c['missing'] + c['failed']} not finished); figures and summary in {built.summary.parent}")
 
 

@@ -1,8 +1,9 @@
 """Results -> matplotlib Figures for the report (no torch; no I/O except `save_figure`).
 
-Every function takes what `analysis` computed (groups, success rates, resources) and returns a
-`matplotlib.figure.Figure`, or None when there is nothing to draw, so the report can skip the
-figure and say why. Figures are built with the object-oriented API only: no pyplot, no global
+Every function takes what `analysis` computed (groups, success rates, resources) and an
+`i18n.Lang` (the words come from the message catalogue, the numbers follow the language: "40 %"
+and decimal commas in Russian), and returns a `matplotlib.figure.Figure`, or None when there is
+nothing to draw, so the report can skip the figure and say why. Figures are built with the object-oriented API only: no pyplot, no global
 backend, rcParams changed only inside `rc_context`. Sizes fit an A4 text column (6.3 in wide);
 titles are left to the report's numbered captions. `save_figure` writes byte-identical SVG and
 PNG files for equal input, so a rebuilt report does not change when the results did not.
@@ -20,9 +21,10 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .analysis import Group, Resource
+from .labels import axis_name, init_name
 
 PAGE_WIDTH = 6.3  # inches: A4 minus 2 x 2.5 cm margins, minus a little
 MANY = 6  # more groups than this: test accuracy only, compact legend below
@@ -46,44 +48,12 @@ _RC = {
     "svg.fonttype": "path",  # glyphs as paths: renders the same without the font installed
 }
 
-LABELS = {
-    "ru": {
-        "epoch": "Эпоха", "accuracy": "Точность", "test_accuracy": "Точность на тесте",
-        "val": "валидация", "test": "тест", "epoch_time": "Время эпохи, с",
-        "peak_mem": "Пиковая память, МиБ", "threshold": "Порог", "na": "—", "na_cpu": "н/д на CPU",
-        "partial_runs": "неполный {k}/{n} запусков", "partial_epochs": "неполный {k}/{n} эпох",
-        "best_val": "Лучшая точность на валидации", "trained": "обучилась",
-        "not_trained": "не обучилась", "no_value": "расходимость / нет данных",
-        "trained_count": "обучилось: {k}/{n}", "cell_metric": "Точность на тесте, %",
-        "layer": "Номер слоя (по глубине)", "grad_norm": "‖∂L/∂W‖ слоя", "at_init": "При инициализации",
-        "after_steps": "После {k} шагов Adam", "depth": "глубина {d}", "init": "инициализация {i}",
-        "resnet": "ResNet", "plain": "плоская", "bn": "с BN", "nobn": "без BN",
-    },
-    "en": {
-        "epoch": "Epoch", "accuracy": "Accuracy", "test_accuracy": "Test accuracy",
-        "val": "validation", "test": "test", "epoch_time": "Epoch time, s",
-        "peak_mem": "Peak memory, MiB", "threshold": "Threshold", "na": "n/a", "na_cpu": "n/a on CPU",
-        "partial_runs": "partial {k}/{n} runs", "partial_epochs": "partial {k}/{n} epochs",
-        "best_val": "Best validation accuracy", "trained": "trained",
-        "not_trained": "not trained", "no_value": "diverged / no value",
-        "trained_count": "trained: {k}/{n}", "cell_metric": "Test accuracy, %",
-        "layer": "Layer (by depth)", "grad_norm": "‖∂L/∂W‖ of the layer", "at_init": "At initialisation",
-        "after_steps": "After {k} Adam steps", "depth": "depth {d}", "init": "init {i}",
-        "resnet": "ResNet", "plain": "plain", "bn": "BN", "nobn": "no BN",
-    },
-}
-
-FACTORS = {
-    "ru": {"dropout": "Dropout", "weight_decay": "Коэффициент L2 (weight decay)", "norm": "Нормализация",
-           "lr": "Скорость обучения", "batch_size": "Размер батча", "model": "Модель"},
-    "en": {"dropout": "Dropout", "weight_decay": "L2 coefficient (weight decay)", "norm": "Normalization",
-           "lr": "Learning rate", "batch_size": "Batch size", "model": "Model"},
-}
-_SHORT = {"weight_decay": "wd", "batch_size": "bs"}  # legend keys: the grid legend must stay compact
+_SHORT = {"weight_decay": "wd", "batch_size": "bs"}  # raw labels, where no human names are given
 
 
-def _t(lang: str, key: str) -> str:
-    return LABELS.get(lang, LABELS["en"])[key]
+def _pct_axis(L):
+    """Accuracy axis ticks as percentages in the report's language: 40 % / 40%."""
+    return FuncFormatter(lambda v, _pos: L.pct(v, 0))
 
 
 def _styled(fn):
@@ -125,20 +95,23 @@ def _mean_curve(runs: Sequence, key: str) -> tuple[list, list]:
     return epochs, [statistics.fmean(per_epoch[e]) for e in epochs]
 
 
-def _legend_label(g: Group, groups: Sequence[Group], lang: str, wrap: bool = False) -> str:
+def _legend_label(g: Group, groups: Sequence[Group], L, names=None, wrap: bool = False) -> str:
     """Grid coordinates only when every group is from one experiment; a marker when incomplete
     (on its own line with `wrap`, so that legend columns stay narrow)."""
-    if g.coords and len({x.experiment for x in groups}) == 1:
+    one_experiment = g.coords and len({x.experiment for x in groups}) == 1
+    if names is not None:
+        label = names.coords(g) if one_experiment else names(g)
+    elif one_experiment:
         label = ", ".join(f"{_SHORT.get(k, k)}={_fmt(v)}" for k, v in g.coords)
     else:
         label = g.label
     if not g.complete:
         if g.n_total > 1:
-            marker = _t(lang, "partial_runs").format(k=len(g.finished), n=g.n_total)
+            marker = L._("incomplete: %(k)s of %(n)s runs", k=len(g.finished), n=g.n_total)
         else:
             run = g.runs[0]
             done = max((h.get("epoch", 0) for h in run.history), default=0)
-            marker = _t(lang, "partial_epochs").format(k=done, n=run.spec.get("epochs", "?"))
+            marker = L._("incomplete: %(k)s of %(n)s epochs", k=done, n=run.spec.get("epochs", "?"))
         label += f"{chr(10) if wrap else ' '}({marker})"
     return label
 
@@ -158,7 +131,7 @@ def _styles(groups: Sequence[Group]) -> list[tuple]:
 
 
 @_styled
-def curves(groups: Sequence[Group], lang: str = "ru", title: str | None = None) -> Figure | None:
+def curves(groups: Sequence[Group], L, names=None, title: str | None = None) -> Figure | None:
     """Validation (dashed) and test (solid) accuracy per epoch, mean over each group's runs.
 
     More than MANY groups: test accuracy only, one style per group, legend below in columns.
@@ -173,7 +146,7 @@ def curves(groups: Sequence[Group], lang: str = "ru", title: str | None = None) 
     handles, any_val = [], False
     for g, (colour, ls) in zip(drawn, _styles(drawn)):
         runs = [r for r in g.runs if r.history]
-        label = _legend_label(g, drawn, lang, wrap=many)
+        label = _legend_label(g, drawn, L, names, wrap=many)
         ax.plot(*_mean_curve(runs, "test_acc"), color=colour, ls=ls if many else "-", lw=1.2)
         if not many:
             ve, vv = _mean_curve(runs, "val_acc")
@@ -182,12 +155,13 @@ def curves(groups: Sequence[Group], lang: str = "ru", title: str | None = None) 
                 any_val = True
         handles.append(Line2D([], [], color=colour, ls=ls if many else "-", lw=1.2, label=label))
     if not many:
-        handles.append(Line2D([], [], color="0.3", ls="-", lw=1.0, label=_t(lang, "test")))
+        handles.append(Line2D([], [], color="0.3", ls="-", lw=1.0, label=L._("test")))
         if any_val:
-            handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=_t(lang, "val")))
-    ax.set_xlabel(_t(lang, "epoch"))
-    ax.set_ylabel(_t(lang, "test_accuracy" if many else "accuracy"))
+            handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=L._("validation")))
+    ax.set_xlabel(L._("Epoch"))
+    ax.set_ylabel(L._("Test accuracy") if many else L._("Accuracy"))
     ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(_pct_axis(L))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ncol = 3 if many else min(len(handles), 4)
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
@@ -201,7 +175,7 @@ def curves(groups: Sequence[Group], lang: str = "ru", title: str | None = None) 
 # Two-factor grid
 # --------------------------------------------------------------------------------------------
 @_styled
-def heatmap(groups: Sequence[Group], row: str, col: str, lang: str = "ru") -> Figure | None:
+def heatmap(groups: Sequence[Group], row: str, col: str, L) -> Figure | None:
     """Mean test accuracy (at the validation-chosen epoch) over a row x col grid, in %.
 
     Cells average the groups at that grid point (other factors, if any, pooled); a cell with no
@@ -233,19 +207,21 @@ def heatmap(groups: Sequence[Group], row: str, col: str, lang: str = "ru") -> Fi
         for j in range(len(cols)):
             v = values[i, j]
             if math.isnan(v):
-                ax.text(j, i, _t(lang, "na"), ha="center", va="center", color="0.35")
+                ax.text(j, i, "—", ha="center", va="center", color="0.35")
             else:  # dark text on the light (yellow) end of viridis, light text elsewhere
                 dark = (v - lo) / (hi - lo) > 0.6
-                ax.text(j, i, f"{v:.1f}%", ha="center", va="center", color="0.1" if dark else "white")
-    ax.set_xticks(range(len(cols)), [_fmt(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [_fmt(r) for r in rows])
-    ax.set_xlabel(FACTORS.get(lang, FACTORS["en"]).get(col, col))
-    ax.set_ylabel(FACTORS.get(lang, FACTORS["en"]).get(row, row))
+                ax.text(j, i, L.pct(v / 100, 1), ha="center", va="center", color="0.1" if dark else "white")
+    ax.set_xticks(range(len(cols)), [L.sci(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [L.sci(r) for r in rows])
+    ax.set_xlabel(axis_name(col, L))
+    ax.set_ylabel(axis_name(row, L))
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
     cbar = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
-    cbar.set_label(_t(lang, "cell_metric"))
+    cbar.set_label(L._("Test accuracy"))
+    cbar.formatter = FuncFormatter(lambda v, _pos: L.pct(v / 100, 0))
+    cbar.update_ticks()
     cbar.outline.set_visible(False)
     return fig
 
@@ -257,7 +233,7 @@ PerRun = Sequence  # bnclaim.RunOutcome: .best_val, .trained
 
 
 @_styled
-def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, lang: str = "ru") -> Figure | None:
+def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, L) -> Figure | None:
     """Best validation accuracy of every seed, one column per arm, with the 'trained' threshold.
 
     Points are spread by their index in the arm (deterministic jitter). Filled circles trained,
@@ -283,19 +259,21 @@ def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, lang: str 
                 bad_pts.append((x + dx, acc))
             else:
                 other_pts.append((x + dx, acc))
-    ax.axhline(threshold, ls="--", lw=1.0, color="0.4", label=f"{_t(lang, 'threshold')} {threshold:g}")
-    for pts, kw, key in ((trained_pts, {"marker": "o", "color": PALETTE[0]}, "trained"),
-                         (other_pts, {"marker": "o", "facecolors": "none", "edgecolors": PALETTE[1]}, "not_trained"),
-                         (bad_pts, {"marker": "x", "color": PALETTE[3]}, "no_value")):
+    ax.axhline(threshold, ls="--", lw=1.0, color="0.4", label=L._("Threshold %(value)s", value=L.pct(threshold, 0)))
+    for pts, kw, text in ((trained_pts, {"marker": "o", "color": PALETTE[0]}, L._("trained")),
+                          (other_pts, {"marker": "o", "facecolors": "none", "edgecolors": PALETTE[1]},
+                           L._("did not train")),
+                          (bad_pts, {"marker": "x", "color": PALETTE[3]}, L._("diverged / no value"))):
         if pts:
             xs, ys = zip(*pts)
-            ax.scatter(xs, ys, s=22, linewidths=1.0, label=_t(lang, key), zorder=3, **kw)
-    ticks = [f"{label}\n{_t(lang, 'trained_count').format(k=sum(o.trained for o in pr), n=len(pr))}"
+            ax.scatter(xs, ys, s=22, linewidths=1.0, label=text, zorder=3, **kw)
+    ticks = [label + "\n" + L._("trained: %(k)s of %(n)s", k=sum(o.trained for o in pr), n=len(pr))
              for label, pr in arms]
     ax.set_xticks(range(len(arms)), ticks)
     ax.set_xlim(-0.5, len(arms) - 0.5)
     ax.set_ylim(-0.03, 1.0)
-    ax.set_ylabel(_t(lang, "best_val"))
+    ax.set_ylabel(L._("Best validation accuracy"))
+    ax.yaxis.set_major_formatter(_pct_axis(L))
     fig.legend(loc="outside lower center", ncol=2, frameon=False)
     return fig
 
@@ -309,12 +287,12 @@ def _compact(label: str) -> str:
     return label.replace("[", " [")
 
 
-def _bar_panel(ax, values: list, fmt: str, na: str) -> None:
+def _bar_panel(ax, values: list, fmt) -> None:
     y = np.arange(len(values))
     ax.barh(y, [v if _finite(v) else 0 for v in values], color=PALETTE[0], height=0.65)
     top = max((v for v in values if _finite(v)), default=1.0) or 1.0
     for yi, v in zip(y, values):
-        ax.text((v if _finite(v) else 0) + 0.02 * top, yi, fmt.format(v) if _finite(v) else na,
+        ax.text((v if _finite(v) else 0) + 0.02 * top, yi, fmt(v) if _finite(v) else "—",
                 va="center", fontsize=7, color="0.2" if _finite(v) else "0.5")
     ax.set_xlim(0, top * 1.25)
     ax.set_axisbelow(True)  # grid lines behind the bars
@@ -323,28 +301,28 @@ def _bar_panel(ax, values: list, fmt: str, na: str) -> None:
 
 
 @_styled
-def resources_chart(rows: Sequence[Resource], lang: str = "ru") -> Figure | None:
+def resources_chart(rows: Sequence[Resource], L, names=None) -> Figure | None:
     """Seconds per epoch and peak device memory per group: two horizontal bar panels."""
     rows = list(rows)
     if not rows or all(not _finite(r.epoch_time_s) and not _finite(r.peak_mem_mib) for r in rows):
         return None
     fig = Figure(figsize=(PAGE_WIDTH, 0.2 * len(rows) + 1.0), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
-    _bar_panel(left, [r.epoch_time_s for r in rows], "{:.1f}", _t(lang, "na"))
-    left.set_xlabel(_t(lang, "epoch_time"))
-    left.set_yticks(range(len(rows)), [_compact(r.label) for r in rows])
+    _bar_panel(left, [r.epoch_time_s for r in rows], lambda v: L.dec(v, 1))
+    left.set_xlabel(L._("Epoch time, s"))
+    left.set_yticks(range(len(rows)), [names.of(r.label) if names else _compact(r.label) for r in rows])
     left.invert_yaxis()
     mem = [r.peak_mem_mib for r in rows]
     if any(_finite(m) for m in mem):
-        _bar_panel(right, mem, "{:.0f}", _t(lang, "na"))
+        _bar_panel(right, mem, L.int)
     else:
-        right.text(0.5, 0.5, _t(lang, "na_cpu"), transform=right.transAxes, ha="center", va="center",
+        right.text(0.5, 0.5, L._("not measured on a CPU"), transform=right.transAxes, ha="center", va="center",
                    color="0.4", fontsize=9)
         right.set_xticks([])
         right.grid(False)
         for spine in right.spines.values():
             spine.set_visible(False)
-    right.set_xlabel(_t(lang, "peak_mem"))
+    right.set_xlabel(L._("Peak memory, MiB"))
     right.tick_params(axis="y", length=0, labelleft=False)
     return fig
 
@@ -366,7 +344,7 @@ def _positive(values) -> list[float]:
 
 
 @_styled
-def gradient_flow(measurement: dict, lang: str = "ru") -> Figure | None:
+def gradient_flow(measurement: dict, L) -> Figure | None:
     """||dL/dW|| per layer against its depth, log scale: at initialisation (left) and after the
     training steps (right), one row per measured depth. Colour: the network (ResNet / plain, with or
     without BN); line style: the init. `measurement` is gradflow.cached(...); None when it is empty."""
@@ -390,17 +368,17 @@ def gradient_flow(measurement: dict, lang: str = "ru") -> Figure | None:
                 colour = PALETTE[GRADFLOW_NETWORKS.index((fam, c["norm"]))]
                 ys = _positive(res[key])
                 ax.plot(range(1, len(ys) + 1), ys, color=colour, ls=INIT_STYLES.get(c["init"], ":"), lw=1.1)
-            title = _t(lang, "at_init") if col == 0 else _t(lang, "after_steps").format(k=steps)
-            ax.set_title(f"{title}, {_t(lang, 'depth').format(d=depth)}" if len(depths) > 1 else title)
+            title = L._("At initialisation") if col == 0 else L._("After %(k)s Adam steps", k=steps)
+            ax.set_title(L._("%(title)s, depth %(d)s", title=title, d=depth) if len(depths) > 1 else title)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if row == len(depths) - 1:
-                ax.set_xlabel(_t(lang, "layer"))
-        axes[row][0].set_ylabel(_t(lang, "grad_norm"))
+                ax.set_xlabel(L._("Layer (by depth)"))
+        axes[row][0].set_ylabel(L._("‖∂L/∂W‖ of the layer"))
     handles = [Line2D([], [], color=PALETTE[i], lw=1.5,
-                      label=f"{_t(lang, fam)}, {_t(lang, 'bn' if norm == 'batch' else 'nobn')}")
+                      label=("ResNet" if fam == "resnet" else L._("plain")) + ", "
+                      + ("BN" if norm == "batch" else L._("no BN")))
                for i, (fam, norm) in enumerate(GRADFLOW_NETWORKS)]
-    handles += [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=_t(lang, "init").format(i=i))
-                for i in inits]
+    handles += [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=init_name(i, L)) for i in inits]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     return fig
 

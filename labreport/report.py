@@ -1,9 +1,10 @@
-"""Conclusions + figures + templates -> HTML -> PDF.
+"""Conclusions + figures + templates -> HTML -> PDF and DOCX.
 
-`build` reads only experiments.toml and the run store: no training, no data set, no torch.
-Every user string reaches the HTML through Jinja's autoescaping, and WeasyPrint fetches only
-files under the report's own folders (its figures, the templates, the bundled fonts): no network,
-no other `file://` path.
+`build` reads only experiments.toml and the run store: no training, no data set, no torch. The
+templates (Jinja, one per section, every word in the message catalogues) render one HTML
+document: the report's content model. The PDF is that HTML laid out by WeasyPrint (pdf.py), the
+DOCX the same HTML written by docx.py, so both carry the same sentences, tables and figures.
+Every user string reaches the HTML through Jinja's autoescaping.
 """
 
 from __future__ import annotations
@@ -13,30 +14,56 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, is_dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from . import __version__
+from . import __version__, labels as lb
 from .analysis import Study, conclude
 from .catalog import CATALOG
 from .config import Config
+from .errors import LabreportError
+from .i18n import Lang
+from .references import Citations, access_date
 from .results import RunView, collect
 from .store import RunStore, atomic_write_bytes, atomic_write_json
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-TEMPLATES_DIR = PACKAGE_DIR.parent / "templates"  # the shipped templates, top level of the checkout
-FONTS_DIR = PACKAGE_DIR / "assets" / "fonts"
+FORMATS = (".pdf", ".docx")
 
-TASK_TITLES = {
-    "ru": {"3": "ResNet-18 против базовой CNN (задание 3)", "4": "ResNet-20: dropout и L2-регуляризация (задание 4)",
-           "5": "ResNet-110 с BatchNorm и без него (задание 5)", "": "Дополнительные эксперименты",
-           "paper": "Рецепт статьи: ResNet-20…110 (He et al. 2015, раздел 4.2)"},
-    "en": {"3": "ResNet-18 against the CNN baseline (task 3)", "4": "ResNet-20: dropout and L2 regularization (task 4)",
-           "5": "ResNet-110 with and without BatchNorm (task 5)", "": "Additional experiments",
-           "paper": "The paper's recipe: ResNet-20…110 (He et al. 2015, section 4.2)"},
+
+def package_dir(*parts: str) -> Path:
+    """A folder of labreport's package data (templates, fonts, catalogues), in a checkout or a wheel."""
+    return Path(str(resources.files("labreport").joinpath(*parts)))
+
+
+TEMPLATES_DIR = package_dir("templates")
+FONTS_DIR = package_dir("assets", "fonts")
+
+
+@dataclass(frozen=True)
+class FontSet:
+    regular: str
+    bold: str
+    italic: str
+    bold_italic: str
+    mono: str
+
+
+# [report] font: the bundled families. Liberation Serif is metric-compatible with Times New Roman,
+# which ГОСТ 7.32-2017 (6.1.1) names; the DOCX asks for Times New Roman itself (see docx.py).
+FONTS = {
+    "Liberation Serif": FontSet("LiberationSerif-Regular.ttf", "LiberationSerif-Bold.ttf",
+                                "LiberationSerif-Italic.ttf", "LiberationSerif-BoldItalic.ttf",
+                                "LiberationMono-Regular.ttf"),
+    "DejaVu Serif": FontSet("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf",
+                            "DejaVuSerif-Bold.ttf", "DejaVuSans.ttf"),
 }
+
+
+class PackageDataError(LabreportError):
+    """A template, catalogue or font of the installation is missing or unreadable (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -54,23 +81,93 @@ class _NoResult(dict):
         return None
 
 
+@dataclass(frozen=True)
+class Section:
+    level: int
+    number: str  # "3.2"; "" for the structural elements (CONTENTS, REFERENCES, APPENDIX A)
+    title: str
+    structural: bool = False
+
+
+def task_title(task: str, L: Lang) -> str:
+    titles = {"3": L._("ResNet-18 against the baseline CNN (task 3)"),
+              "4": L._("ResNet-20: dropout and L2 regularisation (task 4)"),
+              "5": L._("ResNet-110 with and without BatchNorm (task 5)"),
+              "": L._("Additional experiments"),
+              "paper": L._("The paper's recipe: ResNet-20…110 (He et al. 2015, section 4.2)")}
+    return titles.get(task, L._("Task %(task)s", task=task))
+
+
+def outline(study: Study, L: Lang) -> dict[str, Section]:
+    """Every heading of the report, numbered: the contents and the section templates both read it.
+    The main sections follow the lab's own list of contents."""
+    s: dict[str, Section] = {
+        "goal": Section(1, "1", L._("Goal of the work and statement of the problem")),
+        "theory": Section(2, "1.1", L._("The residual block and the bottleneck")),
+        "method": Section(1, "2", L._("Method of the study")),
+        "data": Section(2, "2.1", L._("Data")),
+        "models": Section(2, "2.2", L._("Architectures")),
+        "training": Section(2, "2.3", L._("Training and hyperparameters")),
+        "statistics": Section(2, "2.4", L._("Telling effects from noise")),
+        "hardware": Section(2, "2.5", L._("Hardware and software")),
+        "results": Section(1, "3", L._("Results of the study, task by task")),
+    }
+    n = 0
+    for t in study.tasks:
+        n += 1
+        s[f"task-{t.task or 'extra'}"] = Section(2, f"3.{n}", task_title(t.task, L))
+    if study.paper:
+        n += 1
+        s["paper"] = Section(2, f"3.{n}", L._("Comparison with He et al. 2015 (table 6)"))
+    if study.ranking:
+        n += 1
+        s["best"] = Section(2, f"3.{n}", L._("The best result (task 6)"))
+    s["cost"] = Section(2, f"3.{n + 1}", L._("The cost of training"))
+    s["conclusions"] = Section(1, "4", L._("Conclusions"))
+    s["references"] = Section(1, "", L._("REFERENCES"), structural=True)
+    s["appendix-a"] = Section(1, "", L._("APPENDIX %(letter)s", letter=L._("A")), structural=True)
+    return s
+
+
 class Numbering:
-    """Figures and tables numbered in order of first appearance ("Рисунок 3 – ...")."""
+    """Figures, tables and formulas numbered in the order of their first mention ("Рисунок 3 –",
+    "таблица 2", "(1)"); tables of appendix A as "А.1" (ГОСТ 7.32-2017, 6.5-6.7)."""
 
-    def __init__(self):
-        self.counts: dict[str, dict[str, int]] = {"figure": {}, "table": {}}
+    APPENDIX = ("all-runs",)  # tables that live in appendix A
 
-    def __call__(self, kind: str, name: str) -> int:
-        seen = self.counts[kind]
-        return seen.setdefault(name, len(seen) + 1)
+    def __init__(self, L: Lang):
+        self.L = L
+        self.seen: dict[str, dict[str, int]] = {"figure": {}, "table": {}, "appendix": {}, "eq": {}}
+
+    def number(self, kind: str, name: str) -> str:
+        if kind == "table" and name in self.APPENDIX:
+            seen = self.seen["appendix"]
+            letter = self.L._("A")  # appendix A's letter: А in Russian (ГОСТ 7.32 6.14)
+            return f"{letter}.{seen.setdefault(name, len(seen) + 1)}"
+        seen = self.seen[kind]
+        return str(seen.setdefault(name, len(seen) + 1))
+
+    def fig_label(self, name): return self.L._("Figure %(n)s", n=self.number("figure", name))
+    def fig_ref(self, name): return _ref(self.L._("figure %(n)s", n=self.number("figure", name)))
+    def tab_label(self, name): return self.L._("Table %(n)s", n=self.number("table", name))
+    def tab_ref(self, name): return _ref(self.L._("table %(n)s", n=self.number("table", name)))
+    def tab_continued(self, name): return self.L._("Continuation of table %(n)s", n=self.number("table", name))
+    def eq(self, name): return self.number("eq", name)
+
+
+def _ref(text: str):
+    """A reference in the text ("рисунок 3"): never hyphenated, never broken between the word and its number."""
+    from markupsafe import Markup, escape
+
+    return Markup('<span class="ref">{}</span>').format(escape(text).replace(" ", "\u00a0"))
 
 
 # --------------------------------------------------------------------------------------------
-def make_figures(study: Study, out_dir: Path, lang: str, gradflow: dict | None = None) -> dict[str, FigureRef]:
+def make_figures(study: Study, out_dir: Path, L: Lang, names: lb.Labels,
+                 gradflow: dict | None = None) -> dict[str, FigureRef]:
     """Render every figure the study (and the gradient-flow measurement, if any) has data for."""
     from . import figures as F
 
-    ru = lang == "ru"
     refs: dict[str, FigureRef] = {}
 
     def add(name, fig, caption):
@@ -79,30 +176,31 @@ def make_figures(study: Study, out_dir: Path, lang: str, gradflow: dict | None =
             refs[name] = FigureRef(name, caption, paths["svg"], paths["png"])
 
     for t in study.tasks:
-        title = TASK_TITLES[lang].get(t.task, (f"задание {t.task}" if ru else f"task {t.task}"))
-        add(f"curves_{t.task or 'extra'}", F.curves(t.groups, lang=lang),
-            (f"Точность на валидации и тесте по эпохам: {title}" if ru
-             else f"Validation and test accuracy per epoch: {title}"))
+        title = task_title(t.task, L)
+        add(f"curves_{t.task or 'extra'}", F.curves(t.groups, L, names),
+            L._("Validation and test accuracy per epoch: %(title)s", title=title))
         if t.heatmap:
             row, col = t.heatmap
-            add(f"heatmap_{t.task or 'extra'}", F.heatmap(t.groups, row, col, lang=lang),
-                (f"Точность на тесте (эпоха выбрана по валидации) в зависимости от {row} и {col}" if ru
-                 else f"Test accuracy (epoch chosen on validation) over {row} x {col}"))
+            add(f"heatmap_{t.task or 'extra'}", F.heatmap(t.groups, row, col, L),
+                L._("Test accuracy (epoch chosen on validation) by %(row)s and %(col)s",
+                    row=lb.factor_name(row, L), col=lb.factor_name(col, L)))
     arms = [a for c in study.bn for a in (c.control, *c.arms) if a is not None]
     if arms:
-        add("bn_seeds", F.seeds_strip([(a.label, a.per_run) for a in arms], study.threshold, lang=lang),
-            ("Лучшая точность на валидации по зёрнам, с BatchNorm и без; пунктир – порог «обучилась»" if ru
-             else "Best validation accuracy per seed, with and without BatchNorm; dashed: the 'trained' threshold"))
-    add("resources", F.resources_chart(study.resources, lang=lang),
-        "Время эпохи и пиковая память по моделям" if ru else "Time per epoch and peak memory per model")
+        add("bn_seeds", F.seeds_strip([(_arm_label(a, L), a.per_run) for a in arms], study.threshold, L),
+            L._("Best validation accuracy of every seed, with and without BatchNorm; dashed: the threshold of "
+                "“trained”"))
+    add("resources", F.resources_chart(study.resources, L, names),
+        L._("Time per epoch and peak device memory per configuration"))
     if gradflow and gradflow["cells"]:
-        k = gradflow["settings"]["steps"]
-        add("gradflow", F.gradient_flow(gradflow, lang=lang),
-            (f"Норма градиента ‖∂L/∂W‖ по слоям (логарифмическая шкала) при инициализации и после {k} шагов Adam; "
-             "цвет – сеть, тип линии – инициализация; разрыв линии – градиент 0 в float32" if ru else
-             f"Gradient norm ‖∂L/∂W‖ per layer (log scale) at initialisation and after {k} Adam steps; "
-             "colour: the network, line style: the init; a gap: a gradient of 0 in float32"))
+        add("gradflow", F.gradient_flow(gradflow, L),
+            L._("Gradient norm ‖∂L/∂W‖ per layer (log scale) at initialisation and after %(k)s Adam steps; "
+                "colour: the network, line style: the initialisation; a gap: a gradient of 0 in float32",
+                k=gradflow["settings"]["steps"]))
     return refs
+
+
+def _arm_label(a, L: Lang) -> str:
+    return ("BN" if a.norm == "batch" else L._("no BN")) + ", " + lb.init_name(a.init, L)
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,27 +216,32 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def summary(study: Study, gradflow: dict | None = None) -> dict:
-    """Every number the conclusions use, machine-readable (no per-epoch histories)."""
+def summary(study: Study, gradflow: dict | None = None, names: lb.Labels | None = None) -> dict:
+    """Every number the conclusions use, machine-readable (no per-epoch histories): raw labels and
+    grid coordinates, with the human label beside them."""
+
+    def human(label):
+        return names.of(label) if names else label
 
     def group(g):
-        return {"label": g.label, "experiment": g.experiment, "task": g.task, "model": g.model,
-                "coords": dict(g.coords), "runs": g.n_total, "finished": len(g.finished),
+        return {"label": g.label, "name": human(g.label), "experiment": g.experiment, "task": g.task,
+                "model": g.model, "coords": dict(g.coords), "runs": g.n_total, "finished": len(g.finished),
                 "mean_test_acc": g.mean, "std_test_acc": g.std, "values": list(g.values),
                 "keys": [r.key for r in g.runs]}
 
     def best(r):
         return None if r is None else {
-            "labels": [r.best.label], "mean_test_acc": r.best.mean, "considered": r.considered,
-            "ties": [g.label for g in r.ties], "untested": [g.label for g in r.untested], "alpha": r.alpha,
+            "labels": [r.best.label], "name": human(r.best.label), "mean_test_acc": r.best.mean,
+            "considered": r.considered, "ties": [g.label for g in r.ties], "untested": [g.label for g in r.untested],
+            "alpha": r.alpha,
             "comparisons": [{"label": c.other.label, "diff": c.diff, "test": c.test, "p": c.p, "p_holm": c.p_adj,
-                             "detectable": c.detectable} for c in r.comparisons]}
+                             "detectable": c.detectable, "paired": c.paired} for c in r.comparisons]}
 
     def effect(e):
         return {"factor": e.factor, "levels": e.levels, "best_level": e.best_level, "worst_level": e.worst_level,
                 "spread": e.spread, "detected": e.detected, "detectable": e.detectable,
-                "tests": [{"level": t.level, "diff": t.diff, "test": t.test, "p": t.p, "p_holm": t.p_adj}
-                          for t in e.tests]}
+                "tests": [{"level": t.level, "diff": t.diff, "test": t.test, "p": t.p, "p_holm": t.p_adj,
+                           "paired": t.paired} for t in e.tests]}
 
     def claim(c):
         return {"model": c.model, "control": c.control, "control_trains": c.control_trains, "arms": c.arms,
@@ -146,7 +249,7 @@ def summary(study: Study, gradflow: dict | None = None) -> dict:
 
     return _jsonable({
         "labreport": __version__, "counts": study.counts,
-        "metric": "test accuracy at the epoch of best validation accuracy",
+        "metric": "test accuracy at the epoch of best validation accuracy", "alpha": study.alpha,
         "best": best(study.ranking),
         "tasks": [{"task": t.task, "best": best(t.ranking), "factors": [effect(e) for e in t.factors],
                    "heatmap": t.heatmap, "groups": [group(g) for g in t.groups]} for t in study.tasks],
@@ -158,19 +261,39 @@ def summary(study: Study, gradflow: dict | None = None) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-def _env(config: Config) -> jinja2.Environment:
+def user_templates(config: Config) -> Path | None:
+    folder = config.report.get("templates")
+    return (config.base_dir / folder) if folder else None
+
+
+def language(config: Config) -> Lang:
+    """The report's language, with the user's catalogues (<templates>/locale) looked up first."""
+    user = user_templates(config)
+    return Lang(config.report.get("language", "ru"), (user / "locale",) if user else ())
+
+
+def _env(config: Config, L: Lang) -> jinja2.Environment:
     loaders = []
-    user = config.report.get("templates")
-    if user:
-        loaders.append(jinja2.FileSystemLoader(str(config.base_dir / user)))
+    if (user := user_templates(config)) is not None:
+        loaders.append(jinja2.FileSystemLoader(str(user)))
     loaders.append(jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
-    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True, extensions=["jinja2.ext.do"],
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = lambda v, d=1: "—" if v is None else f"{100 * v:.{d}f}"
-    env.filters["num"] = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"
-    env.filters["sci"] = lambda v: "—" if v is None else (f"{v:g}")
-    env.filters["sig"] = lambda v, d=3: "—" if v is None else f"{v:.{d}g}"  # significant digits
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True,
+                             extensions=["jinja2.ext.do", "jinja2.ext.i18n"],
+                             undefined=jinja2.StrictUndefined, lstrip_blocks=True)  # no trim_blocks: a line
+    # break after a tag stays white space, so sentences on consecutive template lines keep their space
+    env.policies["ext.i18n.trimmed"] = True  # a message is one line, whatever the template's line breaks
+    env.install_gettext_translations(L.t, newstyle=True)
+    env.filters.update(
+        pct=L.pct, pct_pm=L.pct_pm, dec=L.dec, grouped=L.int, pts=L.pts, sci=L.sci, sig=L.sig, pval=L.p,
+        signed=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.dec(abs(v), d),
+        signed_pts=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.pts(abs(v), d),
+        model_name=lambda m: lb.model_name(m, L), optimizer_name=lb.optimizer_name,
+        test_word=lambda t: _test_word(t, L))
     return env
+
+
+def _test_word(t: str, L: Lang) -> str:
+    return {"mcnemar": L._("McNemar's exact test"), "welch": L._("Welch's t-test")}.get(t, "—")
 
 
 def _provenance(views: list[RunView]) -> dict:
@@ -225,109 +348,127 @@ def gradflow_context(config: Config, store: RunStore) -> tuple[dict | None, dict
     return measurement, ctx
 
 
+def report_fields(config: Config, L: Lang) -> dict:
+    """[report] with its defaults: the ministry line of a Russian university's title page unless
+    set (an empty string leaves it out), the font and its sizes (ГОСТ: 12 pt in tables and captions)."""
+    r = {k: "" for k in ("title", "university", "faculty", "department", "discipline", "lab_number", "student",
+                         "group", "teacher", "teacher_position", "city", "year", "author")}
+    r["ministry"] = L._("Ministry of Science and Higher Education of the Russian Federation")
+    r.update(config.report)
+    return r
+
+
+def font_context(config: Config) -> dict:
+    name = config.report.get("font", "Liberation Serif")
+    size = int(config.report.get("font_size", 14))
+    return {**asdict(FONTS[name]), "family": name, "size": size, "size_table": min(size, 12), "size_small": 12}
+
+
 def render_html(config: Config, study: Study, views: list[RunView], figures: dict[str, FigureRef],
-                lang: str, gradflow: dict | None = None) -> str:
-    env = _env(config)
-    report = {"language": lang, **config.report}
-    return env.get_template("report.html.j2").render(
-        r=report, lang=lang, study=study, views=views, figures=figures, num=Numbering(),
-        task_titles=TASK_TITLES[lang], catalog=CATALOG, provenance=_provenance(views),
-        config=config, fonts_dir=FONTS_DIR.as_uri(), version=__version__,
-        experiments=experiment_rows(config), no_result=_NoResult(),
+                L: Lang, gradflow: dict | None = None) -> str:
+    env = _env(config, L)
+    names = lb.Labels(study.groups, L)
+    num = Numbering(L)
+    citations = Citations(L, access_date(config.report.get("accessed", "")))
+    context = dict(
+        r=report_fields(config, L), lang=L.code, outline=outline(study, L), study=study, views=views,
+        figures=figures, catalog=CATALOG, provenance=_provenance(views), config=config, version=__version__,
+        experiments=experiment_rows(config), no_result=_NoResult(), fonts_dir=FONTS_DIR.as_uri(),
+        font=font_context(config),
         gradflow=gradflow or {"enabled": False, "facts": None, "lab_inits": [], "nobn_inits": []},
+        cite=citations.cite, cited=citations.cited,
+        fig_label=num.fig_label, fig_ref=num.fig_ref, tab_label=num.tab_label, tab_ref=num.tab_ref,
+        tab_continued=num.tab_continued, eq=num.eq,
+        lbl=names, lbl_of=names.of, fval=lambda f, v: lb.factor_value(f, v, L), fname=lambda f: lb.factor_name(f, L),
+        init_name=lambda i: lb.init_name(i, L), model_name=lambda m: lb.model_name(m, L),
+        model_description=lambda m: lb.model_description(m, L), test_word=lambda t: _test_word(t, L),
     )
+    env.filters["lbl"] = names
+    try:
+        return env.get_template("report.html.j2").render(**context)
+    except jinja2.TemplateNotFound as e:
+        raise PackageDataError(f"template {e.name} not found in {TEMPLATES_DIR}"
+                               + (f" or {user_templates(config)}" if user_templates(config) else "")
+                               + ": reinstall labreport, or restore the file") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise PackageDataError(f"template {e.filename or e.name}, line {e.lineno}: {e.message}") from None
 
 
 # --------------------------------------------------------------------------------------------
-class _LocalOnlyFetcher:
-    """WeasyPrint URL fetcher that serves files under the allowed folders and nothing else."""
-
-    def __init__(self, roots: list[Path]):
-        self.roots = [r.resolve() for r in roots]
-
-    def __call__(self, url: str, *args, **kwargs):
-        return self.fetch(url)
-
-    def fetch(self, url: str, headers=None):
-        from urllib.parse import unquote, urlparse
-
-        from weasyprint.urls import URLFetcherResponse
-
-        parsed = urlparse(url)
-        if parsed.scheme == "data":  # inline bytes (matplotlib embeds heatmap pixels this way): no I/O
-            from weasyprint.urls import URLFetcher
-
-            return URLFetcher(allowed_protocols={"data"}).fetch(url, headers)
-        if parsed.scheme != "file":
-            raise ValueError(f"blocked: {parsed.scheme or 'relative'} URL {url[:80]!r} (the report loads only its own files)")
-        path = Path(unquote(parsed.path)).resolve()
-        if not any(path.is_relative_to(r) for r in self.roots):
-            raise ValueError(f"blocked: {path} is outside the report's folders")
-        return URLFetcherResponse(url, body=path.read_bytes(), headers={"Content-Type": _mime(path)})
-
-
-def _mime(path: Path) -> str:
-    return {".svg": "image/svg+xml", ".png": "image/png", ".ttf": "font/ttf", ".css": "text/css"}.get(
-        path.suffix.lower(), "application/octet-stream")
-
-
-def write_pdf(html: str, out: Path, allowed: list[Path], base_url: Path) -> None:
-    """Render to a temporary file and rename: a failed build leaves the previous PDF intact."""
-    import weasyprint
-
-    doc = weasyprint.HTML(string=html, base_url=base_url.as_uri() + "/", url_fetcher=_LocalOnlyFetcher(allowed))
-    # fontTools stamps the embedded font subsets with the current time unless SOURCE_DATE_EPOCH is
-    # set; a fixed stamp (and a fixed PDF id) makes two builds of the same results byte-identical.
-    old = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = old or "0"
-    try:
-        pdf = doc.write_pdf(pdf_identifier=b"labreport")
-    finally:
-        if old is None:
-            del os.environ["SOURCE_DATE_EPOCH"]
-    atomic_write_bytes(out, pdf)
-
-
 @dataclass(frozen=True)
 class Built:
-    pdf: Path | None
+    outputs: tuple[Path, ...]
     html: Path | None
     summary: Path
     figures: dict[str, FigureRef]
     study: Study
     problems: tuple[str, ...]
 
+    @property
+    def pdf(self) -> Path | None:
+        return next((p for p in self.outputs if p.suffix.lower() == ".pdf"), None)
 
-def build(config: Config, store: RunStore, out: Path | None = Path("report.pdf"), html_out: Path | None = None) -> Built:
-    """Figures, HTML and PDF from the store. A build that fails on the way changes nothing: the
-    figures are drawn into a staging folder and the PDF is rendered from there; only then are the
+
+def check_outputs(outputs) -> tuple[Path, ...]:
+    outs = tuple(Path(o) for o in outputs)
+    for o in outs:
+        if o.suffix.lower() not in FORMATS:
+            raise LabreportError(f"--out {o}: the suffix picks the format: .pdf or .docx")
+    return outs
+
+
+def build(config: Config, store: RunStore, out: Path | tuple | list | None = Path("report.pdf"),
+          html_out: Path | None = None) -> Built:
+    """The report from the store, as every file of `out` (.pdf and/or .docx) and, with html_out,
+    its HTML. A build that fails on the way changes nothing: the figures are drawn into a staging
+    folder, every document is rendered in memory, and only then are the documents written, the
     figures moved into <report>_files/, the HTML written (pointing at them), and summary.json last."""
-    lang = config.report.get("language", "ru")
+    outputs = check_outputs([out] if isinstance(out, (str, Path)) else (out or ()))
+    L = language(config)
     views = collect(config, store)
     study = conclude(views, config.analysis["trained_threshold"], config.analysis["claim_rate"],
                      config.analysis["confidence"], config.analysis["alpha"])
-    anchor = out if out is not None else html_out
+    names = lb.Labels(study.groups, L)
+    anchor = outputs[0] if outputs else html_out
     assets = anchor.resolve().parent / f"{anchor.stem}_files"  # figures and the summary, next to the report
     assets.parent.mkdir(parents=True, exist_ok=True)
     measurement, flow = gradflow_context(config, store)
     staging = Path(tempfile.mkdtemp(dir=assets.parent, prefix=f".{assets.name}."))  # same file system: renames
     try:
-        staged = make_figures(study, staging, lang, measurement)
-        if out is not None:
-            roots = [staging, TEMPLATES_DIR, FONTS_DIR]
-            if config.report.get("templates"):
-                roots.append(config.base_dir / config.report["templates"])
-            write_pdf(render_html(config, study, views, staged, lang, flow), out, roots, staging)
+        staged = make_figures(study, staging, L, names, measurement)
+        rendered: dict[Path, bytes] = {}
+        if outputs:
+            html = render_html(config, study, views, staged, L, flow)
+            for o in outputs:
+                rendered[o] = _render(o, html, config, staging)
+        for o, data in rendered.items():
+            atomic_write_bytes(o, data)
         figures = _publish(staged, assets)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if html_out is not None:
-        atomic_write_bytes(html_out, render_html(config, study, views, figures, lang, flow).encode())
-    # last: a build that fails on the way leaves the previous summary with the previous PDF
+        atomic_write_bytes(html_out, render_html(config, study, views, figures, L, flow).encode())
+    # last: a build that fails on the way leaves the previous summary with the previous report
     summary_path = assets / "summary.json"
-    atomic_write_json(summary_path, summary(study, flow["facts"]))
+    atomic_write_json(summary_path, summary(study, flow["facts"], names))
     problems = tuple(f"{v.label}: {p}" for v in views for p in v.problems)
-    return Built(out, html_out, summary_path, figures, study, problems)
+    return Built(outputs, html_out, summary_path, figures, study, problems)
+
+
+def _render(out: Path, html: str, config: Config, staging: Path) -> bytes:
+    if out.suffix.lower() == ".docx":
+        from .docx import docx_bytes
+
+        return docx_bytes(html, font_context(config), allowed=[staging])
+    from .pdf import pdf_bytes
+
+    roots = [staging, TEMPLATES_DIR, FONTS_DIR]
+    if (user := user_templates(config)) is not None:
+        roots.append(user)
+    missing = [f for f in asdict(FONTS[font_context(config)["family"]]).values() if not (FONTS_DIR / f).is_file()]
+    if missing:
+        raise PackageDataError(f"font file {FONTS_DIR / missing[0]} is missing: reinstall labreport")
+    return pdf_bytes(html, roots, staging)
 
 
 def _publish(staged: dict[str, FigureRef], assets: Path) -> dict[str, FigureRef]:

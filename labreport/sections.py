@@ -16,11 +16,15 @@ from typing import Any
 from .errors import ConfigError
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # never in a path, a device name or a partition
-REPORT_KEYS = {  # the title page's fields and the report's language and templates
-    "title": str, "university": str, "department": str, "discipline": str, "lab_number": (int, str),
-    "student": str, "group": str, "teacher": str, "city": str, "year": (int, str),
-    "language": str, "templates": str, "author": str,
+REPORT_KEYS = {  # the title page's fields, the report's language, templates and font
+    "title": str, "university": str, "faculty": str, "department": str, "discipline": str,
+    "lab_number": (int, str), "student": str, "group": str, "teacher": str, "teacher_position": str,
+    "city": str, "year": (int, str), "ministry": str, "language": str, "templates": str, "author": str,
+    "font": str, "font_size": int, "accessed": str,
 }
+REPORT_FONTS = ("Liberation Serif", "DejaVu Serif")  # bundled with labreport (report.FONTS)
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?\Z")  # a catalogue's name: ru, en, de, pt_BR
+DATE_RE = re.compile(r"^(0[1-9]|[12][0-9]|3[01])\.(0[1-9]|1[0-2])\.[0-9]{4}\Z")  # DD.MM.YYYY, as ГОСТ writes it
 
 ANALYSIS_DEFAULTS = {
     "trained_threshold": 0.2,  # best val accuracy above which a run "trains"; chance is 0.10
@@ -157,11 +161,21 @@ def _report_section(ctx: Ctx, doc: dict) -> dict:
         if k not in REPORT_KEYS:
             raise ctx.err("[report]", unknown(k, REPORT_KEYS))
         if not isinstance(v, REPORT_KEYS[k]) or isinstance(v, bool):
-            raise ctx.err("[report]", f"'{k}' must be text, got {v!r}")
+            raise ctx.err("[report]", f"'{k}' must be {'a whole number' if REPORT_KEYS[k] is int else 'text'}, "
+                                      f"got {v!r}")
         if k == "templates" and CONTROL_RE.search(v):
             raise ctx.err("[report]", f"'templates' contains a control character, got {v!r}")
-    if report.get("language", "ru") not in ("ru", "en"):
-        raise ctx.err("[report]", f"'language' must be 'ru' or 'en', got {report['language']!r}")
+    if not LANGUAGE_RE.match(report.get("language", "ru")):
+        raise ctx.err("[report]", f"'language' must be a language code such as 'ru' or 'en' (a message "
+                                  f"catalogue of that name), got {report['language']!r}")
+    if report.get("font", REPORT_FONTS[0]) not in REPORT_FONTS:
+        raise ctx.err("[report]", f"'font' must be one of {', '.join(map(repr, REPORT_FONTS))} (bundled), "
+                                  f"got {report['font']!r}")
+    if not 12 <= report.get("font_size", 14) <= 14:  # ГОСТ 7.32: at least 12 pt; universities ask for 14
+        raise ctx.err("[report]", f"'font_size' must be 12, 13 or 14 (pt), got {report['font_size']!r}")
+    if report.get("accessed") and not DATE_RE.match(report["accessed"]):
+        raise ctx.err("[report]", f"'accessed' must be a date DD.MM.YYYY (when the electronic sources were "
+                                  f"read), got {report['accessed']!r}")
     return report
 
 

@@ -498,7 +498,10 @@ BROKEN = [
     ("choice-optimizer", exp('optimizer = "rmsprop"'), None, ["'optimizer' must be one of 'adam', 'sgd'", "'rmsprop'"]),
     ("choice-norm", exp('norm = "layer"'), None, ["'norm' must be one of", "'layer'"]),
     ("choice-precision", exp('precision = "fp8"'), None, ["'precision'", "'fp8'"]),
-    ("report-language", '[report]\nlanguage = "de"\n' + EXP, None, ["[report]", "'language'", "'de'"]),
+    ("report-language", '[report]\nlanguage = "Russian"\n' + EXP, None, ["[report]", "'language'", "'Russian'"]),
+    ("report-font", '[report]\nfont = "Comic Sans"\n' + EXP, None, ["[report]", "'font'", "Liberation Serif"]),
+    ("report-font-size", '[report]\nfont_size = 10\n' + EXP, None, ["[report]", "'font_size'", "12, 13 or 14"]),
+    ("report-accessed", '[report]\naccessed = "2026-12-01"\n' + EXP, None, ["[report]", "'accessed'", "DD.MM.YYYY"]),
     # models
     ("unknown-model", exp(model='"resnet21"'), None,
      ["experiment 'e'", "unknown model 'resnet21'", "resnet20", "resnet110", "cifarnet"]),

@@ -343,7 +343,7 @@ def test_a_full_disk_fails_the_run_clearly_and_a_rerun_finishes_it(finished, ref
 
 # --- build faults ------------------------------------------------------------------------------
 def test_build_reads_a_run_being_written_and_a_failed_build_keeps_the_previous_report(finished, monkeypatch):
-    from labreport import figures, report
+    from labreport import docx as docx_writer, figures, pdf, report
 
     cfg, runs, a, b = finished
     d = runs / b  # B as a worker leaves it mid-write: its result half in a temp file, no result yet
@@ -363,7 +363,7 @@ def test_build_reads_a_run_being_written_and_a_failed_build_keeps_the_previous_r
     assert a in keys_done and b in keys_done
     views = {v.key: v for v in collect(config, store)}
     assert views[a].status == "done" and views[b].status == "partial" and views[b].result is None
-    pdf, summ = out.read_bytes(), summary_path.read_bytes()
+    pdf_bytes, summ = out.read_bytes(), summary_path.read_bytes()
     assets = {p.name: p.read_bytes() for p in summary_path.parent.iterdir()}  # figures + summary.json
     assert any(n.endswith(".svg") for n in assets) and any(n.endswith(".png") for n in assets)
 
@@ -371,15 +371,16 @@ def test_build_reads_a_run_being_written_and_a_failed_build_keeps_the_previous_r
         raise RuntimeError("boom")
 
     for target, name in ((figures, "curves"), (figures, "resources_chart"), (report, "render_html"),
-                         (report, "write_pdf")):
+                         (pdf, "pdf_bytes"), (docx_writer, "docx_bytes")):
         (d / "result.json").write_bytes(result)  # the worker has finished meanwhile: the new build differs
         with monkeypatch.context() as m:
             m.setattr(target, name, boom)
-            with pytest.raises(RuntimeError, match="boom"):
-                report.build(config, store, out)
-        assert out.read_bytes() == pdf and summary_path.read_bytes() == summ, name
+            with pytest.raises(RuntimeError, match="boom"):  # the PDF and the DOCX are written together
+                report.build(config, store, [out, out.with_suffix(".docx")])
+        assert out.read_bytes() == pdf_bytes and summary_path.read_bytes() == summ, name
+        assert not out.with_suffix(".docx").exists(), name
         # the figures too: the new ones are drawn in a staging folder, published only after the PDF
         assert {p.name: p.read_bytes() for p in summary_path.parent.iterdir()} == assets, name
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".report_files")]
     report.build(config, store, out)  # and a build that succeeds replaces them all
-    assert out.read_bytes() != pdf and summary_path.read_bytes() != summ
+    assert out.read_bytes() != pdf_bytes and summary_path.read_bytes() != summ

@@ -8,7 +8,10 @@ from matplotlib.figure import Figure
 from labreport import figures
 from labreport.analysis import Resource, group_runs, resources
 from labreport.bnclaim import RunOutcome, bn_claims
+from labreport.i18n import Lang
 from labreport.results import RunView
+
+EN, RU = Lang("en"), Lang("ru")
 
 EPOCHS = 3
 
@@ -62,7 +65,7 @@ def _legend_texts(fig: Figure) -> list[str]:
 
 # --- curves -----------------------------------------------------------------------------------
 def test_curves_draws_val_and_test_per_group_and_marks_partial(grid):
-    fig = figures.curves(grid, lang="en")
+    fig = figures.curves(grid, L=EN)
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
     # 5 groups with history (the missing one has none): one test and one validation line each
@@ -70,7 +73,7 @@ def test_curves_draws_val_and_test_per_group_and_marks_partial(grid):
     assert {line.get_linestyle() for line in ax.get_lines()} == {"-", "--"}
     assert ax.get_ylim() == (0, 1)
     labels = _legend_texts(fig)
-    assert "dropout=0.3, wd=0.0001 (partial 1/3 epochs)" in labels
+    assert "dropout=0.3, wd=0.0001 (incomplete: 1 of 3 epochs)" in labels
     assert "dropout=0, wd=0" in labels and "test" in labels and "validation" in labels
     assert not any("0.001" in lbl and "dropout=0.3" in lbl for lbl in labels)
 
@@ -78,7 +81,7 @@ def test_curves_draws_val_and_test_per_group_and_marks_partial(grid):
 def test_curves_many_groups_test_only_russian():
     views = [_view("reg", {"dropout": d, "weight_decay": wd}, 0.8) for d in (0.0, 0.15, 0.3)
              for wd in (0.0, 1e-5, 1e-4, 1e-3)]
-    fig = figures.curves(group_runs(views), lang="ru")
+    fig = figures.curves(group_runs(views), L=RU)
     (ax,) = fig.axes
     assert len(ax.get_lines()) == 12
     assert ax.get_ylabel() == "Точность на тесте" and ax.get_xlabel() == "Эпоха"
@@ -92,39 +95,39 @@ def test_curves_many_groups_test_only_russian():
 def test_curves_multi_seed_partial_group_and_no_validation():
     runs = [_view("nobn", {"seed": s}, 0.5, status, val=False)
             for s, status in enumerate(("done", "done", "partial", "missing"))]
-    fig = figures.curves(group_runs(runs), lang="ru", title="Заголовок")
+    fig = figures.curves(group_runs(runs), L=RU, title="Заголовок")
     (ax,) = fig.axes
     assert len(ax.get_lines()) == 1  # no validation split: test only
-    assert "nobn (неполный 2/4 запусков)" in _legend_texts(fig)
+    assert "nobn (не завершено: 2 из 4 запусков)" in _legend_texts(fig)
     assert ax.get_title() == "Заголовок"
 
 
 def test_curves_none_without_history():
-    assert figures.curves([]) is None
-    assert figures.curves(group_runs([_view("x", {"seed": 0}, 0.5, "missing")])) is None
+    assert figures.curves([], EN) is None
+    assert figures.curves(group_runs([_view("x", {"seed": 0}, 0.5, "missing")]), EN) is None
 
 
 # --- heatmap ----------------------------------------------------------------------------------
 def test_heatmap_annotates_every_cell(grid):
-    fig = figures.heatmap(grid, "dropout", "weight_decay", lang="en")
+    fig = figures.heatmap(grid, "dropout", "weight_decay", L=EN)
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     texts = _texts(fig)
     assert len(texts) == 2 * 3
     # the missing cell and the partial one (no finished run) have no value
-    assert texts.count("n/a") == 2
+    assert texts.count("—") == 2
     assert texts[0] == "80.0%"  # row dropout=0, col wd=0
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.0001", "0.001"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1·10⁻⁴", "1·10⁻³"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "0.3"]
     assert len(fig.axes) == 2  # the heat map and its colour bar
-    assert "—" in _texts(figures.heatmap(grid, "dropout", "weight_decay", lang="ru"))
+    assert "—" in _texts(figures.heatmap(grid, "dropout", "weight_decay", L=RU))
 
 
 def test_heatmap_none_with_one_level(grid):
     one_row = [g for g in grid if g.coord("dropout") == 0.0]
-    assert figures.heatmap(one_row, "dropout", "weight_decay") is None
-    assert figures.heatmap(grid, "dropout", "norm") is None
-    assert figures.heatmap([], "dropout", "weight_decay") is None
+    assert figures.heatmap(one_row, "dropout", "weight_decay", EN) is None
+    assert figures.heatmap(grid, "dropout", "norm", EN) is None
+    assert figures.heatmap([], "dropout", "weight_decay", EN) is None
 
 
 # --- seeds ------------------------------------------------------------------------------------
@@ -134,7 +137,7 @@ def test_seeds_strip_points_threshold_and_counts():
 
     arms = [("BN", [o(0, 0.9, True), o(1, 0.88, True)]),
             ("no BN", [o(0, 0.1, False), o(1, None, False), o(2, 0.6, True), o(3, 0.5, False)])]
-    fig = figures.seeds_strip(arms, threshold=0.2, lang="en")
+    fig = figures.seeds_strip(arms, threshold=0.2, L=EN)
     (ax,) = fig.axes
     assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.2]  # the threshold
     trained, not_trained, bad = ax.collections
@@ -143,8 +146,8 @@ def test_seeds_strip_points_threshold_and_counts():
     # None at 0, and a run above the threshold that did not train (diverged) at its value
     assert sorted(y for _, y in bad.get_offsets()) == [0.0, 0.5]
     ticks = [t.get_text() for t in ax.get_xticklabels()]
-    assert ticks == ["BN\ntrained: 2/2", "no BN\ntrained: 1/4"]
-    assert "Threshold 0.2" in _legend_texts(fig)
+    assert ticks == ["BN\ntrained: 2 of 2", "no BN\ntrained: 1 of 4"]
+    assert "Threshold 20%" in _legend_texts(fig)
 
 
 def test_seeds_strip_from_success_rate_is_deterministic():
@@ -152,16 +155,16 @@ def test_seeds_strip_from_success_rate_is_deterministic():
     runs = [RunView(v.experiment, v.task, v.label, v.key, {**v.spec, "model": "resnet110", "norm": n}, v.varying,
                     v.status, v.result, v.history) for v in runs for n in ("none", "batch")]
     rate = bn_claims(runs, threshold=0.2, claim_rate=0.1)[0].lab_arm
-    a, b = (figures.seeds_strip([(rate.label, rate.per_run)], 0.2) for _ in range(2))
+    a, b = (figures.seeds_strip([(rate.label, rate.per_run)], 0.2, EN) for _ in range(2))
     assert (a.axes[0].collections[0].get_offsets() == b.axes[0].collections[0].get_offsets()).all()
-    assert figures.seeds_strip([], 0.2) is None
-    assert figures.seeds_strip([("empty", [])], 0.2) is None
+    assert figures.seeds_strip([], 0.2, EN) is None
+    assert figures.seeds_strip([("empty", [])], 0.2, EN) is None
 
 
 # --- resources --------------------------------------------------------------------------------
 def test_resources_chart_two_panels(grid):
     rows = resources(grid)
-    fig = figures.resources_chart(rows, lang="ru")
+    fig = figures.resources_chart(rows, L=RU)
     left, right = fig.axes
     assert len(left.patches) == len(right.patches) == len(rows)
     assert left.get_xlabel() == "Время эпохи, с" and right.get_xlabel() == "Пиковая память, МиБ"
@@ -171,17 +174,17 @@ def test_resources_chart_two_panels(grid):
 
 def test_resources_chart_cpu_memory_and_empty():
     rows = [Resource("a", "resnet20", 1, 2.0, 100.0, None, 0.1), Resource("b", "resnet20", 1, 3.0, 90.0, None, 0.1)]
-    fig = figures.resources_chart(rows, lang="en")
+    fig = figures.resources_chart(rows, L=EN)
     left, right = fig.axes
     assert len(left.patches) == 2 and not right.patches
-    assert "n/a on CPU" in [t.get_text() for t in right.texts]
-    assert figures.resources_chart([]) is None
-    assert figures.resources_chart([Resource("a", "m", None, None, None, None, None)]) is None
+    assert "not measured on a CPU" in [t.get_text() for t in right.texts]
+    assert figures.resources_chart([], EN) is None
+    assert figures.resources_chart([Resource("a", "m", None, None, None, None, None)], EN) is None
 
 
 # --- files ------------------------------------------------------------------------------------
 def test_save_figure_is_byte_identical_and_undated(grid, tmp_path):
-    outs = [figures.save_figure(figures.curves(grid, lang="ru"), tmp_path / d, "curves") for d in ("a", "b")]
+    outs = [figures.save_figure(figures.curves(grid, L=RU), tmp_path / d, "curves") for d in ("a", "b")]
     for kind in ("svg", "png"):
         assert outs[0][kind] == tmp_path / "a" / f"curves.{kind}"
         assert outs[0][kind].read_bytes() == outs[1][kind].read_bytes()
@@ -194,8 +197,9 @@ def test_save_figure_is_byte_identical_and_undated(grid, tmp_path):
 def test_every_figure_renders_in_both_languages(grid, tmp_path):
     arms = [("ResNet-110, без BN", [RunOutcome(0, 0.1, False, False, None), RunOutcome(1, None, False, True, "nan")])]
     for lang in ("ru", "en"):
-        figs = {"curves": figures.curves(grid, lang), "heatmap": figures.heatmap(grid, "dropout", "weight_decay", lang),
-                "seeds": figures.seeds_strip(arms, 0.2, lang), "resources": figures.resources_chart(resources(grid), lang)}
+        L = Lang(lang)
+        figs = {"curves": figures.curves(grid, L), "heatmap": figures.heatmap(grid, "dropout", "weight_decay", L),
+                "seeds": figures.seeds_strip(arms, 0.2, L), "resources": figures.resources_chart(resources(grid), L)}
         for name, fig in figs.items():
             paths = figures.save_figure(fig, tmp_path, f"{name}_{lang}")
             assert paths["png"].stat().st_size > 1000

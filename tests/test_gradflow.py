@@ -19,6 +19,7 @@ from labreport.cli import main
 from labreport.config import GRADFLOW_DEFAULTS, load_config
 from labreport.data import load_cifar10
 from labreport.errors import ConfigError
+from labreport.i18n import Lang
 from labreport.report import build
 from labreport.store import RunStore, atomic_write_json
 
@@ -234,12 +235,13 @@ def test_report_shows_the_measurement_when_it_is_in_the_store(tmp_path):
     assert "gradflow" in built.figures and (built.summary.parent / "gradflow.svg").exists()
     assert 'id="fig-gradflow"' in html and "Рисунок 1 –" in html  # the first figure of the report
     assert "Измерение." in html and "(F(x) + x)′ = F′(x) + 1" in html
-    assert "убывает на 1.0 порядка в ResNet-110" in html  # orders from the hand-made numbers
-    assert "растёт на 5.0 порядка с BN" in html and "убывает на 8.0 порядка без BN" in html
-    assert "init = torch без BN норма градиента\nубывает на 0.6 порядка в ResNet и падает до нуля" in html
-    assert "обучение это равновесие нарушает" in html  # plain no-BN He net: flat at init
-    assert "init = he" in html and "1.6e+08" in html and "0.25" in html  # the logits std, measured
-    assert 'init = "torch"' in html  # the BN-less runs use He init only: what it does not show
+    flat = " ".join(html.split())
+    assert "убывает на 1,0 порядка в ResNet-110" in flat  # orders from the hand-made numbers
+    assert "растёт на 5,0 порядка с BN" in flat and "убывает на 8,0 порядка без BN" in flat
+    assert "init = torch без BN норма градиента убывает на 0,6 порядка в ResNet и падает до нуля" in flat
+    assert "обучение это равновесие нарушает" in flat  # plain no-BN He net: flat at init
+    assert "init = he" in flat and "1,6·10⁸" in flat and "0,25" in flat  # the logits std, measured
+    assert "bn-claim" in flat  # the BN-less runs use He init only: what it does not show, and how to test it
     assert "labreport gradflow» (её" not in html  # no hint
 
 
@@ -299,13 +301,13 @@ def test_a_failed_measurement_does_not_fail_the_run(tmp_path, cifar_dir, monkeyp
 def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
     from labreport.figures import gradient_flow
 
-    assert gradient_flow({"cells": []}) is None
+    assert gradient_flow({"cells": []}, Lang("en")) is None
     settings = {**HAND, "depths": [20, 110]}
     hand_store(tmp_path, settings)
-    fig = gradient_flow(G.cached(tmp_path, settings), lang="en")
+    fig = gradient_flow(G.cached(tmp_path, settings), Lang("en"))
     assert len(fig.axes) == 4 and all(ax.get_yscale() == "log" for ax in fig.axes)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["ResNet, BN", "ResNet, no BN", "plain, BN", "plain, no BN", "init he", "init torch"]
+    assert labels == ["ResNet, BN", "ResNet, no BN", "plain, BN", "plain, no BN", "He init", "PyTorch's default init"]
     assert fig.axes[1].get_title() == "After 20 Adam steps, depth 20"
 
 
