@@ -264,3 +264,47 @@ def test_the_resume_test_would_see_a_lost_scaler_state(fp16_runs, data, tmp_path
     assert hist[:2] == ref_hist[:2] and hist[2] != ref_hist[2]
     weights, ref_weights = final_ckpt(store, key)["model"], final_ckpt(ref, key)["model"]
     assert any(not torch.equal(weights[k], ref_weights[k]) for k in weights)
+
+
+# --- the same on CUDA (skipped without it; bench/gpu_check.sh and `pytest -m gpu` on a GPU machine) ---
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@cuda
+def test_a_resumed_fp16_run_equals_an_uninterrupted_one_on_cuda(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "build_model", tiny_net)
+    monkeypatch.setattr(train_mod, "grad_scaler", jumpy_scaler)
+    config = load_config(write_config(tmp_path / "e.toml", [{"name": "f"}], **RESUME16))
+    key = config.runs[0].key
+    ref = RunStore(tmp_path / "ref")
+    assert matrix(config, ref, data, device="cuda")[0].trained == ["f"]
+    store = RunStore(tmp_path / "crashed")
+    with interrupted_after_epoch(2):
+        assert matrix(config, store, data, device="cuda")[0].interrupted == "f"
+    assert matrix(config, store, data, device="cuda")[0].trained == ["f"]
+    assert final_ckpt(store, key)["scaler"] == final_ckpt(ref, key)["scaler"]
+    assert_same_tensors(final_ckpt(store, key)["model"], final_ckpt(ref, key)["model"])
+    assert strip_timing(store.read_history(key)) == strip_timing(ref.read_history(key))
+    assert ref.read_result(key)["provenance"]["precision"] == "fp16"
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_graphs_train_on_cuda_and_agree_with_eager(data, tmp_path, monkeypatch):
+    """Tolerance not calibrated on a GPU yet: rel 1e-2 on the training loss (cudnn and inductor
+    pick different kernels; TF32 convolutions)."""
+    monkeypatch.setattr(train_mod, "build_model", tiny_net)
+    hist = {}
+    for setting in (False, "reduce-overhead"):
+        config = load_config(write_config(tmp_path / f"{setting}.toml", [{"name": "g"}], epochs=2, dropout=0.0,
+                                          train_subset=128, val_size=64))
+        config.run_options["compile"] = setting
+        store = RunStore(tmp_path / f"runs-{setting}")
+        assert matrix(config, store, data, device="cuda")[0].trained == ["g"]
+        res = store.read_result(config.runs[0].key)
+        hist[setting] = store.read_history(config.runs[0].key)
+    prov = res["provenance"]
+    assert (prov["compile"], prov["cuda_graphs"], prov["cudagraph_skips"]) == ("reduce-overhead", True, 0)
+    assert [h["train_loss"] for h in hist["reduce-overhead"]] == pytest.approx(
+        [h["train_loss"] for h in hist[False]], rel=1e-2)
