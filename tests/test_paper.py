@@ -230,5 +230,5 @@ def test_report_says_which_depths_are_within_the_spread(tmp_path):
     assert "6.43% (6.61 ± 0.16%)" in html
     assert ("taking ResNet-110's ±0.16 points as a borrowed yardstick, within it: ResNet-20, ResNet-44, "
             "ResNet-56; outside it: ResNet-32.") in html
-    assert "These runs follow the paper&#39;s recipe (profile paper)" in html  # autoescaped
-    assert "The paper&#39;s recipe: ResNet-20…110" in html
+    assert "These runs follow the paper's recipe (profile paper)" in html
+    assert "The paper&#39;s recipe: ResNet-20…110" in html  # a user-visible title, autoescaped
