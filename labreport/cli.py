@@ -103,6 +103,28 @@ def _status_text(row: dict) -> str:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--templates", "with_templates", is_flag=True,
+              help="also copy the report's templates and message catalogues into FOLDER/templates to edit")
+@click.option("--force", is_flag=True, help="overwrite an experiments.toml (and templates/) already there")
+def init(folder, with_templates, force):
+    """Start a lab in FOLDER (default: here): write the lab's experiments.toml, and with
+    --templates a copy of the templates to customise. Nothing is overwritten without --force.
+
+    \b
+    Example:
+        labreport init                 # then edit [report] in experiments.toml
+        labreport init my-lab --templates
+    """
+    from .scaffold import init as scaffold
+
+    made = scaffold(folder, templates=with_templates, force=force)
+    extra = f" and {len(made.written) - 1} template files in {folder / 'templates'}" if with_templates else ""
+    click.echo(f"wrote {made.written[0]}{extra}")
+    click.echo("next: edit [report] (the title page) in it, then `labreport plan` and `labreport run`")
+
+
+@main.command()
 @profile_option
 @runs_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")

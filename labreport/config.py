@@ -157,7 +157,8 @@ def _read_toml(path: Path) -> dict:
             raw_bytes = f.read(MAX_CONFIG_BYTES + 1)
             size = max(os.fstat(f.fileno()).st_size, len(raw_bytes))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (pass --config FILE or run where experiments.toml is)") from None
+        raise ConfigError(f"{path}: no such file (`labreport init` writes the lab's; or pass --config FILE, or run "
+                          "where experiments.toml is)") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     if len(raw_bytes) > MAX_CONFIG_BYTES:
