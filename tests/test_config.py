@@ -86,7 +86,7 @@ def _by_task(cfg, task):
 def test_shipped_loads_with_tasks_3_4_5(shipped):
     assert shipped.path == SHIPPED and shipped.profile is None
     assert {r.task for r in shipped.runs} == {"3", "4", "5"}
-    assert shipped.profiles == ("quick", "bn-claim", "paper")
+    assert shipped.profiles == ("quick", "smoke", "bn-claim", "paper")
     assert shipped.report["language"] == "ru"
     assert shipped.data_root == "data" and shipped.download is True
     assert shipped.store_root == "runs"
