@@ -288,7 +288,8 @@ def _env(config: Config, L: Lang) -> jinja2.Environment:
         signed=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.dec(abs(v), d),
         signed_pts=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.pts(abs(v), d),
         model_name=lambda m: lb.model_name(m, L), optimizer_name=lb.optimizer_name,
-        test_word=lambda t: _test_word(t, L))
+        test_word=lambda t: _test_word(t, L),
+        test_short=lambda t: {"mcnemar": L._("McNemar"), "welch": L._("Welch")}.get(t, "—"))
     return env
 
 

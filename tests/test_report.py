@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 import shutil
 import subprocess
 from pathlib import Path
@@ -436,3 +437,38 @@ def test_a_missing_template_or_a_bad_suffix_is_a_one_line_error(tmp_path):
         build(load_config(tmp_path / "experiments.toml"), store, tmp_path / "r.pdf")
     with pytest.raises(LabreportError, match="the suffix picks the format"):
         build(config, store, tmp_path / "r.odt")
+
+
+def test_the_bn_claim_profile_shows_one_table_of_arms_per_init(tmp_path):
+    """A hand-made store of the shipped bn-claim profile: the BN control trains; He 0/10, PyTorch 1/10,
+    Fixup 8/10 without BN. The task-5 section has one table (arm, init, k/N, share, Wilson, p, verdict)
+    and a sentence per arm that follows from its numbers."""
+    shipped = (Path(__file__).resolve().parents[1] / "experiments.toml").read_text(encoding="utf-8")
+    (tmp_path / "experiments.toml").write_text(shipped, encoding="utf-8")  # no gradflow measured: a hint instead
+    config = load_config(tmp_path / "experiments.toml", "bn-claim")
+    store = RunStore(tmp_path / "runs")
+    trained_seeds = {"he": set(), "torch": {3}, "fixup": set(range(8))}
+    for i, run in enumerate(config.runs):
+        s = run.spec
+        ok = s.norm == "batch" or s.seed in trained_seeds[s.init]
+        acc = 0.7 if ok else 0.1
+        res, hist = fake_result(run, acc, acc, offset=3 * i)
+        store.write_history(run.key, hist)
+        store.write_result(run.key, res)
+    built = build(config, store, tmp_path / "r.pdf", tmp_path / "r.html")
+    (claim,) = built.study.bn
+    assert [(a.init, a.k, a.n, a.verdict) for a in claim.arms] == [
+        ("he", 0, 10, "consistent"), ("torch", 1, 10, "consistent"), ("fixup", 8, 10, "contradicted")]
+    assert claim.control.k == 3 and claim.control_trains
+    text = " ".join(pdf_text(tmp_path / "r.pdf").split())
+    assert "ResNet-110 с BatchNorm и без него: доля обучившихся запусков" in text
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    rows = [" ".join(unescape(re.sub(r"<[^>]+>", " ", tr)).split()) for tr in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
+    for row in ("с BN (контроль) инициализация He 3/3 100 % 44 %–100 % 0,001 обучается",
+                "без BN инициализация He 0/10 0 % 0 %–28 % 1,000 согласуется",
+                "без BN инициализация PyTorch по умолчанию 1/10 10 % 2 %–40 % 0,651 согласуется",
+                "без BN инициализация Fixup 8/10 80 % 49 %–94 % < 0,001 опровергается"):
+        assert row in [r.replace("\xa0", " ") for r in rows], row
+    prose = " ".join(unescape(re.sub(r"<[^>]+>", "", html)).split()).replace("\xa0", " ")
+    assert "Без BatchNorm, инициализация Fixup: обучились 8 из 10 запусков (80 %" in prose
+    assert "Утверждение опровергается" in prose and "Результат согласуется" in prose
