@@ -212,7 +212,7 @@ def test_pdf_numbers_are_the_summary_numbers(built):
     assert "81,50 ± 0,71 %" in flat  # mean ± std of its two seeds
     claim = summary["claim"]["arms"][0]
     assert (claim["k"], claim["n"]) == (1, 4) and summary["claim"]["control_trains"] is True
-    assert "обучился 1 из 4 запусков" in flat or "обучились 1 из 4 запусков" in flat
+    assert "обучившихся запусков – 1 из 4" in flat
     t4 = next(t for t in summary["tasks"] if t["task"] == "4")
     assert t4["heatmap"] == ["dropout", "weight_decay"]
     assert t4["best"]["labels"] == ["r20[dropout=0.3, weight_decay=0.0001]"]
@@ -470,5 +470,5 @@ def test_the_bn_claim_profile_shows_one_table_of_arms_per_init(tmp_path):
                 "без BN инициализация Fixup 8/10 80 % 49 %–94 % < 0,001 опровергается"):
         assert row in [r.replace("\xa0", " ") for r in rows], row
     prose = " ".join(unescape(re.sub(r"<[^>]+>", "", html)).split()).replace("\xa0", " ")
-    assert "Без BatchNorm, инициализация Fixup: обучились 8 из 10 запусков (80 %" in prose
+    assert "Без BatchNorm, инициализация Fixup: обучившихся запусков – 8 из 10 (80 %" in prose
     assert "Утверждение опровергается" in prose and "Результат согласуется" in prose
