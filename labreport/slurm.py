@@ -126,8 +126,9 @@ class TrainRun:
         last epoch checkpoint. Called in the task's own process, the lease's holder."""
         from submitit.helpers import DelayedSubmission
 
-        # submitit requeues the job next, and Slurm then sends SIGTERM: let submitit finish and exit
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if signal.getsignal(signal.SIGTERM) == self._terminated:  # in the task (not a test calling this)
+            # submitit requeues the job next, and Slurm then sends SIGTERM: let submitit finish and exit
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         RunStore(self.store_root).release(self.key)
         print(f"{self.label} run {self.key}: preempted or out of time: lease released; requeued, resumes from "
               f"the last epoch checkpoint", flush=True)
