@@ -56,12 +56,12 @@ enabled = false
 [[experiment]]
 name = "timelimit"
 model = "cifarnet"
-epochs = 4
+epochs = {epochs}
 [[experiment]]
 name = "requeue"
 model = "cifarnet"
 dropout = 0.1  # another run than timelimit's
-epochs = 4
+epochs = {epochs}
 [[experiment]]
 name = "plain"
 model = "cifarnet"
@@ -69,6 +69,7 @@ epochs = 2
 """
 # what each task asks for on this CPU-only node: one core (two tasks at once on 2 cores), 1 GB
 EXECUTOR = "[executor]\ngpus_per_task = 0\ncpus_per_task = 1\nmem_gb = 1\ntime_min = {time_min}"
+EPOCHS = 8  # of the two held runs: ~0.3 s each (128 images); enough left after the epoch they are held at
 TIME_MIN = 5  # minutes; submitit's USR2 comes 90 s before the limit, which the test brings forward
 
 
@@ -94,7 +95,7 @@ def cluster():
 
 def write_config(tmp_path: Path, cifar_dir: Path, executor: str | None = EXECUTOR) -> Path:
     cfg = tmp_path / "experiments.toml"
-    cfg.write_text(TOML.format(data=cifar_dir, executor=(executor or "").format(time_min=TIME_MIN)))
+    cfg.write_text(TOML.format(data=cifar_dir, executor=(executor or "").format(time_min=TIME_MIN), epochs=EPOCHS))
     return cfg
 
 
@@ -135,16 +136,23 @@ def submitted_jobs(runs: Path) -> dict[str, str] | None:
     return json.loads(path.read_text())["submissions"][0]["jobs"] if path.exists() else None
 
 
-def hold_after_first_epoch(runs: Path, key: str, proc: subprocess.Popen) -> tuple[int, int]:
-    """SIGSTOP the task training `key` once it has checkpointed an epoch: (its pid, the epoch of its
-    checkpoint, which the task may have passed between the history file and the stop)."""
+def hold_after_first_epoch(runs: Path, keys: list[str], proc: subprocess.Popen) -> dict[str, tuple[int, int]]:
+    """SIGSTOP each task training one of `keys` as soon as it has checkpointed an epoch. Key -> (its
+    pid, the epoch of its checkpoint, which the task may have passed between its history file and
+    the stop)."""
     from labreport.store import RunStore
 
-    wait_for(f"an epoch of {key}", lambda: (runs / key / "history.json").exists(), proc)  # after its checkpoint
-    pid = json.loads((runs / key / "lease.json").read_text())["pid"]  # the task holds the lease
-    os.kill(pid, signal.SIGSTOP)
-    ckpt, _ = RunStore(runs).load_checkpoint(key)
-    return pid, ckpt["epoch"]
+    held: dict[str, tuple[int, int]] = {}
+    deadline = time.time() + 120
+    while len(held) < len(keys):
+        for key in set(keys) - set(held):
+            if (runs / key / "history.json").exists():  # written after the epoch's checkpoint
+                pid = json.loads((runs / key / "lease.json").read_text())["pid"]  # the task holds the lease
+                os.kill(pid, signal.SIGSTOP)
+                held[key] = (pid, RunStore(runs).load_checkpoint(key)[0]["epoch"])
+        assert proc.poll() is None and time.time() < deadline, f"no first epoch of {set(keys) - set(held)}"
+        time.sleep(0.05)
+    return held
 
 
 def signal_pending(pid: int, signum: int) -> bool:
@@ -218,13 +226,14 @@ def test_a_job_array_trains_each_run_once_like_a_local_run_through_requeue_and_t
 
     # time limit: brought forward so that USR2 (90 s before it) is due at slurmctld's next check
     # (every 30 s); Slurm stores limits in minutes: L = (elapsed + 120) // 60 leaves 60-120 s to the limit
-    tl_pid, tl_done = hold_after_first_epoch(runs, key["timelimit"], proc)
+    held = hold_after_first_epoch(runs, [key["timelimit"], key["requeue"]], proc)
+    (tl_pid, tl_done), (rq_pid, rq_done) = held[key["timelimit"]], held[key["requeue"]]
+    assert tl_done < EPOCHS and rq_done < EPOCHS  # stopped mid-run: there are epochs left to resume
     elapsed = _cmd("squeue", "-h", "-j", job[key["timelimit"]], "-o", "%M").stdout.strip()
     seconds = sum(int(x) * 60 ** i for i, x in enumerate(reversed(elapsed.split(":"))))
     assert _cmd("scontrol", "update", f"JobId={job[key['timelimit']]}", f"TimeLimit={(seconds + 120) // 60}").returncode == 0
 
     # requeue: of a running task (a pending one cannot be requeued)
-    rq_pid, rq_done = hold_after_first_epoch(runs, key["requeue"], proc)
     assert job_state(job[key["requeue"]]) == "RUNNING"
     requeue = _cmd("scontrol", "requeue", job[key["requeue"]])
     assert requeue.returncode == 0, requeue.stderr
