@@ -151,7 +151,8 @@ class Lang:
         """A difference of two percentages, in percentage points: 0.0063 -> 0,63 п. п. / 0.63 points."""
         if not _finite(v):
             return DASH
-        return self._("%(value)s points", value=self.dec(100 * v, digits))
+        # non-breaking: "1,01 п. п." never splits across lines
+        return self._("%(value)s points", value=self.dec(100 * v, digits)).replace(" ", "\u00a0")
 
     def sci(self, v) -> str:
         """A setting as a reader writes it: 0.15 -> 0,15; 1e-05 -> 1·10⁻⁵; 0 -> 0."""

@@ -44,6 +44,11 @@ def init_name(init: str, L) -> str:
     return {"he": L._("He init"), "torch": L._("PyTorch's default init"), "fixup": L._("Fixup init")}.get(init, init)
 
 
+def init_short(init: str, L) -> str:
+    """The init alone, for a table column already titled "Initialisation": "He", "Fixup"."""
+    return {"he": "He", "torch": L._("PyTorch's default"), "fixup": "Fixup"}.get(init, init)
+
+
 def optimizer_name(opt: str) -> str:
     return {"adam": "Adam", "sgd": "SGD"}.get(opt, opt)
 

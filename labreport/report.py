@@ -381,7 +381,8 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
         fig_label=num.fig_label, fig_ref=num.fig_ref, tab_label=num.tab_label, tab_ref=num.tab_ref,
         tab_continued=num.tab_continued, eq=num.eq,
         lbl=names, lbl_of=names.of, fval=lambda f, v: lb.factor_value(f, v, L), fname=lambda f: lb.factor_name(f, L),
-        init_name=lambda i: lb.init_name(i, L), model_name=lambda m: lb.model_name(m, L),
+        init_name=lambda i: lb.init_name(i, L), init_short=lambda i: lb.init_short(i, L),
+        model_name=lambda m: lb.model_name(m, L),
         model_description=lambda m: lb.model_description(m, L), test_word=lambda t: _test_word(t, L),
     )
     env.filters["lbl"] = names

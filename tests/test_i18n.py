@@ -69,13 +69,13 @@ def test_russian_plurals_and_numbers():
     assert L.dec(0.15) == "0,15" and L.int(10000) == f"10{nb}000"
     assert L.sci(1e-5) == "1·10⁻⁵" and L.sci(0.15) == "0,15" and L.sci(0.0) == "0" and L.sci(64) == "64"
     assert L.sig(1.6e8, 2) == "1,6·10⁸" and L.p(0.0004) == "< 0,001" and L.p(0.0351) == "0,035"
-    assert L.pts(0.0063) == "0,63 п. п." and L.dec(None) == "—"
+    assert L.pts(0.0063) == "0,63\xa0п.\xa0п." and L.dec(None) == "—"
 
 
 def test_english_numbers_use_points():
     L = Lang("en")
     assert L.pct(0.259) == "25.90%" and L.int(10000) == "10,000" and L.sci(1e-5) == "1·10⁻⁵"
-    assert L.pct_pm(0.81, 0.0123) == "81.00 ± 1.23%" and L.pts(0.0063) == "0.63 points"
+    assert L.pct_pm(0.81, 0.0123) == "81.00 ± 1.23%" and L.pts(0.0063) == "0.63\xa0points"
     assert L.n_("%(num)d epoch", "%(num)d epochs", 1) == "1 epoch"
 
 

@@ -464,10 +464,10 @@ def test_the_bn_claim_profile_shows_one_table_of_arms_per_init(tmp_path):
     assert "ResNet-110 с BatchNorm и без него: доля обучившихся запусков" in text
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     rows = [" ".join(unescape(re.sub(r"<[^>]+>", " ", tr)).split()) for tr in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
-    for row in ("с BN (контроль) инициализация He 3/3 100 % 44 %–100 % 0,001 обучается",
-                "без BN инициализация He 0/10 0 % 0 %–28 % 1,000 согласуется",
-                "без BN инициализация PyTorch по умолчанию 1/10 10 % 2 %–40 % 0,651 согласуется",
-                "без BN инициализация Fixup 8/10 80 % 49 %–94 % < 0,001 опровергается"):
+    for row in ("с BN (контроль) He 3/3 100 % 44 %–100 % 0,001 обучается",
+                "без BN He 0/10 0 % 0 %–28 % 1,000 согласуется",
+                "без BN PyTorch по умолчанию 1/10 10 % 2 %–40 % 0,651 согласуется",
+                "без BN Fixup 8/10 80 % 49 %–94 % < 0,001 опровергается"):
         assert row in [r.replace("\xa0", " ") for r in rows], row
     prose = " ".join(unescape(re.sub(r"<[^>]+>", "", html)).split()).replace("\xa0", " ")
     assert "Без BatchNorm, инициализация Fixup: обучившихся запусков – 8 из 10 (80 %" in prose
