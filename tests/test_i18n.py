@@ -79,17 +79,24 @@ def test_english_numbers_use_points():
     assert L.n_("%(num)d epoch", "%(num)d epochs", 1) == "1 epoch"
 
 
-def test_a_new_language_is_a_catalogue_and_missing_messages_fall_back_to_english(tmp_path):
-    """A German catalogue with one message: that one is German, every other is the English source."""
+def write_catalogue(root: Path, lang: str, messages: dict) -> Path:
+    """root/<lang>/LC_MESSAGES/labreport.po holding `messages` (msgid -> translation)."""
     from babel.messages.catalog import Catalog
     from babel.messages.pofile import write_po
 
-    cat = Catalog(locale="de", domain="labreport")
-    cat.add("CONTENTS", "INHALTSVERZEICHNIS")
-    po = tmp_path / "de" / "LC_MESSAGES" / "labreport.po"
+    cat = Catalog(locale=lang, domain="labreport")
+    for msgid, text in messages.items():
+        cat.add(msgid, text)
+    po = root / lang / "LC_MESSAGES" / "labreport.po"
     po.parent.mkdir(parents=True)
     with po.open("wb") as f:
         write_po(f, cat)
+    return po
+
+
+def test_a_new_language_is_a_catalogue_and_missing_messages_fall_back_to_english(tmp_path):
+    """A German catalogue with one message: that one is German, every other is the English source."""
+    write_catalogue(tmp_path, "de", {"CONTENTS": "INHALTSVERZEICHNIS"})
     assert "de" in available_languages((tmp_path,))
     L = Lang("de", (tmp_path,))
     assert L._("CONTENTS") == "INHALTSVERZEICHNIS"
@@ -98,15 +105,7 @@ def test_a_new_language_is_a_catalogue_and_missing_messages_fall_back_to_english
 
 
 def test_a_user_catalogue_overrides_a_shipped_sentence(tmp_path):
-    from babel.messages.catalog import Catalog
-    from babel.messages.pofile import write_po
-
-    cat = Catalog(locale="ru", domain="labreport")
-    cat.add("Done by:", "Выполнила:")
-    po = tmp_path / "ru" / "LC_MESSAGES" / "labreport.po"
-    po.parent.mkdir(parents=True)
-    with po.open("wb") as f:
-        write_po(f, cat)
+    write_catalogue(tmp_path, "ru", {"Done by:": "Выполнила:"})
     L = Lang("ru", (tmp_path,))
     assert L._("Done by:") == "Выполнила:"  # the user's
     assert L._("Checked by:") == "Проверил:"  # the shipped one, for everything else
