@@ -96,3 +96,12 @@ def test_a_missing_font_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "FONTS_DIR", empty)  # as an installation that lost its fonts
     res = run("build", "--out", "r.pdf", cwd=lab)
     assert res.exit_code == 2 and "font file" in res.output and "is missing: reinstall labreport" in res.output
+
+
+def test_plan_lists_the_arms_of_the_bn_claim_profile(tmp_path):
+    assert run("init", cwd=tmp_path).exit_code == 0
+    res = run("plan", "--profile", "bn-claim", cwd=tmp_path)
+    assert res.exit_code == 0, res.output
+    heads = [line.split(" (")[0] for line in res.output.splitlines() if not line.startswith(" ")]
+    assert heads[:4] == ["resnet110-bn", "resnet110-nobn", "resnet110-nobn-torch", "resnet110-nobn-fixup"]
+    assert "33 runs (33 distinct), profile 'bn-claim'" in res.output
