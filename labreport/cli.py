@@ -72,13 +72,15 @@ runs_option = click.option("--runs", metavar="DIR", expose_value=False, callback
 @click.version_option(package_name="labreport")
 @click.pass_context
 def main(ctx, config_path, runs):
-    """Run a ResNet-on-CIFAR-10 lab study and turn it into a PDF report.
+    """Run a ResNet-on-CIFAR-10 lab study and turn it into a report (PDF and DOCX, ГОСТ 7.32).
 
     \b
     Example:
+        labreport init                  # the lab's experiments.toml, here
         labreport plan                  # what the matrix expands to
         labreport run --profile quick   # a quick CPU preview of every run
         labreport status                # what is done
+        labreport build --out report.pdf --out report.docx
     """
     ctx.obj = Context(config_path, runs)
 
