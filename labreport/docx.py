@@ -31,9 +31,9 @@ from docx.enum.section import WD_ORIENT, WD_SECTION
 from docx.enum.style import WD_STYLE_TYPE
 from docx.enum.table import WD_TABLE_ALIGNMENT
 from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK, WD_LINE_SPACING, WD_TAB_ALIGNMENT
-from docx.oxml import OxmlElement
-from docx.oxml.ns import qn
 from docx.shared import Cm, Mm, Pt, RGBColor
+
+from . import ooxml as ox
 
 DOCX_FONT = "Times New Roman"  # what ГОСТ names; the PDF uses its metric twin, Liberation Serif
 MONO_FONT = "Courier New"
@@ -56,100 +56,6 @@ def docx_bytes(html: str, font: dict, allowed: list[Path]) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# Low-level OOXML helpers (what python-docx has no API for: fields, bookmarks, repeated headers)
-# --------------------------------------------------------------------------------------------
-def _field(paragraph, instruction: str, cached: str = "") -> None:
-    """A complex field (PAGE, PAGEREF, TOC ...) with its cached result."""
-    def fld(kind):
-        el = OxmlElement("w:fldChar")
-        el.set(qn("w:fldCharType"), kind)
-        return el
-
-    run = paragraph.add_run()
-    run._r.append(fld("begin"))
-    run = paragraph.add_run()
-    instr = OxmlElement("w:instrText")
-    instr.set(qn("xml:space"), "preserve")
-    instr.text = f" {instruction} "
-    run._r.append(instr)
-    paragraph.add_run()._r.append(fld("separate"))
-    paragraph.add_run(cached)
-    paragraph.add_run()._r.append(fld("end"))
-
-
-def _bookmark(paragraph, name: str, bid: int) -> None:
-    start = OxmlElement("w:bookmarkStart")
-    start.set(qn("w:id"), str(bid))
-    start.set(qn("w:name"), name)
-    end = OxmlElement("w:bookmarkEnd")
-    end.set(qn("w:id"), str(bid))
-    paragraph._p.insert(1 if paragraph._p.pPr is not None else 0, start)
-    paragraph._p.append(end)
-
-
-def _bookmark_name(html_id: str) -> str:
-    """Word bookmark names: letters, digits, underscores, at most 40 characters, a letter first."""
-    return ("_Toc_" + "".join(c if c.isalnum() else "_" for c in html_id))[:40]
-
-
-def _repeat_header(row) -> None:
-    tr_pr = row._tr.get_or_add_trPr()
-    el = OxmlElement("w:tblHeader")
-    el.set(qn("w:val"), "true")
-    tr_pr.append(el)
-
-
-def _cant_split(row) -> None:
-    el = OxmlElement("w:cantSplit")
-    el.set(qn("w:val"), "true")
-    row._tr.get_or_add_trPr().append(el)
-
-
-def _set_fonts(rpr_owner, name: str) -> None:
-    rpr = rpr_owner.get_or_add_rPr()
-    fonts = rpr.find(qn("w:rFonts"))
-    if fonts is None:
-        fonts = OxmlElement("w:rFonts")
-        rpr.insert(0, fonts)
-    for attr in ("w:ascii", "w:hAnsi", "w:cs", "w:eastAsia"):
-        fonts.set(qn(attr), name)
-    for attr in ("w:asciiTheme", "w:hAnsiTheme", "w:cstheme", "w:eastAsiaTheme"):
-        fonts.attrib.pop(qn(attr), None)
-
-
-def _paragraph_border(paragraph, colour: str = "990000") -> None:
-    ppr = paragraph._p.get_or_add_pPr()
-    bdr = OxmlElement("w:pBdr")
-    for side in ("top", "left", "bottom", "right"):
-        el = OxmlElement(f"w:{side}")
-        for k, v in (("w:val", "single"), ("w:sz", "6"), ("w:space", "4"), ("w:color", colour)):
-            el.set(qn(k), v)
-        bdr.append(el)
-    ppr.append(bdr)
-
-
-def _cell_margins(table, top=Pt(1.5), side=Pt(4)) -> None:
-    tbl_pr = table._tbl.tblPr
-    mar = OxmlElement("w:tblCellMar")
-    for name, value in (("top", top), ("left", side), ("bottom", top), ("right", side)):
-        el = OxmlElement(f"w:{name}")
-        el.set(qn("w:w"), str(int(value.twips if hasattr(value, "twips") else value)))
-        el.set(qn("w:type"), "dxa")
-        mar.append(el)
-    tbl_pr.append(mar)
-
-
-def _no_borders(table) -> None:
-    tbl_pr = table._tbl.tblPr
-    borders = OxmlElement("w:tblBorders")
-    for side in ("top", "left", "bottom", "right", "insideH", "insideV"):
-        el = OxmlElement(f"w:{side}")
-        el.set(qn("w:val"), "nil")
-        borders.append(el)
-    tbl_pr.append(borders)
-
-
-# --------------------------------------------------------------------------------------------
 class _Writer:
     def __init__(self, font: dict, allowed: list[Path]):
         self.size, self.size_table = Pt(font["size"]), Pt(font["size_table"])
@@ -162,10 +68,7 @@ class _Writer:
         self._page(self.doc.sections[0], landscape=False)
         self._footer(self.doc.sections[0])
         self.doc.sections[0].different_first_page_header_footer = True  # the title page has no number
-        settings = self.doc.settings.element
-        upd = OxmlElement("w:updateFields")  # Word refreshes the contents and page references on opening
-        upd.set(qn("w:val"), "true")
-        settings.append(upd)
+        ox.update_fields_on_open(self.doc)  # Word refreshes the contents' page references on opening
         self.doc.core_properties.author = ""
         self.doc.core_properties.comments = ""
 
@@ -175,7 +78,7 @@ class _Writer:
         normal = st["Normal"]
         normal.font.size = self.size
         normal.font.color.rgb = RGBColor(0, 0, 0)
-        _set_fonts(normal.element, DOCX_FONT)
+        ox.set_fonts(normal.element, DOCX_FONT)
         pf = normal.paragraph_format
         pf.line_spacing_rule, pf.line_spacing = WD_LINE_SPACING.MULTIPLE, 1.5
         pf.space_before = pf.space_after = Pt(0)
@@ -186,7 +89,7 @@ class _Writer:
             h = st[f"Heading {level}"]
             h.font.size, h.font.bold, h.font.italic = self.size, True, level == 3
             h.font.color.rgb = RGBColor(0, 0, 0)
-            _set_fonts(h.element, DOCX_FONT)
+            ox.set_fonts(h.element, DOCX_FONT)
             hf = h.paragraph_format
             hf.first_line_indent, hf.left_indent = INDENT, Cm(0)
             hf.alignment = WD_ALIGN_PARAGRAPH.LEFT
@@ -196,7 +99,7 @@ class _Writer:
         caption = st["Caption"]
         caption.font.size, caption.font.bold, caption.font.italic = self.size_table, False, False
         caption.font.color.rgb = RGBColor(0, 0, 0)
-        _set_fonts(caption.element, DOCX_FONT)
+        ox.set_fonts(caption.element, DOCX_FONT)
         cf = caption.paragraph_format
         cf.first_line_indent, cf.space_before, cf.space_after = Cm(0), Pt(4), Pt(8)
         cf.line_spacing_rule, cf.line_spacing = WD_LINE_SPACING.SINGLE, None
@@ -224,7 +127,7 @@ class _Writer:
         p = section.footer.paragraphs[0]
         p.alignment = WD_ALIGN_PARAGRAPH.CENTER
         p.paragraph_format.first_line_indent = Cm(0)
-        _field(p, "PAGE", "1")
+        ox.field(p, "PAGE", "1")
         for r in p.runs:
             r.font.size = Pt(12)
 
@@ -266,7 +169,7 @@ class _Writer:
         """el's text and children as runs (b, strong, i, em, sup, sub, span.mono, a, br)."""
         def run(text, b=bold, i=italic, m=mono, up=sup, down=sub):
             text = _SPACE.sub(" ", text or "")  # white space collapses, as it does in HTML
-            last = _last_text(paragraph)
+            last = ox.last_text(paragraph)
             if last is None or last.endswith((" ", "\n", "\t")):
                 text = text.lstrip(" ")
             if not text:
@@ -280,7 +183,7 @@ class _Writer:
             if size is not None:
                 r.font.size = size
             if m:
-                _set_fonts(r._r, MONO_FONT)
+                ox.set_fonts(r._r, MONO_FONT)
                 r.font.size = Pt(max(8, (size or self.size).pt - 2))
 
         if not skip_self_text:
@@ -322,7 +225,7 @@ class _Writer:
         self.section_fresh = False
         if el.get("id"):
             self.bookmarks += 1
-            _bookmark(p, _bookmark_name(el.get("id")), self.bookmarks)
+            ox.bookmark(p, ox.bookmark_name(el.get("id")), self.bookmarks)
 
     def paragraph(self, el, cls: set) -> None:
         if "formula" in cls:
@@ -342,7 +245,7 @@ class _Writer:
             p.paragraph_format.space_before = p.paragraph_format.space_after = Pt(4)
             p.paragraph_format.line_spacing = 1.15
             if "warn" in cls:
-                _paragraph_border(p)
+                ox.paragraph_border(p)
             self.fill(p, el, size=self.size_table)
             return
         elif "noindent" in cls:
@@ -386,19 +289,19 @@ class _Writer:
         header = {id(tr) for part in el if part.tag == "thead" for tr in part if tr.tag == "tr"}
         if not rows:
             return
-        grid = _grid(rows)
+        grid = ox.grid(rows)
         n_cols = max(len(r) for r in grid)
         table = self.doc.add_table(rows=len(grid), cols=n_cols)
         table.style = self.doc.styles["Table Grid"]
         table.alignment = WD_TABLE_ALIGNMENT.CENTER
-        _cell_margins(table)
+        ox.cell_margins(table)
         size = Pt(self.size_table.pt - (2 if landscape else 0))
         done = set()
         for ri, (tr, cells) in enumerate(zip(rows, grid)):
             row = table.rows[ri]
             if id(tr) in header:
-                _repeat_header(row)
-            _cant_split(row)
+                ox.repeat_header(row)
+            ox.cant_split(row)
             for ci, slot in enumerate(cells):
                 if slot is None or id(slot[0]) in done:
                     continue
@@ -507,7 +410,7 @@ class _Writer:
     def signatures(self, el) -> None:
         rows = [tr for tr in el.iter("tr")]
         table = self.doc.add_table(rows=len(rows), cols=3)
-        _no_borders(table)
+        ox.no_borders(table)
         for ri, tr in enumerate(rows):
             tds = [td for td in tr if td.tag == "td"]
             for ci, td in enumerate(tds[:3]):
@@ -541,47 +444,8 @@ class _Writer:
             if a is None:
                 continue
             q = self.doc.add_paragraph(style=self.doc.styles["toc 2" if "l2" in (li.get("class") or "") else "toc 1"])
-            target = _bookmark_name(a.get("href", "#").lstrip("#"))
-            _link(q, self.text(a), target)
+            target = ox.bookmark_name(a.get("href", "#").lstrip("#"))
+            ox.link(q, self.text(a), target)
             q.add_run("\t")
-            _field(q, f"PAGEREF {target} \\h", "")
+            ox.field(q, f"PAGEREF {target} \\h", "")
         self.section_fresh = False
-
-
-def _link(paragraph, text: str, bookmark: str) -> None:
-    """A run that jumps to a bookmark (w:hyperlink w:anchor)."""
-    link = OxmlElement("w:hyperlink")
-    link.set(qn("w:anchor"), bookmark)
-    link.set(qn("w:history"), "1")
-    r = OxmlElement("w:r")
-    t = OxmlElement("w:t")
-    t.set(qn("xml:space"), "preserve")
-    t.text = text
-    r.append(t)
-    link.append(r)
-    paragraph._p.append(link)
-
-
-def _last_text(paragraph) -> str | None:
-    for r in reversed(paragraph.runs):
-        if r.text:
-            return r.text
-    return None
-
-
-def _grid(rows) -> list[list]:
-    """Place each td/th of the rows on a grid, honouring colspan and rowspan: a slot holds
-    (cell, rowspan, colspan) where a cell starts, None where a span covers it or nothing is."""
-    taken: set[tuple[int, int]] = set()
-    starts: dict[tuple[int, int], tuple] = {}
-    for ri, tr in enumerate(rows):
-        ci = 0
-        for td in (c for c in tr if c.tag in ("td", "th")):
-            while (ri, ci) in taken:
-                ci += 1
-            rs, cs = int(td.get("rowspan", 1)), int(td.get("colspan", 1))
-            taken |= {(r, c) for r in range(ri, min(ri + rs, len(rows))) for c in range(ci, ci + cs)}
-            starts[ri, ci] = (td, rs, cs)
-            ci += cs
-    width = max(c for _, c in taken) + 1
-    return [[starts.get((r, c)) for c in range(width)] for r in range(len(rows))]

@@ -9,19 +9,19 @@ Every user string reaches the HTML through Jinja's autoescaping.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
 from . import __version__, labels as lb
 from .analysis import Study, conclude
+from .document import Numbering, outline, task_title
+from .summary import summary
 from .catalog import CATALOG
 from .config import Config
 from .errors import LabreportError
@@ -81,87 +81,6 @@ class _NoResult(dict):
         return None
 
 
-@dataclass(frozen=True)
-class Section:
-    level: int
-    number: str  # "3.2"; "" for the structural elements (CONTENTS, REFERENCES, APPENDIX A)
-    title: str
-    structural: bool = False
-
-
-def task_title(task: str, L: Lang) -> str:
-    titles = {"3": L._("ResNet-18 against the baseline CNN (task 3)"),
-              "4": L._("ResNet-20: dropout and L2 regularisation (task 4)"),
-              "5": L._("ResNet-110 with and without BatchNorm (task 5)"),
-              "": L._("Additional experiments"),
-              "paper": L._("The paper's recipe: ResNet-20…110 (He et al. 2015, section 4.2)")}
-    return titles.get(task, L._("Task %(task)s", task=task))
-
-
-def outline(study: Study, L: Lang) -> dict[str, Section]:
-    """Every heading of the report, numbered: the contents and the section templates both read it.
-    The main sections follow the lab's own list of contents."""
-    s: dict[str, Section] = {
-        "goal": Section(1, "1", L._("Goal of the work and statement of the problem")),
-        "theory": Section(2, "1.1", L._("The residual block and the bottleneck")),
-        "method": Section(1, "2", L._("Method of the study")),
-        "data": Section(2, "2.1", L._("Data")),
-        "models": Section(2, "2.2", L._("Architectures")),
-        "training": Section(2, "2.3", L._("Training and hyperparameters")),
-        "statistics": Section(2, "2.4", L._("Telling effects from noise")),
-        "hardware": Section(2, "2.5", L._("Hardware and software")),
-        "results": Section(1, "3", L._("Results of the study, task by task")),
-    }
-    n = 0
-    for t in study.tasks:
-        n += 1
-        s[f"task-{t.task or 'extra'}"] = Section(2, f"3.{n}", task_title(t.task, L))
-    if study.paper:
-        n += 1
-        s["paper"] = Section(2, f"3.{n}", L._("Comparison with He et al. 2015 (table 6)"))
-    if study.ranking:
-        n += 1
-        s["best"] = Section(2, f"3.{n}", L._("The best result (task 6)"))
-    s["cost"] = Section(2, f"3.{n + 1}", L._("The cost of training"))
-    s["conclusions"] = Section(1, "4", L._("Conclusions"))
-    s["references"] = Section(1, "", L._("REFERENCES"), structural=True)
-    s["appendix-a"] = Section(1, "", L._("APPENDIX %(letter)s", letter=L._("A")), structural=True)
-    return s
-
-
-class Numbering:
-    """Figures, tables and formulas numbered in the order of their first mention ("Рисунок 3 –",
-    "таблица 2", "(1)"); tables of appendix A as "А.1" (ГОСТ 7.32-2017, 6.5-6.7)."""
-
-    APPENDIX = ("all-runs",)  # tables that live in appendix A
-
-    def __init__(self, L: Lang):
-        self.L = L
-        self.seen: dict[str, dict[str, int]] = {"figure": {}, "table": {}, "appendix": {}, "eq": {}}
-
-    def number(self, kind: str, name: str) -> str:
-        if kind == "table" and name in self.APPENDIX:
-            seen = self.seen["appendix"]
-            letter = self.L._("A")  # appendix A's letter: А in Russian (ГОСТ 7.32 6.14)
-            return f"{letter}.{seen.setdefault(name, len(seen) + 1)}"
-        seen = self.seen[kind]
-        return str(seen.setdefault(name, len(seen) + 1))
-
-    def fig_label(self, name): return self.L._("Figure %(n)s", n=self.number("figure", name))
-    def fig_ref(self, name): return _ref(self.L._("figure %(n)s", n=self.number("figure", name)))
-    def tab_label(self, name): return self.L._("Table %(n)s", n=self.number("table", name))
-    def tab_ref(self, name): return _ref(self.L._("table %(n)s", n=self.number("table", name)))
-    def tab_continued(self, name): return self.L._("Continuation of table %(n)s", n=self.number("table", name))
-    def eq(self, name): return self.number("eq", name)
-
-
-def _ref(text: str):
-    """A reference in the text ("рисунок 3"): never hyphenated, never broken between the word and its number."""
-    from markupsafe import Markup, escape
-
-    return Markup('<span class="ref">{}</span>').format(escape(text).replace(" ", "\u00a0"))
-
-
 # --------------------------------------------------------------------------------------------
 def make_figures(study: Study, out_dir: Path, L: Lang, names: lb.Labels,
                  gradflow: dict | None = None) -> dict[str, FigureRef]:
@@ -201,63 +120,6 @@ def make_figures(study: Study, out_dir: Path, L: Lang, names: lb.Labels,
 
 def _arm_label(a, L: Lang) -> str:
     return ("BN" if a.norm == "batch" else L._("no BN")) + ", " + lb.init_name(a.init, L)
-
-
-# --------------------------------------------------------------------------------------------
-def _jsonable(obj: Any) -> Any:
-    if is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def summary(study: Study, gradflow: dict | None = None, names: lb.Labels | None = None) -> dict:
-    """Every number the conclusions use, machine-readable (no per-epoch histories): raw labels and
-    grid coordinates, with the human label beside them."""
-
-    def human(label):
-        return names.of(label) if names else label
-
-    def group(g):
-        return {"label": g.label, "name": human(g.label), "experiment": g.experiment, "task": g.task,
-                "model": g.model, "coords": dict(g.coords), "runs": g.n_total, "finished": len(g.finished),
-                "mean_test_acc": g.mean, "std_test_acc": g.std, "values": list(g.values),
-                "keys": [r.key for r in g.runs]}
-
-    def best(r):
-        return None if r is None else {
-            "labels": [r.best.label], "name": human(r.best.label), "mean_test_acc": r.best.mean,
-            "considered": r.considered, "ties": [g.label for g in r.ties], "untested": [g.label for g in r.untested],
-            "alpha": r.alpha,
-            "comparisons": [{"label": c.other.label, "diff": c.diff, "test": c.test, "p": c.p, "p_holm": c.p_adj,
-                             "detectable": c.detectable, "paired": c.paired} for c in r.comparisons]}
-
-    def effect(e):
-        return {"factor": e.factor, "levels": e.levels, "best_level": e.best_level, "worst_level": e.worst_level,
-                "spread": e.spread, "detected": e.detected, "detectable": e.detectable,
-                "tests": [{"level": t.level, "diff": t.diff, "test": t.test, "p": t.p, "p_holm": t.p_adj,
-                           "paired": t.paired} for t in e.tests]}
-
-    def claim(c):
-        return {"model": c.model, "control": c.control, "control_trains": c.control_trains, "arms": c.arms,
-                "mixed_precision": c.mixed_precision}
-
-    return _jsonable({
-        "labreport": __version__, "counts": study.counts,
-        "metric": "test accuracy at the epoch of best validation accuracy", "alpha": study.alpha,
-        "best": best(study.ranking),
-        "tasks": [{"task": t.task, "best": best(t.ranking), "factors": [effect(e) for e in t.factors],
-                   "heatmap": t.heatmap, "groups": [group(g) for g in t.groups]} for t in study.tasks],
-        "bn": [claim(c) for c in study.bn], "claim": None if study.claim is None else claim(study.claim),
-        "paper": study.paper, "resources": study.resources,
-        "threshold": study.threshold, "claim_rate": study.claim_rate, "confidence": study.confidence,
-        "gradflow": None if not gradflow else [{k: v for k, v in r.items() if k != "time_s"} for r in gradflow["rows"]],
-    })
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""What python-docx has no API for: fields (PAGE, PAGEREF), bookmarks, links, repeated header rows,
+borders and margins as raw OOXML, and the geometry of an HTML table with row and column spans.
+Used by docx.py only; each function changes the python-docx object it is given.
+"""
+
+from __future__ import annotations
+
+from docx.oxml import OxmlElement
+from docx.oxml.ns import qn
+from docx.shared import Pt
+
+
+def field(paragraph, instruction: str, cached: str = "") -> None:
+    """A complex field (PAGE, PAGEREF, TOC ...) with its cached result."""
+    def fld(kind):
+        el = OxmlElement("w:fldChar")
+        el.set(qn("w:fldCharType"), kind)
+        return el
+
+    run = paragraph.add_run()
+    run._r.append(fld("begin"))
+    run = paragraph.add_run()
+    instr = OxmlElement("w:instrText")
+    instr.set(qn("xml:space"), "preserve")
+    instr.text = f" {instruction} "
+    run._r.append(instr)
+    paragraph.add_run()._r.append(fld("separate"))
+    paragraph.add_run(cached)
+    paragraph.add_run()._r.append(fld("end"))
+
+
+def bookmark(paragraph, name: str, bid: int) -> None:
+    start = OxmlElement("w:bookmarkStart")
+    start.set(qn("w:id"), str(bid))
+    start.set(qn("w:name"), name)
+    end = OxmlElement("w:bookmarkEnd")
+    end.set(qn("w:id"), str(bid))
+    paragraph._p.insert(1 if paragraph._p.pPr is not None else 0, start)
+    paragraph._p.append(end)
+
+
+def bookmark_name(html_id: str) -> str:
+    """Word bookmark names: letters, digits, underscores, at most 40 characters, a letter first."""
+    return ("_Toc_" + "".join(c if c.isalnum() else "_" for c in html_id))[:40]
+
+
+def repeat_header(row) -> None:
+    tr_pr = row._tr.get_or_add_trPr()
+    el = OxmlElement("w:tblHeader")
+    el.set(qn("w:val"), "true")
+    tr_pr.append(el)
+
+
+def cant_split(row) -> None:
+    el = OxmlElement("w:cantSplit")
+    el.set(qn("w:val"), "true")
+    row._tr.get_or_add_trPr().append(el)
+
+
+def set_fonts(rpr_owner, name: str) -> None:
+    rpr = rpr_owner.get_or_add_rPr()
+    fonts = rpr.find(qn("w:rFonts"))
+    if fonts is None:
+        fonts = OxmlElement("w:rFonts")
+        rpr.insert(0, fonts)
+    for attr in ("w:ascii", "w:hAnsi", "w:cs", "w:eastAsia"):
+        fonts.set(qn(attr), name)
+    for attr in ("w:asciiTheme", "w:hAnsiTheme", "w:cstheme", "w:eastAsiaTheme"):
+        fonts.attrib.pop(qn(attr), None)
+
+
+def paragraph_border(paragraph, colour: str = "990000") -> None:
+    ppr = paragraph._p.get_or_add_pPr()
+    bdr = OxmlElement("w:pBdr")
+    for side in ("top", "left", "bottom", "right"):
+        el = OxmlElement(f"w:{side}")
+        for k, v in (("w:val", "single"), ("w:sz", "6"), ("w:space", "4"), ("w:color", colour)):
+            el.set(qn(k), v)
+        bdr.append(el)
+    ppr.append(bdr)
+
+
+def cell_margins(table, top=Pt(1.5), side=Pt(4)) -> None:
+    tbl_pr = table._tbl.tblPr
+    mar = OxmlElement("w:tblCellMar")
+    for name, value in (("top", top), ("left", side), ("bottom", top), ("right", side)):
+        el = OxmlElement(f"w:{name}")
+        el.set(qn("w:w"), str(int(value.twips if hasattr(value, "twips") else value)))
+        el.set(qn("w:type"), "dxa")
+        mar.append(el)
+    tbl_pr.append(mar)
+
+
+def no_borders(table) -> None:
+    tbl_pr = table._tbl.tblPr
+    borders = OxmlElement("w:tblBorders")
+    for side in ("top", "left", "bottom", "right", "insideH", "insideV"):
+        el = OxmlElement(f"w:{side}")
+        el.set(qn("w:val"), "nil")
+        borders.append(el)
+    tbl_pr.append(borders)
+
+
+def link(paragraph, text: str, bookmark: str) -> None:
+    """A run that jumps to a bookmark (w:hyperlink w:anchor)."""
+    link = OxmlElement("w:hyperlink")
+    link.set(qn("w:anchor"), bookmark)
+    link.set(qn("w:history"), "1")
+    r = OxmlElement("w:r")
+    t = OxmlElement("w:t")
+    t.set(qn("xml:space"), "preserve")
+    t.text = text
+    r.append(t)
+    link.append(r)
+    paragraph._p.append(link)
+
+
+def last_text(paragraph) -> str | None:
+    for r in reversed(paragraph.runs):
+        if r.text:
+            return r.text
+    return None
+
+
+def grid(rows) -> list[list]:
+    """Place each td/th of the rows on a grid, honouring colspan and rowspan: a slot holds
+    (cell, rowspan, colspan) where a cell starts, None where a span covers it or nothing is."""
+    taken: set[tuple[int, int]] = set()
+    starts: dict[tuple[int, int], tuple] = {}
+    for ri, tr in enumerate(rows):
+        ci = 0
+        for td in (c for c in tr if c.tag in ("td", "th")):
+            while (ri, ci) in taken:
+                ci += 1
+            rs, cs = int(td.get("rowspan", 1)), int(td.get("colspan", 1))
+            taken |= {(r, c) for r in range(ri, min(ri + rs, len(rows))) for c in range(ci, ci + cs)}
+            starts[ri, ci] = (td, rs, cs)
+            ci += cs
+    width = max(c for _, c in taken) + 1
+    return [[starts.get((r, c)) for c in range(width)] for r in range(len(rows))]
+
+
+def update_fields_on_open(doc) -> None:
+    """settings.xml w:updateFields: Word asks once, on opening, to update every field (PAGEREF)."""
+    el = OxmlElement("w:updateFields")
+    el.set(qn("w:val"), "true")
+    doc.settings.element.append(el)
