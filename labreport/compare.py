@@ -18,7 +18,6 @@ without predictions) it is listed as untested, never silently called a tie or a 
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -81,6 +80,7 @@ class Comparison:
     paired: Paired | None = None
     t: float | None = None  # Welch
     df: float | None = None
+    se: float | None = None  # Welch: the standard error of the difference of the means
     detectable: float | None = None  # smallest true difference found with 80 % power at alpha / m
 
     def distinguishable(self, alpha: float) -> bool | None:
@@ -92,7 +92,7 @@ def compare_groups(best, other) -> Comparison:
     diff = best.mean - other.mean
     w = welch_t(best.values, other.values)
     if w is not None:
-        return Comparison(other, diff, "welch", w.p, t=w.t, df=w.df)
+        return Comparison(other, diff, "welch", w.p, t=w.t, df=w.df, se=w.se)
     pc = paired_counts(best, other)
     if pc is None:
         return Comparison(other, diff, "none", None)
@@ -114,7 +114,7 @@ def _with_holm(items: list, alpha: float, se_of) -> list:
 
 def _se(c) -> float | None:
     if c.test == "welch":
-        return abs(c.diff / c.t) if c.t not in (0.0, None) and math.isfinite(c.t) else None
+        return c.se or None  # 0: seeds without spread, nothing to scale a detectable difference by
     if c.paired is not None:
         return paired_se(c.paired.b, c.paired.c, c.paired.n)
     return None
@@ -182,6 +182,7 @@ class LevelTest:
     paired: Paired | None = None
     t: float | None = None
     df: float | None = None
+    se: float | None = None
     detectable: float | None = None
 
 
@@ -238,7 +239,7 @@ def _level_test(strata: dict, best, level, diff: float) -> LevelTest:
     if shared and all(len(a[s].values) >= 2 and len(b[s].values) >= 2 for s in shared):
         w = welch_t(seeds_a, seeds_b)  # pooled over strata: their differences only widen the spread
         if w is not None:
-            return LevelTest(level, diff, "welch", w.p, t=w.t, df=w.df)
+            return LevelTest(level, diff, "welch", w.p, t=w.t, df=w.df, se=w.se)
     total = Paired(0, 0, 0, 0)
     for s in shared:
         pc = paired_counts(a[s], b[s], all_seeds=True)

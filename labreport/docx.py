@@ -39,8 +39,7 @@ DOCX_FONT = "Times New Roman"  # what ГОСТ names; the PDF uses its metric tw
 MONO_FONT = "Courier New"
 _SPACE = re.compile(r"[ \t\r\n]+")  # HTML white space (not the non-breaking space of "25,90 %")
 INDENT = Cm(1.25)  # paragraph indent, ГОСТ 7.32 6.1.1
-TEXT_WIDTH = Mm(210 - 30 - 15)  # A4 less the left and right margins
-LANDSCAPE_WIDTH = Mm(297 - 20 - 20)
+TEXT_WIDTH = Mm(210 - 30 - 15)  # A4 portrait less the left and right margins: the contents' page numbers
 
 
 def docx_bytes(html: str, font: dict, allowed: list[Path]) -> bytes:
