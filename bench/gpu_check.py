@@ -6,20 +6,28 @@
 On CUDA (budgeted to finish within 8 minutes on one H100; `--budget-s`):
   0. the precision rule on this GPU (what `auto` resolves to with and without BatchNorm) and a
      BN-less ResNet-110's logits at init in fp32 / bf16 / fp16 (fp16's range is 65,504);
-  1. throughput through `labreport run`: ResNet-20 (batch 128, 2 epochs) and ResNet-110 (batch
-     64, the lab's, 1 epoch; 2 when compiled) in the precision `auto` gives, eager and with CUDA
-     graphs (`[run] compile = "reduce-overhead"`: epoch 1 includes the compile, epoch 2 is the
-     steady state), then fp16 and fp32 eager, then fp16 with CUDA graphs; seconds per epoch,
-     images/s, peak memory allocated/reserved, a model-FLOP-utilisation estimate (FLOPs counted
-     with torch.utils.flop_counter on the real model, training = 3x forward, against the dense
+  1. throughput through `labreport run`, most needed first (the budget may cut the tail): ResNet-20
+     (2 epochs) and ResNet-110 (1 epoch; 2 when compiled) at the lab's batch sizes in the precision
+     `auto` gives, eager and with CUDA graphs (`[run] compile = "reduce-overhead"`: epoch 1 holds
+     the compile, epoch 2 is the steady state); CIFARNet and ResNet-18 eager (the rest of the lab's
+     matrix); ResNet-20 with CUDA graphs once more in a fresh process (the compile every later run
+     of the same graph pays, from inductor's on-disk cache); then fp32 and fp16 eager and fp16
+     with CUDA graphs, where they differ from `auto`. For each: seconds per epoch, images/s, peak
+     memory allocated/reserved, a model-FLOP-utilisation estimate (FLOPs counted with
+     torch.utils.flop_counter on the real model, training = 3x forward, against the dense
      tensor-core peak of the precision that ran), and seconds per weighted image for
      labreport/eta.py MEASURED;
-  2. `labreport run --jobs 1, 2, 4` on one GPU over a small matrix (runs per hour);
+  2. `labreport run --jobs 1, 2, 4` on one GPU over 8 short ResNet-110 runs (runs per hour, and the
+     speedup over --jobs 1: the lab's time is mostly ResNet-110's);
   3. SIGKILL of an fp16 CUDA run after its first checkpoint, then a `labreport run` that must
-     resume it (the loss scaler's state comes back from the checkpoint) and finish.
+     resume it (the loss scaler's state comes back from the checkpoint) and finish;
+  4. the lab's whole matrix (experiments.toml, no profile) at the speeds measured in 1, eager and
+     with CUDA graphs, at --jobs 1 and scaled by the speedups of 2; and a ready MEASURED entry.
 Every measurement is on its own (try/except, a timeout, the error printed and kept): one failure
-never loses the others. Measurements the budget cannot fit are skipped and say so. Everything goes
-to OUT_DIR/gpu_check.log and OUT_DIR/gpu_check.json (rewritten after each measurement).
+never loses the others. Measurements the budget cannot fit are skipped and say so. No measurement may take more
+than CAP_SHARE of the budget (a hang costs that, not the rest). Everything goes to
+OUT_DIR/gpu_check.log and OUT_DIR/gpu_check.json (rewritten after each measurement), and the
+figures the README wants to OUT_DIR/gpu_check.md.
 
 `--smoke --device cpu` runs the same steps at toy size (fp16 skipped: CPU fp16 convolution
 backward is emulated, ~40 s per ResNet-20 step; CUDA graphs declined by inductor on a CPU): that is
@@ -39,21 +47,26 @@ import time
 import traceback
 from pathlib import Path
 
-# Dense (no sparsity) tensor-core peaks, FLOP/s, from the vendor datasheets, by device-name
-# fragment (checked in this order: "H100 PCIe" before "H100"). "tf32": fp32 convolutions on
-# tensor cores, cuDNN's default on compute capability >= 8.0; "fp32": without tensor cores.
-# Unknown GPU or precision: no MFU.
-PEAK = {
-    "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},
-    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51e12},
-    "H100": {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},  # SXM
-    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
-    "L40S": {"bf16": 362e12, "fp16": 362e12, "tf32": 183e12, "fp32": 91.6e12},
-    "A10": {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
-    "V100": {"fp16": 125e12, "fp32": 15.7e12},  # SXM2; no bf16, no TF32
-    "T4": {"fp16": 65e12, "fp32": 8.1e12},  # no bf16, no TF32
-}
-LAB_BATCH = {"resnet20": 128, "resnet110": 64}  # experiments.toml: the lab's batch sizes
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when loaded by a test
+from gpu_figures import estimate_text, lab_estimate, markdown, measured_entry, peak_flops  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LAB_TOML = REPO / "experiments.toml"  # the lab's matrix: its batch sizes, and what step 4 estimates
+CAP_SHARE = 0.4  # of the budget, at most, for one measurement (at least 60 s)
+GRAPHS = "reduce-overhead"  # [run] compile: torch.compile with CUDA graphs
+
+
+def lab_specs(path: Path = LAB_TOML) -> list:
+    """The TrainSpecs of the lab's matrix: `labreport run` without a profile."""
+    from labreport.config import load_config
+    from labreport.runner import select_runs
+
+    return [r.spec for r in select_runs(load_config(path))]
+
+
+def lab_batch(model: str, specs: list | None = None) -> int:
+    """The batch size the lab trains `model` with (experiments.toml; ResNet-110: 64)."""
+    return next((s.batch_size for s in (specs if specs is not None else lab_specs()) if s.model == model), 128)
 
 
 def log(out: Path, text: str) -> None:
@@ -104,12 +117,6 @@ def train_flops_per_image(model_name: str) -> float:
     return 3.0 * counter.get_total_flops()
 
 
-def peak_flops(device_name: str, precision: str, tf32: bool | None) -> float | None:
-    """The dense peak for what ran: fp32 counts as TF32 where cuDNN used tensor cores for it."""
-    key = "tf32" if precision == "fp32" and tf32 else precision
-    return next((p.get(key) for name, p in PEAK.items() if name in device_name), None)
-
-
 class Budget:
     """Seconds left of the whole check; each step may spend up to its share."""
 
@@ -150,26 +157,34 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
     return fig
 
 
-def plan(device: str, smoke: bool) -> list[dict]:
-    """The throughput measurements, most important first (the budget may cut the tail)."""
-    graphs = "reduce-overhead"
+def plan(device: str, smoke: bool, auto: str = "bf16") -> list[dict]:
+    """The throughput measurements, most needed first (the budget may cut the tail). `auto`: what
+    precision = "auto" resolves to here with BatchNorm; an explicit precision equal to it would
+    only measure the same thing twice, so it is left out (fp16 on a T4, fp32 on a CPU)."""
     m = [  # name, model, precision, compile, epochs
         ("resnet20 auto eager", "resnet20", "auto", False, 2),
         ("resnet110 auto eager", "resnet110", "auto", False, 1),
-        ("resnet20 auto cuda-graphs", "resnet20", "auto", graphs, 2),
-        ("resnet110 auto cuda-graphs", "resnet110", "auto", graphs, 2),
-        ("resnet20 fp16 eager", "resnet20", "fp16", False, 2),
-        ("resnet110 fp16 eager", "resnet110", "fp16", False, 1),
+        ("resnet20 auto cuda-graphs", "resnet20", "auto", GRAPHS, 2),
+        ("resnet110 auto cuda-graphs", "resnet110", "auto", GRAPHS, 2),
+        ("cifarnet auto eager", "cifarnet", "auto", False, 2),
+        ("resnet18 auto eager", "resnet18", "auto", False, 2),
+        # the same graph compiled in a fresh process: what every later run of the lab pays
+        ("resnet20 auto cuda-graphs again", "resnet20", "auto", GRAPHS, 2),
         ("resnet20 fp32 eager", "resnet20", "fp32", False, 2),
         ("resnet110 fp32 eager", "resnet110", "fp32", False, 1),
-        ("resnet20 fp16 cuda-graphs", "resnet20", "fp16", graphs, 2),
+        ("resnet20 fp16 eager", "resnet20", "fp16", False, 2),
+        ("resnet110 fp16 eager", "resnet110", "fp16", False, 1),
+        ("resnet20 fp16 cuda-graphs", "resnet20", "fp16", GRAPHS, 2),
     ]
     if smoke:  # toy size: one of each kind that a CPU can run in seconds (compile: ~35 s once)
         m = [("resnet20 auto eager", "resnet20", "auto", False, 1),
              ("resnet110 auto eager", "resnet110", "auto", False, 1),
-             ("resnet20 auto cuda-graphs", "resnet20", "auto", graphs, 1),
+             ("resnet20 auto cuda-graphs", "resnet20", "auto", GRAPHS, 1),
+             ("cifarnet auto eager", "cifarnet", "auto", False, 1),
+             ("resnet18 auto eager", "resnet18", "auto", False, 1),
              ("resnet20 fp16 eager", "resnet20", "fp16", False, 1)]
-    return [{"name": n, "model": mo, "precision": p, "compile": c, "epochs": e} for n, mo, p, c, e in m]
+    return [{"name": n, "model": mo, "precision": p, "compile": c, "epochs": e} for n, mo, p, c, e in m
+            if p == "auto" or p != auto or smoke]
 
 
 def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: dict, timeout: float) -> dict:
@@ -177,7 +192,7 @@ def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: d
 
     model, precision = item["model"], item["precision"]
     sub = {"train_subset": 128, "test_subset": 64, "val_size": 64} if smoke else {}
-    batch = 128 if smoke else LAB_BATCH[model]
+    batch = 128 if smoke else lab_batch(model)
     tag = item["name"].replace(" ", "_")
     cfg = work / f"{tag}.toml"
     cfg.write_text(toml(data, f'[[experiment]]\nname = "{tag}"\nmodel = "{model}"\n',
@@ -223,11 +238,12 @@ def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: d
 
 
 def step_throughput(out: Path, data: Path, device: str, smoke: bool, budget: Budget, reserve_s: float,
-                    save=lambda: None) -> dict:
-    """Step 1: the plan, each measurement on its own, within the budget less `reserve_s` for steps 2-3."""
+                    save=lambda: None, auto: str = "bf16") -> dict:
+    """Step 1: the plan, each measurement on its own, within the budget less `reserve_s` for steps
+    2-4. `auto`: what precision = "auto" resolved to here (step 0)."""
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     figures: dict = {}
-    for item in plan(device, smoke):
+    for item in plan(device, smoke, auto):
         name, left = item["name"], budget.left() - reserve_s
         if smoke and device == "cpu" and item["precision"] == "fp16":
             figures[name] = {"skipped": "fp16 on a CPU: convolution backward is emulated (~40 s per ResNet-20 step)"}
@@ -235,7 +251,8 @@ def step_throughput(out: Path, data: Path, device: str, smoke: bool, budget: Bud
             figures[name] = {"skipped": f"budget: {max(left, 0):.0f} s left for it"}
         else:
             try:
-                figures[name] = measure(out, data, device, smoke, work, item, timeout=left)
+                cap = max(60.0, CAP_SHARE * budget.total)  # a hang costs this, not every later figure
+                figures[name] = measure(out, data, device, smoke, work, item, timeout=min(left, cap))
             except Exception as e:  # keep going: the next measurement's figures are still worth having
                 figures[name] = {"error": f"{type(e).__name__}: {e}"}
                 log(out, f"{name}: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
@@ -246,14 +263,17 @@ def step_throughput(out: Path, data: Path, device: str, smoke: bool, budget: Bud
 
 
 def step_jobs(out: Path, data: Path, device: str, smoke: bool, budget: Budget, reserve_s: float) -> dict:
-    """Step 2: runs per hour at --jobs 1, 2, 4 on one device."""
+    """Step 2: runs per hour at --jobs 1, 2, 4 on one device, over short runs of the model that
+    takes most of the lab's time (ResNet-110 at the lab's batch, 13 of its 27 runs). Each figure
+    includes the workers' start-up (torch, CUDA, the data): what --jobs pays once per worker."""
     work = Path(tempfile.mkdtemp(prefix="gpu-check-jobs-"))
+    model = "resnet20" if smoke else "resnet110"
     n_runs = 2 if smoke else 8
     cfg = work / "jobs.toml"
     sub = {"train_subset": 128, "test_subset": 64, "val_size": 64} if smoke else \
-          {"train_subset": 10000, "test_subset": 2000, "val_size": 1000}
-    cfg.write_text(toml(data, f'[[experiment]]\nname = "jobs"\nmodel = "resnet20"\nseeds = {n_runs}\n',
-                        epochs=1, batch_size=128, **sub))
+          {"train_subset": 8000, "test_subset": 1000, "val_size": 500}
+    cfg.write_text(toml(data, f'[[experiment]]\nname = "jobs"\nmodel = "{model}"\nseeds = {n_runs}\n',
+                        epochs=1, batch_size=128 if smoke else lab_batch(model), **sub))
     figures: dict = {}
     for jobs in ((1, 2) if smoke else (1, 2, 4)):
         left = budget.left() - reserve_s
@@ -263,10 +283,15 @@ def step_jobs(out: Path, data: Path, device: str, smoke: bool, budget: Budget, r
             continue
         try:
             t0 = time.perf_counter()
-            labreport(cfg, work / f"runs{jobs}", "run", "--device", device, "--jobs", str(jobs), timeout=left)
+            labreport(cfg, work / f"runs{jobs}", "run", "--device", device, "--jobs", str(jobs),
+                      timeout=min(left, max(60.0, CAP_SHARE * budget.total)))
             wall = time.perf_counter() - t0
-            figures[jobs] = {"wall_s": wall, "runs_per_hour": 3600 * n_runs / wall, "runs": n_runs}
-            log(out, f"--jobs {jobs}: {n_runs} runs in {wall:.1f} s = {3600 * n_runs / wall:.0f} runs/hour")
+            figures[jobs] = {"wall_s": wall, "runs_per_hour": 3600 * n_runs / wall, "runs": n_runs, "model": model,
+                             "train_subset": sub["train_subset"]}
+            if 1 in figures and "wall_s" in figures[1]:
+                figures[jobs]["speedup"] = figures[1]["wall_s"] / wall
+            log(out, f"--jobs {jobs}: {n_runs} {model} runs of {sub['train_subset']} images in {wall:.1f} s = "
+                     f"{3600 * n_runs / wall:.0f} runs/hour, x{figures[jobs].get('speedup', 1.0):.2f} over --jobs 1")
         except Exception as e:  # the other --jobs figures are still worth having
             figures[jobs] = {"error": f"{type(e).__name__}: {e}"}
             log(out, f"--jobs {jobs}: ERROR {type(e).__name__}: {e}")
@@ -339,24 +364,42 @@ def main() -> None:
             results[name] = partial
         (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
 
-    # seconds kept back for the steps after each one (jobs: 3 settings; kill-resume: 2 runs)
-    steps = (("precision_rule", step_precision_rule, 150.0), ("throughput", step_throughput, 120.0),
-             ("jobs", step_jobs, 40.0), ("kill_resume", step_kill_resume, 0.0))
-    for name, step, reserve in steps:
+    # seconds kept back for the steps after each one (jobs: 3 settings of ~25 s; kill-resume: 2 runs)
+    data = args.data.resolve()
+    steps = (("precision_rule", 150.0), ("throughput", 130.0), ("jobs", 40.0), ("kill_resume", 0.0))
+    for name, reserve in steps:
+        t0 = time.perf_counter()
         try:
             if name == "precision_rule":
-                results[name] = step(args.out, args.data.resolve(), args.device, args.smoke, budget)
+                results[name] = step_precision_rule(args.out, data, args.device, args.smoke, budget)
             elif name == "throughput":
-                results[name] = step(args.out, args.data.resolve(), args.device, args.smoke, budget, reserve,
-                                     save=lambda figs: save(figs, "throughput"))
+                auto = results["precision_rule"].get("auto", {}).get("batch", "bf16")
+                results[name] = step_throughput(args.out, data, args.device, args.smoke, budget, reserve,
+                                                save=lambda figs: save(figs, "throughput"), auto=auto)
+            elif name == "jobs":
+                results[name] = step_jobs(args.out, data, args.device, args.smoke, budget, reserve)
             else:
-                results[name] = step(args.out, args.data.resolve(), args.device, args.smoke, budget, reserve)
+                results[name] = step_kill_resume(args.out, data, args.device, args.smoke, budget, reserve)
         except Exception as e:  # keep going: a later step's figures are still worth having
             results[name] = {"error": f"{type(e).__name__}: {e}"}
             log(args.out, f"{name}: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+        log(args.out, f"step {name}: {time.perf_counter() - t0:.0f} s")
         save()
+    try:  # step 4: figures only, no device time
+        est = lab_estimate(results.get("throughput", {}), results.get("jobs", {}), lab_specs())
+        est["toy"] = args.smoke
+        for line in estimate_text(est):
+            log(args.out, line + (" [toy sizes: tests the arithmetic, not a figure]" if args.smoke else ""))
+        results["lab_estimate"] = est
+        results["measured_entry"] = measured_entry(info, results.get("throughput", {}))
+        log(args.out, f"for labreport/eta.py MEASURED: {results['measured_entry']}")
+    except Exception as e:  # noqa: BLE001
+        results["lab_estimate"] = {"error": f"{type(e).__name__}: {e}"}
+        log(args.out, f"lab_estimate: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+    save()
+    (args.out / "gpu_check.md").write_text(markdown(results))
     log(args.out, f"total {time.perf_counter() - budget.t0:.0f} s")
-    failed = [k for k, v in results.items() if k != "info" and (
+    failed = [k for k, v in results.items() if isinstance(v, dict) and k != "info" and (
         "error" in v or v.get("ok") is False or any(isinstance(x, dict) and "error" in x for x in v.values()))]
     if failed:
         log(args.out, f"errors in: {', '.join(failed)}")

@@ -113,12 +113,13 @@ def basis(sp: Speeds) -> str:
 
 def per_gpu(left: list[tuple[TrainSpec, int]], table: tuple[Measured, ...] | None = None,
             wanted: tuple[str, ...] = WANTED_GPUS) -> list[tuple[str, float | None, Measured | None]]:
-    """(gpu, seconds for the runs left or None, its figures or None) for each wanted GPU: what
-    a T4, A100 or H100 would take, from the measured table (default MEASURED) only.
-    `left`: (spec, epochs done) of each run left."""
+    """(gpu, seconds for the runs left or None, its figures or None) for each wanted GPU, then for
+    any other GPU the table measured (an H200, say): what each would take, from the measured table
+    (default MEASURED) only. `left`: (spec, epochs done) of each run left."""
+    table = MEASURED if table is None else table
     out = []
-    for gpu in wanted:
-        m = next((e for e in (MEASURED if table is None else table) if e.gpu == gpu), None)
+    for gpu in (*wanted, *(e.gpu for e in table if e.gpu not in wanted)):
+        m = next((e for e in table if e.gpu == gpu), None)
         total = None
         if m is not None:
             sp = Speeds("cuda", dict(m.seconds_per_image), 0, None, m)

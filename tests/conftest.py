@@ -8,6 +8,19 @@ import pytest
 from labreport.data import write_synthetic_cifar10
 
 
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.gpu` is the one mark of a CUDA test: skipped where there is no CUDA, and
+    selected with `pytest -m gpu` on a GPU machine (bench/device_run.sh runs them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (pytest -m gpu on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def cifar_dir(tmp_path_factory) -> Path:
     """Root folder holding cifar-10-batches-py/ with 500 train / 100 test learnable synthetic images.

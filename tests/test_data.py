@@ -348,7 +348,7 @@ def test_iterate_batches_plain_order_and_options():
         next(data.iterate_batches(x, y, 4, shuffle=True, augment=False, generator=None))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_iterate_batches_on_cuda():
     x, y = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8), torch.arange(100)
     g = torch.Generator(device="cuda").manual_seed(0)

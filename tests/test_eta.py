@@ -94,6 +94,13 @@ def test_per_gpu_estimates_come_from_the_measured_table_only():
     assert lacking[2][1] is None and "H100: ?" in eta.per_gpu_text(lacking)
 
 
+def test_a_measured_gpu_beyond_the_wanted_three_gets_its_own_row():
+    h200 = eta.Measured("H200", {"resnet20": 1e-5}, "precision auto (bf16)", "2030-01-03", "bench/gpu_check.sh out")
+    rows = eta.per_gpu([(TrainSpec(model="resnet20", epochs=10), 0)], table=(H100, h200))
+    assert [g for g, _, _ in rows] == ["T4", "A100", "H100", "H200"]
+    assert rows[3][1] == pytest.approx(10 * 50_000 * 1e-5) and rows[3][2] is h200
+
+
 def test_without_measured_figures_dry_run_says_so():
     rows = eta.per_gpu([(TrainSpec(model="resnet20"), 0)], table=())
     assert rows == [("T4", None, None), ("A100", None, None), ("H100", None, None)]

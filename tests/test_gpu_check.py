@@ -20,6 +20,13 @@ def gpu_check():
     return mod
 
 
+def gpu_figures():
+    gpu_check()  # puts bench/ on sys.path, as running the script does
+    import gpu_figures
+
+    return gpu_figures
+
+
 @pytest.mark.slow
 def test_gpu_check_steps_run_on_cpu_at_toy_size(tmp_path, cifar_dir):
     """~60 s on 2 quiet cores, half of it one torch.compile of ResNet-20 (less with inductor's cache)."""
@@ -40,6 +47,11 @@ def test_gpu_check_steps_run_on_cpu_at_toy_size(tmp_path, cifar_dir):
     assert graphs["compile_ran"] == "reduce-overhead" and graphs["cuda_graphs"] is False  # a CPU declines them
     assert graphs["status"] == "completed" and graphs["images_per_s"][0] > 0
     assert "emulated" in tp["resnet20 fp16 eager"]["skipped"]
+    assert tp["cifarnet auto eager"]["eta_seconds_per_image"] > 0 and tp["resnet18 auto eager"]["status"] == "completed"
+    est = figures["lab_estimate"]  # every model of the lab's matrix measured: a total, toy sizes or not
+    assert est["toy"] is True and est["missing"] == [] and est["eager_s"] > 0 and est["runs"] == 27
+    assert figures["measured_entry"] is None  # a CPU: nothing for the per-GPU table
+    assert "| resnet18 auto eager | fp32 |" in (tmp_path / "out" / "gpu_check.md").read_text()
     assert set(figures["jobs"]) == {"1", "2"} and figures["jobs"]["2"]["runs_per_hour"] > 0
     assert figures["kill_resume"]["ok"] is True and figures["kill_resume"]["epochs_run"] == 8
     assert "kill -9 after the first checkpoint, then resume (fp32): ok" in (tmp_path / "out" / "gpu_check.log").read_text()
@@ -53,6 +65,52 @@ def test_the_check_plans_every_precision_eager_and_with_cuda_graphs_on_a_gpu():
         assert (model, "auto", "reduce-overhead") in kinds  # bf16 on an H100
     assert ("resnet20", "fp16", "reduce-overhead") in kinds  # a T4's fast path
     assert all(i["epochs"] >= 2 for i in items if i["compile"])  # epoch 1 holds the compile
+
+
+def test_on_a_t4_auto_is_fp16_so_only_fp32_is_measured_besides_it():
+    items = gpu_check().plan("cuda", smoke=False, auto="fp16")
+    assert not any(i["precision"] == "fp16" for i in items)  # auto is fp16 there: the same runs twice
+    assert {("resnet20", "fp32"), ("resnet110", "fp32")} <= {(i["model"], i["precision"]) for i in items}
+    assert [i["model"] for i in items[:6]] == ["resnet20", "resnet110", "resnet20", "resnet110", "cifarnet", "resnet18"]
+
+
+def test_the_lab_estimate_adds_up_the_measured_speeds_and_compiles():
+    from labreport.spec import TrainSpec
+
+    mod = gpu_figures()
+    specs = [TrainSpec(model="resnet20", epochs=50, seed=s) for s in (0, 1)] + [
+        TrainSpec(model="resnet110", epochs=50, batch_size=64)]  # 50,000 weighted images per epoch each
+
+    def fig(rate, extra=None):
+        return {"eta_seconds_per_image": rate, "first_epoch_extra_s": extra}
+
+    tp = {"resnet20 auto eager": fig(1e-5), "resnet110 auto eager": fig(4e-5),
+          "resnet20 auto cuda-graphs": fig(5e-6, 30.0), "resnet20 auto cuda-graphs again": fig(5e-6, 8.0),
+          "resnet110 auto cuda-graphs": fig(2e-5, 90.0), "resnet18 auto eager": {"skipped": "budget"}}
+    est = mod.lab_estimate(tp, {1: {"wall_s": 10.0}, 2: {"wall_s": 5.0, "speedup": 2.0}}, specs)
+    assert est["eager_s"] == pytest.approx(50 * 50_000 * (2 * 1e-5 + 4e-5))  # 150 s
+    # with graphs: the steady speed, plus each run's compile (warm cache for ResNet-20, the cold one for 110)
+    assert est["graphs_s"] == pytest.approx(50 * 50_000 * (2 * 5e-6 + 2e-5) + 2 * 8.0 + 90.0)
+    assert est["compile_from"] == {"resnet20": "warm cache", "resnet110": "cold (an upper bound)"}
+    assert est["jobs"][2] == {"eager_s": pytest.approx(75.0), "graphs_s": pytest.approx(est["graphs_s"] / 2)}
+    lacking = mod.lab_estimate(tp, {}, specs + [TrainSpec(model="resnet18")])
+    assert lacking["missing"] == ["resnet18"] and lacking["eager_s"] is None
+    assert "no eager figure for resnet18" in "\n".join(mod.estimate_text(lacking))
+
+
+def test_the_measured_entry_is_what_eta_py_takes():
+    mod = gpu_figures()
+    info = {"device": "NVIDIA H100 80GB HBM3", "date": "2030-01-02", "command": "gpu_check.py out --data /tmp/cifar --device cuda"}
+    tp = {"resnet20 auto eager": {"model": "resnet20", "precision": "auto", "compile": False, "precision_ran": "bf16",
+                                  "eta_seconds_per_image": 2.0412e-05},
+          "resnet20 auto cuda-graphs": {"model": "resnet20", "precision": "auto", "compile": "reduce-overhead",
+                                        "precision_ran": "bf16", "eta_seconds_per_image": 1e-6}}
+    from labreport.eta import Measured
+
+    entry = eval(mod.measured_entry(info, tp), {"Measured": Measured})  # noqa: S307 - our own output
+    assert entry == Measured("H100", {"resnet20": 2.04e-05}, "precision auto (bf16), [run] compile = false, --jobs 1",
+                             "2030-01-02", "bench/gpu_check.py out --data /tmp/cifar --device cuda")
+    assert mod.gpu_fragment("Tesla T4") == "T4" and mod.gpu_fragment("NVIDIA H100 PCIe") == "H100"
 
 
 def test_a_failed_measurement_is_kept_and_the_others_still_run(tmp_path, monkeypatch):
@@ -77,7 +135,7 @@ def test_a_failed_measurement_is_kept_and_the_others_still_run(tmp_path, monkeyp
 
 
 def test_mfu_uses_the_peak_of_the_precision_that_ran():
-    mod = gpu_check()
+    mod = gpu_figures()
     assert mod.peak_flops("NVIDIA H100 80GB HBM3", "bf16", None) == 989e12
     assert mod.peak_flops("NVIDIA H100 PCIe", "bf16", None) == 756e12
     assert mod.peak_flops("NVIDIA A100-SXM4-80GB", "fp32", True) == 156e12  # TF32 convolutions
@@ -89,3 +147,18 @@ def test_gpu_check_wrapper_refuses_without_cuda(tmp_path, cifar_dir):
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(tmp_path / "o"), str(cifar_dir)],
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
     assert proc.returncode != 0 and "no CUDA device" in proc.stderr
+
+
+def test_the_device_command_runs_every_cuda_test_and_ends_in_one_exit_code(tmp_path, cifar_dir):
+    """bench/device_run.sh is what a lent GPU machine runs: without CUDA its check fails in one line,
+    its CUDA tests are collected and skipped, and it still ends with both exit codes said."""
+    listed = (ROOT / "bench" / "gpu_tests.txt").read_text().split()
+    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
+                    if "\n@pytest.mark.gpu\n" in p.read_text())
+    assert sorted(listed) == marked  # a CUDA test outside the list would never run on a GPU
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DEVICE_DATA": str(cifar_dir), "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "device_run.sh"), str(tmp_path / "out")], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and "no CUDA device" in proc.stderr
+    assert "gpu_check exit 1, pytest -m gpu exit 0" in proc.stdout and "skipped" in proc.stdout
+    assert (tmp_path / "out" / "pytest-gpu.log").is_file()

@@ -267,11 +267,7 @@ def test_the_resume_test_would_see_a_lost_scaler_state(fp16_runs, data, tmp_path
 
 
 # --- the same on CUDA (skipped without it; bench/gpu_check.sh and `pytest -m gpu` on a GPU machine) ---
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
 @pytest.mark.gpu
-@cuda
 def test_a_resumed_fp16_run_equals_an_uninterrupted_one_on_cuda(data, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "build_model", tiny_net)
     monkeypatch.setattr(train_mod, "grad_scaler", jumpy_scaler)
@@ -290,7 +286,6 @@ def test_a_resumed_fp16_run_equals_an_uninterrupted_one_on_cuda(data, tmp_path, 
 
 
 @pytest.mark.gpu
-@cuda
 def test_cuda_graphs_train_on_cuda_and_agree_with_eager(data, tmp_path, monkeypatch):
     """Tolerance not calibrated on a GPU yet: rel 1e-2 on the training loss (cudnn and inductor
     pick different kernels; TF32 convolutions)."""

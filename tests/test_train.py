@@ -350,7 +350,6 @@ def test_a_checkpoint_from_another_device_type_still_resumes(tmp_path, data, tin
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_resume_on_cuda(tmp_path, data):
     """load_checkpoint(map_location=cuda) puts the saved RNG states on the GPU too; they must go
     back to the CPU to be restored, or every resume on a GPU fails."""
