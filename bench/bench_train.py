@@ -55,7 +55,10 @@ from labreport.data import MEAN, STD, load_cifar10, split_train_val, subset_indi
 from labreport.models import build_model
 from labreport.store import RunStore
 from labreport.precision import autocast, grad_scaler
-from labreport.train import SPLIT_SEED, RunOptions, prepare, resolve_device, resolve_precision, train
+from labreport.device import RunOptions, resolve_device
+from labreport.precision import resolve_precision
+from labreport.splits import SPLIT_SEED, prepare
+from labreport.train import train
 
 MODEL = "resnet20"
 LR = 1e-4  # the lab's Adam learning rate (experiments.toml [defaults])

@@ -135,7 +135,7 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
     from labreport.data import iterate_batches, load_cifar10
     from labreport.models import build_model
     from labreport.precision import autocast, resolve_precision
-    from labreport.train import resolve_device
+    from labreport.device import resolve_device
 
     dev = resolve_device(device)
     fig = {"auto": {norm: resolve_precision("auto", dev, norm) for norm in ("batch", "none")}, "logits": {}}

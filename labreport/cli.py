@@ -300,7 +300,7 @@ def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
     if device == "cpu":
         target = Device("cpu")
     elif device is not None:  # asks torch (imported here, ~1.5 s) whether CUDA is there, and which GPU
-        from .train import device_identity
+        from .device import device_identity
 
         target = Device(*device_identity(device))
     sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None], target)

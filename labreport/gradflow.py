@@ -110,7 +110,7 @@ def ensure(store_root: str | Path, settings: dict, data_loader: Callable[[], Any
         else:
             todo.append(cell)
     if todo:
-        from .train import resolve_device  # torch: only when something is measured
+        from .device import resolve_device  # torch: only when something is measured
 
         data, dev = data_loader(), resolve_device(device)
         for cell in todo:

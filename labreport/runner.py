@@ -88,7 +88,9 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     fault_point("runner.start")  # test hook (LABREPORT_FAULT_AT): a kill during start-up
 
     from .data import load_cifar10, resolve_root
-    from .train import RunOptions, SilentReporter, prepare, prepare_key, resolve_device
+    from .device import RunOptions, resolve_device
+    from .splits import prepare, prepare_key
+    from .train import SilentReporter
 
     reporter = reporter or SilentReporter()
     dev = resolve_device(device if device != "auto" else config.run_options["device"])
@@ -176,7 +178,8 @@ def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporte
     after a CUDA out-of-memory error, down to one image per micro-batch."""
     import torch
 
-    from .train import RunOptions, train
+    from .device import RunOptions
+    from .train import train
 
     options = base
     while True:

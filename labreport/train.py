@@ -14,26 +14,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import time
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from . import __version__, hostmem
+from . import hostmem
+from .device import RunOptions, compile_mode, cudagraph_skips, peak_memory_mib, provenance
 from .spec import TRAIN_VERSION, TrainSpec
-from .data import Cifar10, iterate_batches, split_train_val, subset_indices
-from .errors import LabreportError
+from .data import iterate_batches
 from .faults import point as fault_point
 from .models import build_model, count_parameters
-from .precision import (StepWatch, auto_precision, autocast, capability, fp32_logits_max,  # noqa: F401
-                        grad_scaler, resolve_precision)  # (auto_precision, resolve_precision: re-exported)
+from .precision import StepWatch, autocast, fp32_logits_max, grad_scaler, resolve_precision
 from .schedule import lr_at
+from .splits import Prepared, Split
 from .store import RunStore
 
-SPLIT_SEED = 0  # the validation split and the subsets are the same for every run: comparable numbers
 EVAL_BATCH = 1000  # images per forward pass when evaluating (no gradients: memory is small)
 
 
@@ -44,16 +41,6 @@ class Diverged(Exception):
     def __init__(self, epoch: int, step: int, reason: str):
         super().__init__(reason)
         self.epoch, self.step, self.reason = epoch, step, reason
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run is executed, never what it computes: none of this enters the run key."""
-
-    channels_last: bool = True  # NHWC: faster oneDNN convolutions (ResNet-20 step 1.17x on the 2-core CPU) and tensor cores
-    compile: bool | str = False  # [run] compile: False, True or a torch.compile mode (see compile_mode)
-    micro_batch: int | None = None  # split each batch into micro-batches (set by the OOM fallback)
-    checkpoint_every: int = 1  # epochs between checkpoints
 
 
 class Reporter(Protocol):
@@ -71,80 +58,6 @@ class SilentReporter:
 
 
 # --------------------------------------------------------------------------------------------
-def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device for --device / [run] device; a LabreportError (a usage error) if it is unusable."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise LabreportError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LabreportError(f"device '{name}' asked for, but CUDA is not available here")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise LabreportError(f"device '{name}' asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
-    return dev
-
-
-def compile_mode(setting: bool | str) -> str | None:
-    """[run] compile as torch.compile's mode; None: eager. True is torch.compile's "default" (on the
-    2-core CPU +6.5% on the bare ResNet-20 step for a 36 s compile); "reduce-overhead" adds CUDA
-    graphs on a GPU: the forward and backward of a step replay as one graph each instead of
-    hundreds of kernel launches from Python (on a CPU it is the same as True)."""
-    if setting is False:
-        return None
-    return "default" if setting is True else str(setting)
-
-
-def device_name(device: torch.device) -> str:
-    """The name results record for the device, and run --dry-run matches finished runs on."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-
-
-def device_identity(setting: str) -> tuple[str, str | None]:
-    """(device type, GPU name or None) of what `run` trains on with this --device / [run] device
-    setting: what run --dry-run matches finished runs on."""
-    dev = resolve_device(setting)
-    return dev.type, device_name(dev) if dev.type == "cuda" else None
-
-
-@dataclass
-class Split:
-    x: torch.Tensor  # uint8 (N,3,32,32) on the device
-    y: torch.Tensor  # int64 (N,)
-
-
-@dataclass
-class Prepared:
-    """The three splits a spec trains and evaluates on, already on the device."""
-
-    train: Split
-    val: Split
-    test: Split
-    fingerprint: str
-    official: bool
-
-
-def prepare(data: Cifar10, spec: TrainSpec, device: torch.device) -> Prepared:
-    train_idx, val_idx = split_train_val(len(data.train_y), spec.val_size, SPLIT_SEED)
-    if spec.train_subset and spec.train_subset < len(train_idx):
-        train_idx = train_idx[subset_indices(len(train_idx), spec.train_subset, SPLIT_SEED)]
-    test_idx = torch.arange(len(data.test_y))
-    if spec.test_subset and spec.test_subset < len(test_idx):
-        test_idx = subset_indices(len(test_idx), spec.test_subset, SPLIT_SEED)
-
-    def split(x, y, idx):
-        return Split(x[idx].to(device), y[idx].to(device))
-
-    return Prepared(split(data.train_x, data.train_y, train_idx), split(data.train_x, data.train_y, val_idx),
-                    split(data.test_x, data.test_y, test_idx), data.fingerprint, data.official)
-
-
-def prepare_key(spec: TrainSpec) -> tuple:
-    """Specs with equal prepare_key share one Prepared (the runner caches it between runs)."""
-    return (spec.dataset, spec.val_size, spec.train_subset, spec.test_subset)
-
-
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, split: Split, precision: str, channels_last: bool,
@@ -199,14 +112,6 @@ def _determinism(on: bool, device: torch.device):
         torch.backends.cudnn.benchmark = old_bench
 
 
-def _memory(device: torch.device) -> tuple[float | None, float | None]:
-    """Peak device memory allocated / reserved in MiB since the last reset (None on CPU)."""
-    if device.type != "cuda":
-        return None, None
-    mib = 2 ** 20
-    return torch.cuda.max_memory_allocated(device) / mib, torch.cuda.max_memory_reserved(device) / mib
-
-
 def _rng_state(device: torch.device, gen: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "data": gen.get_state()}
     if device.type == "cuda":
@@ -225,41 +130,6 @@ def _set_rng_state(state: dict, device: torch.device, gen: torch.Generator) -> b
     except RuntimeError:  # the CPU and CUDA generators' states differ in size
         return False
     return True
-
-
-def _cudagraph_skips() -> int | None:
-    """How often inductor has declined CUDA graphs in this process (each time says why in a warning:
-    a CPU device, a mutated input, dynamic shapes); None where torch does not count it."""
-    try:
-        from torch._dynamo.utils import counters
-
-        return int(counters["inductor"]["cudagraph_skips"])
-    except Exception:  # a private counter: its absence must never fail a run  # noqa: BLE001
-        return None
-
-
-def provenance(device: torch.device, data: Prepared, precision: str, options: RunOptions,
-               graph_skips: int | None = None) -> dict:
-    cuda = device.type == "cuda"
-    mode = compile_mode(options.compile)
-    cap = capability(device)
-    return {
-        "labreport": __version__, "train_version": TRAIN_VERSION, "torch": torch.__version__,
-        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device": device_name(device), "device_type": device.type,
-        "capability": f"{cap[0]}.{cap[1]}" if cap else None,  # what precision = "auto" resolved from
-        "host": platform.node(), "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "precision": precision,
-        # fp32 convolutions on tensor cores in TF32 (10-bit mantissa, fp32's range): cuDNN's default
-        "tf32": torch.backends.cudnn.allow_tf32 if cuda else None,
-        "channels_last": options.channels_last, "compile": mode or False,
-        # CUDA graphs ran: asked for on a GPU and inductor declined none; None: cannot tell (no counter)
-        "cuda_graphs": (None if graph_skips is None else graph_skips == 0) if cuda and mode == "reduce-overhead"
-        else False,
-        "cudagraph_skips": graph_skips if mode == "reduce-overhead" else None,
-        "data_fingerprint": data.fingerprint, "data_official": data.official,
-        "host_malloc": hostmem.setting(),  # None: the C library's defaults
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +200,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
         if mode:
             torch.compiler.reset()
         fwd = torch.compile(model, mode=mode, dynamic=False) if mode else model
-        graph_skips0 = _cudagraph_skips() if mode == "reduce-overhead" else None
+        graph_skips0 = cudagraph_skips() if mode == "reduce-overhead" else None
         params = [p for p in model.parameters() if p.requires_grad]
         reporter.run_started(label or key, key, n_epochs, start_epoch, steps_per_epoch)
 
@@ -408,7 +278,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
             # accuracy, earliest of ties (strictly greater), or the last epoch without validation
             if preds and (val_acc is None or best_val is None or val_acc > best_val):
                 best_val, best_epoch, best_pred = val_acc, epoch + 1, preds[0]
-            alloc, reserved = _memory(device)
+            alloc, reserved = peak_memory_mib(device)
             n_skipped = int(skipped.item())
             record = {
                 "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
@@ -438,11 +308,11 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                 on_epoch(epoch + 1)
 
     result = summarize(spec, history, status, diverged_at, diverged_reason)
-    graph_skips = None if graph_skips0 is None or (now := _cudagraph_skips()) is None else now - graph_skips0
+    graph_skips = None if graph_skips0 is None or (now := cudagraph_skips()) is None else now - graph_skips0
     if mode:
         del fwd
         torch.compiler.reset()  # frees this run's graphs (and their CUDA memory pool) now
-    result.update(provenance=provenance(device, data, precision, options, graph_skips), oom_events=oom_events,
+    result.update(provenance=provenance(device, data.fingerprint, data.official, precision, options, graph_skips), oom_events=oom_events,
                   params=count_parameters(model), steps=step,
                   skipped_steps=skipped_total + sum(h.get("skipped_steps", 0) for h in history),
                   n_train=n_train, n_val=len(data.val.y), n_test=len(data.test.y))

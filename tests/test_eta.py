@@ -111,7 +111,7 @@ def test_without_measured_figures_dry_run_says_so():
 def test_dry_run_estimates_for_the_gpu_it_would_run_on(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import labreport.train as train_mod
+    import labreport.device as device_mod
     from labreport.cli import main
     from labreport.config import load_config
     from labreport.store import RunStore
@@ -128,16 +128,16 @@ def test_dry_run_estimates_for_the_gpu_it_would_run_on(tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
         return res.output.splitlines()
 
-    monkeypatch.setattr(train_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 80GB HBM3"))
+    monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 80GB HBM3"))
     out = dry("--device", "cuda")
     assert out[-2] == ("estimate: ~1 h 23 min for 1 of the 1 runs, at the speed of this store's 1 finished cuda "
                        "run(s) on NVIDIA H100 80GB HBM3")  # 50 epochs of its 100 s
     assert out[-3].startswith("on a T4, A100, H100: no measured figures yet")
-    monkeypatch.setattr(train_mod, "device_identity", lambda setting: ("cuda", "Tesla T4"))
+    monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "Tesla T4"))
     assert dry()[-2] == ("estimate: none yet (no finished run on Tesla T4 in this store to go by, and no measured "
                          "figures for that GPU in labreport/eta.py MEASURED)")
     monkeypatch.setattr(eta, "MEASURED", (H100,))
-    monkeypatch.setattr(train_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 PCIe"))
+    monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 PCIe"))
     out = dry()
     assert out[-2].startswith("estimate: ~50 s for 1 of the 1 runs, at the speed measured on H100 on 2030-01-02")
     assert out[-3].startswith("on one GPU, T4: not measured, A100: not measured, H100: ~50 s (H100 measured")

@@ -18,7 +18,8 @@ from labreport.report import build
 from labreport.results import RunView
 from labreport.schedule import lr_at, total_steps
 from labreport.store import RunStore
-from labreport.train import prepare, train
+from labreport.splits import prepare
+from labreport.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "experiments.toml"

@@ -67,7 +67,6 @@ def test_explicit_precision_is_kept_and_auto_on_the_cpu_is_fp32():
         for norm in ("batch", "none"):
             assert resolve_precision(p, cpu, norm) == p  # written out, it is what runs (and in the key)
     assert resolve_precision("auto", cpu, "batch") == resolve_precision("auto", cpu, "none") == "fp32"
-    assert train_mod.resolve_precision is resolve_precision  # bench/ imports it from train
 
 
 def test_a_bn_less_resnet110_overflows_fp16_at_init_but_not_bf16_or_fp32(data):

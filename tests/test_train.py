@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import labreport.device as device_mod
 import labreport.train as train_mod
 from labreport import hostmem
 from labreport.config import TrainSpec, load_config
@@ -27,7 +28,8 @@ from labreport.errors import LabreportError
 from labreport.models import build_model, count_parameters
 from labreport.runner import run_matrix
 from labreport.store import RunStore, read_json
-from labreport.train import prepare, summarize, train
+from labreport.splits import prepare
+from labreport.train import summarize, train
 
 TINY = {"model": "cifarnet", "epochs": 1, "batch_size": 32, "train_subset": 64, "val_size": 64,
         "test_subset": 64, "lr": 1e-3}
@@ -652,7 +654,7 @@ def test_compiled_training_agrees_with_eager(tmp_path, data, tiny):
 
 @pytest.mark.parametrize("setting, mode", [(False, None), (True, "default"), ("reduce-overhead", "reduce-overhead")])
 def test_compile_setting_to_torch_compile_mode(setting, mode):
-    assert train_mod.compile_mode(setting) == mode
+    assert device_mod.compile_mode(setting) == mode
 
 
 @pytest.mark.parametrize("value, ok", [("false", False), ("true", True), ('"reduce-overhead"', "reduce-overhead"),
@@ -672,6 +674,6 @@ def test_run_compile_takes_false_true_or_reduce_overhead(tmp_path, value, ok):
 
 def test_device_identity_is_what_results_record():
     """run --dry-run matches finished runs on (provenance.device_type, provenance.device)."""
-    assert train_mod.device_identity("cpu") == ("cpu", None)
+    assert device_mod.device_identity("cpu") == ("cpu", None)
     with pytest.raises(LabreportError, match="unknown device"):
-        train_mod.device_identity("tpu:0")
+        device_mod.device_identity("tpu:0")
