@@ -290,7 +290,7 @@ def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
     """What `run` would train, each with the time it should take at the speed of the store's
     finished runs on `device` (None: unknown, the most used device type; see eta.py), then the
     total, and what a T4/A100/H100 would take where measured."""
-    from .eta import Device, basis, duration, per_gpu, per_gpu_text, remaining_s, speeds
+    from .eta import Device, Left, dry_run_lines, speeds
     from .runner import FINAL_STATES
 
     states = {r.key: store.state(r.key) for r in runs}
@@ -304,28 +304,11 @@ def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
 
         target = Device(*device_identity(device))
     sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None], target)
-    total, unknown = 0.0, set()
-    for r in todo:
-        st = states[r.key]
-        left = remaining_s(r.spec, st.epochs_done, sp)
-        if left is None:
-            unknown.add(r.spec.model)
-        else:
-            total += left
-        state = _status_text({"status": st.status, "epochs_done": st.epochs_done, "epochs": r.spec.epochs})
-        eta = f"~{duration(left)}" if left is not None else "?"
-        click.echo(f"would train {r.key}  {state:<14} {eta:>12}  {r.label}")
-    if todo:
-        click.echo(per_gpu_text(per_gpu([(r.spec, states[r.key].epochs_done) for r in todo])))
-    if todo and sp.device_type is not None:
-        known = sum(r.spec.model not in unknown for r in todo)
-        note = f"; no finished run of {', '.join(sorted(unknown))} to go by" if unknown else ""
-        click.echo(f"estimate: ~{duration(total)} for {known} of the {len(todo)} runs, {basis(sp)}{note}")
-    elif todo and sp.device:
-        click.echo(f"estimate: none yet (no finished run on {sp.device} in this store to go by, and no "
-                   "measured figures for that GPU in labreport/eta.py MEASURED)")
-    elif todo:
-        click.echo("estimate: none yet (no finished run in this store to go by)")
+    rows = [Left(r.key, r.label, r.spec, states[r.key].epochs_done,
+                     _status_text({"status": states[r.key].status, "epochs_done": states[r.key].epochs_done,
+                                   "epochs": r.spec.epochs})) for r in todo]
+    for line in dry_run_lines(rows, sp):
+        click.echo(line)
     click.echo(f"{len(todo)} to train, {len(final)} already done")
 
 

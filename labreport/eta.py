@@ -156,3 +156,40 @@ def per_gpu_text(rows: list[tuple[str, float | None, Measured | None]]) -> str:
     parts = [f"{g}: " + (f"~{duration(t)}" if t is not None else "?" if m else "not measured") for g, t, m in rows]
     sources = "; ".join(f"{m.gpu} measured {m.date} with `{m.command}`, {m.settings}" for _, _, m in rows if m)
     return "on one GPU, " + ", ".join(parts) + f" ({sources})"
+
+
+@dataclass(frozen=True)
+class Left:
+    """A run `run` would train: what run --dry-run says of it."""
+
+    key: str
+    label: str
+    spec: TrainSpec
+    epochs_done: int
+    state: str  # "missing", "partial 3/50", "queued (job 12)", ...
+
+
+def dry_run_lines(left: list[Left], sp: Speeds) -> list[str]:
+    """run --dry-run's lines for the runs left: each with its time at the speed `sp` (or "?"),
+    what each wanted GPU would take from MEASURED, and the total with where its speed comes from."""
+    lines, total, unknown = [], 0.0, set()
+    for r in left:
+        t = remaining_s(r.spec, r.epochs_done, sp)
+        if t is None:
+            unknown.add(r.spec.model)
+        else:
+            total += t
+        lines.append(f"would train {r.key}  {r.state:<14} {f'~{duration(t)}' if t is not None else '?':>12}  {r.label}")
+    if not left:
+        return lines
+    lines.append(per_gpu_text(per_gpu([(r.spec, r.epochs_done) for r in left])))
+    if sp.device_type is not None:
+        known = sum(r.spec.model not in unknown for r in left)
+        note = f"; no finished run of {', '.join(sorted(unknown))} to go by" if unknown else ""
+        lines.append(f"estimate: ~{duration(total)} for {known} of the {len(left)} runs, {basis(sp)}{note}")
+    elif sp.device:
+        lines.append(f"estimate: none yet (no finished run on {sp.device} in this store to go by, and no "
+                     "measured figures for that GPU in labreport/eta.py MEASURED)")
+    else:
+        lines.append("estimate: none yet (no finished run in this store to go by)")
+    return lines

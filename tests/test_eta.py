@@ -142,3 +142,15 @@ def test_dry_run_estimates_for_the_gpu_it_would_run_on(tmp_path, monkeypatch):
     assert out[-2].startswith("estimate: ~50 s for 1 of the 1 runs, at the speed measured on H100 on 2030-01-02")
     assert out[-3].startswith("on one GPU, T4: not measured, A100: not measured, H100: ~50 s (H100 measured")
     assert dry("--device", "cpu")[-2] == "estimate: none yet (no finished run in this store to go by)"
+
+
+def test_dry_run_lines_give_each_run_its_time_and_name_what_has_no_figure():
+    sp = eta.Speeds("cpu", {"resnet20": 1e-3}, 4)
+    left = [eta.Left("a1", "ResNet-20", TrainSpec(model="resnet20", epochs=2), 1, "partial 1/2"),
+            eta.Left("b2", "CIFARNet", TrainSpec(model="cifarnet", epochs=2), 0, "missing")]
+    lines = eta.dry_run_lines(left, sp)
+    assert lines[0].startswith("would train a1  partial 1/2") and "~50 s" in lines[0]  # 1 epoch x 50,000 x 1 ms
+    assert lines[1].split() == ["would", "train", "b2", "missing", "?", "CIFARNet"]
+    assert lines[-1] == ("estimate: ~50 s for 1 of the 2 runs, at the speed of this store's 4 finished cpu run(s); "
+                         "no finished run of cifarnet to go by")
+    assert eta.dry_run_lines([], sp) == []
