@@ -58,6 +58,28 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
+def summary_line(device_type: str, name: str, cap: tuple[int, int] | None, threads: int,
+                 compile_setting: bool | str) -> str:
+    """The line `run` starts with: where it trains, what precision = "auto" means there (with and
+    without BatchNorm, precision.auto_precision), and whether it compiles. Pure, for tests."""
+    from .precision import auto_precision
+
+    with_bn, without = auto_precision(device_type, cap, "batch"), auto_precision(device_type, cap, "none")
+    auto = with_bn if with_bn == without else f"{with_bn}, BN-less runs {without}"
+    mode = compile_mode(compile_setting)
+    compiled = {None: "eager", "reduce-overhead": "compiled with CUDA graphs" if device_type == "cuda"
+                else "compiled (CUDA graphs need a GPU)"}.get(mode, f"compiled ({mode})")
+    where = (f"{name} (CUDA, compute capability {cap[0]}.{cap[1]})" if device_type == "cuda" and cap
+             else f"the CPU ({name + ', ' if name not in ('', 'cpu') else ''}{threads} thread{'s' * (threads != 1)})")
+    return f"training on {where}; precision auto = {auto}; {compiled}"
+
+
+def describe(device: torch.device, compile_setting: bool | str) -> str:
+    """summary_line for this device, as torch sees it."""
+    return summary_line(device.type, device_name(device), capability(device), torch.get_num_threads(),
+                        compile_setting)
+
+
 def device_identity(setting: str) -> tuple[str, str | None]:
     """(device type, GPU name or None) of what `run` trains on with this --device / [run] device
     setting: what run --dry-run matches finished runs on."""

@@ -37,7 +37,7 @@ class LineReporter:
     def run_started(self, label, key, epochs, start_epoch, steps):
         self.label, self.epochs, self.t0 = label, epochs, time.perf_counter()
         resumed = f", resuming after epoch {start_epoch}" if start_epoch else ""
-        self._print(f"{label} run {key}: {epochs} epochs x {steps} steps{resumed}")
+        self._print(f"{label} run {key}: {epochs} epoch{'s' * (epochs != 1)} x {steps} steps{resumed}")
 
     def __enter__(self):
         return self

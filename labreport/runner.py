@@ -88,7 +88,7 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     fault_point("runner.start")  # test hook (LABREPORT_FAULT_AT): a kill during start-up
 
     from .data import load_cifar10, resolve_root
-    from .device import RunOptions, resolve_device
+    from .device import RunOptions, describe, resolve_device
     from .splits import prepare, prepare_key
     from .train import SilentReporter
 
@@ -108,6 +108,8 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
                                                  download=config.download)))()
     prepared: dict[tuple, object] = {}
     base = RunOptions(channels_last=config.run_options["channels_last"], compile=config.run_options["compile"])
+    if todo:
+        reporter.message(describe(dev, base.compile))
     total = len(todo)
     done_here = 0
     while True:

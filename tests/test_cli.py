@@ -114,13 +114,14 @@ def test_run_then_run_again_then_status(toml, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert f"1 trained, 0 cached, 0 diverged, 0 failed  (store: {runs})" in res.stdout
     assert "Train Epoch: 1/1" in res.stderr  # one log line per epoch, off a terminal
+    assert "training on the CPU (" in res.stderr and "precision auto = fp32; eager" in res.stderr
     assert len(list(runs.glob("*/result.json"))) == 1
 
     with monkeypatch.context() as m:  # nothing to do: no data loaded (a load would fail: no data there)
         m.setenv("LABREPORT_DATA", str(tmp_path / "no-data-here"))
         res = cli(toml, runs, "run", "--only", "small")
     assert res.exit_code == 0, res.output
-    assert "0 trained, 1 cached, 0 diverged, 0 failed" in res.stdout
+    assert "0 trained, 1 cached, 0 diverged, 0 failed" in res.stdout and "training on" not in res.output
 
     res = cli(toml, runs, "run", "--dry-run")
     assert res.output.splitlines()[-1] == "2 to train, 1 already done"

@@ -53,7 +53,7 @@ def write_config(tmp_path: Path, cifar_dir: Path, *, epochs=2, train=128, dropou
 def trainings(output: str) -> Counter:
     """How many times each run key was (re)started for training, from the per-run header lines."""
     return Counter(line.split(" run ", 1)[1].split(":")[0] for line in output.splitlines()
-                   if " run " in line and " epochs x " in line)
+                   if " run " in line and " steps" in line and " x " in line)
 
 
 def results(runs: Path) -> dict[str, dict]:

@@ -106,7 +106,7 @@ def task_log(runs: Path, job_id: str) -> str:
 def trainings(output: str) -> Counter:
     """How many times each run key was (re)started for training, from the per-run header lines."""
     return Counter(line.split(" run ", 1)[1].split(":")[0] for line in output.splitlines()
-                   if " run " in line and " epochs x " in line)
+                   if " run " in line and " steps" in line and " x " in line)
 
 
 def results(runs: Path) -> dict[str, dict]:

@@ -677,3 +677,15 @@ def test_device_identity_is_what_results_record():
     assert device_mod.device_identity("cpu") == ("cpu", None)
     with pytest.raises(LabreportError, match="unknown device"):
         device_mod.device_identity("tpu:0")
+
+
+def test_run_starts_by_saying_where_it_trains_and_in_what_precision():
+    line = device_mod.summary_line
+    assert line("cuda", "Tesla T4", (7, 5), 2, False) == (
+        "training on Tesla T4 (CUDA, compute capability 7.5); precision auto = fp16, BN-less runs fp32; eager")
+    assert line("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 16, "reduce-overhead") == (
+        "training on NVIDIA H100 80GB HBM3 (CUDA, compute capability 9.0); precision auto = bf16; "
+        "compiled with CUDA graphs")
+    assert line("cpu", "cpu", None, 2, True) == "training on the CPU (2 threads); precision auto = fp32; compiled (default)"
+    assert line("cpu", "x86_64", None, 1, "reduce-overhead").endswith("(x86_64, 1 thread); precision auto = fp32; "
+                                                                      "compiled (CUDA graphs need a GPU)")
