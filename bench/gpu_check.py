@@ -37,6 +37,7 @@ what the test suite runs, so the script stays working without a GPU.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -56,8 +57,9 @@ CAP_SHARE = 0.4  # of the budget, at most, for one measurement (at least 60 s)
 GRAPHS = "reduce-overhead"  # [run] compile: torch.compile with CUDA graphs
 
 
+@functools.lru_cache(maxsize=None)
 def lab_specs(path: Path = LAB_TOML) -> list:
-    """The TrainSpecs of the lab's matrix: `labreport run` without a profile."""
+    """The TrainSpecs of the lab's matrix: `labreport run` without a profile (read once)."""
     from labreport.config import load_config
     from labreport.runner import select_runs
 

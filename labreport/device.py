@@ -14,7 +14,7 @@ import torch
 
 from . import __version__, hostmem
 from .errors import LabreportError
-from .precision import capability
+from .precision import auto_precision, capability
 from .spec import TRAIN_VERSION
 
 
@@ -62,8 +62,6 @@ def summary_line(device_type: str, name: str, cap: tuple[int, int] | None, threa
                  compile_setting: bool | str) -> str:
     """The line `run` starts with: where it trains, what precision = "auto" means there (with and
     without BatchNorm, precision.auto_precision), and whether it compiles. Pure, for tests."""
-    from .precision import auto_precision
-
     with_bn, without = auto_precision(device_type, cap, "batch"), auto_precision(device_type, cap, "none")
     auto = with_bn if with_bn == without else f"{with_bn}, BN-less runs {without}"
     mode = compile_mode(compile_setting)

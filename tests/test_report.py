@@ -396,13 +396,18 @@ def test_failed_build_keeps_previous_pdf(tmp_path, monkeypatch):
     assert out.read_bytes() == before
 
 
+def with_user_template(tmp_path, name: str, text: str):
+    """The study's config with [report] templates = "mytpl", holding one template `name`."""
+    (tmp_path / "mytpl").mkdir()
+    (tmp_path / "mytpl" / name).write_text(text)
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(toml.read_text().replace('language = "ru"', 'language = "ru"\ntemplates = "mytpl"'))
+    return load_config(toml)
+
+
 def test_user_templates_override_file_by_file(tmp_path):
     config, store = make_study(tmp_path, skip=("r20", "r110-bn", "r110-nobn"))
-    (tmp_path / "mytpl").mkdir()
-    (tmp_path / "mytpl" / "title.html.j2").write_text("<section><p>МОЙ ТИТУЛЬНЫЙ ЛИСТ {{ r.title }}</p></section>")
-    text = (tmp_path / "experiments.toml").read_text().replace('language = "ru"', 'language = "ru"\ntemplates = "mytpl"')
-    (tmp_path / "experiments.toml").write_text(text)
-    config = load_config(tmp_path / "experiments.toml")
+    config = with_user_template(tmp_path, "title.html.j2", "<section><p>МОЙ ТИТУЛЬНЫЙ ЛИСТ {{ r.title }}</p></section>")
     build(config, store, tmp_path / "r.pdf", tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert f"МОЙ ТИТУЛЬНЫЙ ЛИСТ {RU['title']}" in html  # the user's title page ...
@@ -429,12 +434,9 @@ def test_a_missing_template_or_a_bad_suffix_is_a_one_line_error(tmp_path):
     from labreport.errors import LabreportError
 
     config, store = make_study(tmp_path, skip=("r20", "r110-bn", "r110-nobn"))
-    (tmp_path / "mytpl").mkdir()
-    (tmp_path / "mytpl" / "report.html.j2").write_text('{% include "nowhere.html.j2" %}')
-    text = (tmp_path / "experiments.toml").read_text().replace('language = "ru"', 'language = "ru"\ntemplates = "mytpl"')
-    (tmp_path / "experiments.toml").write_text(text)
     with pytest.raises(LabreportError, match="template nowhere.html.j2 not found"):
-        build(load_config(tmp_path / "experiments.toml"), store, tmp_path / "r.pdf")
+        build(with_user_template(tmp_path, "report.html.j2", '{% include "nowhere.html.j2" %}'), store,
+              tmp_path / "r.pdf")
     with pytest.raises(LabreportError, match="the suffix picks the format"):
         build(config, store, tmp_path / "r.odt")
 
