@@ -42,13 +42,13 @@ report: data
 	$(LABREPORT) run
 	@if $(LABREPORT) --help | grep -q ' build '; then $(LABREPORT) build --out report.pdf --out report.docx; fi
 
-# Every word of the report is in the templates (English) and in labreport/locale/<lang>/LC_MESSAGES/
+# Every word of the report is in the templates (English) and in labreport/report/locale/<lang>/LC_MESSAGES/
 # labreport.po: extract them again and merge them into each catalogue; new messages then need a
 # translation (tests/test_i18n.py fails until every Russian one has it).
 messages: install
 	$(VENV)/bin/pybabel -q extract -F babel.cfg -k _ -k n_:1,2 --no-location --sort-output \
-		--project labreport --copyright-holder labreport -o labreport/locale/labreport.pot .
-	$(VENV)/bin/pybabel -q update -i labreport/locale/labreport.pot -d labreport/locale -D labreport \
+		--project labreport --copyright-holder labreport -o labreport/report/locale/labreport.pot .
+	$(VENV)/bin/pybabel -q update -i labreport/report/locale/labreport.pot -d labreport/report/locale -D labreport \
 		--no-fuzzy-matching --ignore-obsolete
 
 bench: data

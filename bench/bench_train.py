@@ -13,8 +13,8 @@ one busy neighbour slows any torch training ~3x, so a contended round is reporte
 an extra one while --max-rounds and --budget allow, and the figures come from the quiet rounds when
 there are any. ResNet-20, batch 128, Adam, augmentation on, over the same N training images:
 
-  labreport       labreport.train.train, lab defaults (channels_last, fp32 on CPU / bf16 on CUDA,
-                  host allocator tuned by the trainer itself on the CPU, see labreport/hostmem.py),
+  labreport       labreport.engine.trainer.train, lab defaults (channels_last, fp32 on CPU / bf16 on CUDA,
+                  host allocator tuned by the trainer itself on the CPU, see labreport/engine/hostmem.py),
                   two epochs in a fresh temporary run store; the images/s the trainer records itself
                   for the second (training only) and the wall clock of the whole train() call (build,
                   epochs, evaluation, checkpoints) so nothing hides.
@@ -49,16 +49,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from labreport import hostmem
+from labreport.engine import hostmem
 from labreport.config import TrainSpec
-from labreport.data import MEAN, STD, load_cifar10, split_train_val, subset_indices, write_synthetic_cifar10
-from labreport.models import build_model
+from labreport.engine.data import MEAN, STD, load_cifar10, split_train_val, subset_indices, write_synthetic_cifar10
+from labreport.engine.networks import build_model
 from labreport.store import RunStore
-from labreport.precision import autocast, grad_scaler
-from labreport.device import RunOptions, resolve_device
-from labreport.precision import resolve_precision
-from labreport.splits import SPLIT_SEED, prepare
-from labreport.train import train
+from labreport.engine.precision import autocast, grad_scaler
+from labreport.engine.device import RunOptions, resolve_device
+from labreport.engine.precision import resolve_precision
+from labreport.engine.splits import SPLIT_SEED, prepare
+from labreport.engine.trainer import train
 
 MODEL = "resnet20"
 LR = 1e-4  # the lab's Adam learning rate (experiments.toml [defaults])

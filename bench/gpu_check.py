@@ -16,7 +16,7 @@ On CUDA (budgeted to finish within 8 minutes on one H100; `--budget-s`):
      memory allocated/reserved, a model-FLOP-utilisation estimate (FLOPs counted with
      torch.utils.flop_counter on the real model, training = 3x forward, against the dense
      tensor-core peak of the precision that ran), and seconds per weighted image for
-     labreport/eta.py MEASURED;
+     labreport/cluster/eta.py MEASURED;
   2. `labreport run --jobs 1, 2, 4` on one GPU over 8 short ResNet-110 runs (runs per hour, and the
      speedup over --jobs 1: the lab's time is mostly ResNet-110's);
   3. SIGKILL of an fp16 CUDA run after its first checkpoint, then a `labreport run` that must
@@ -61,7 +61,7 @@ GRAPHS = "reduce-overhead"  # [run] compile: torch.compile with CUDA graphs
 def lab_specs(path: Path = LAB_TOML) -> list:
     """The TrainSpecs of the lab's matrix: `labreport run` without a profile (read once)."""
     from labreport.config import load_config
-    from labreport.runner import select_runs
+    from labreport.engine.runner import select_runs
 
     return [r.spec for r in select_runs(load_config(path))]
 
@@ -111,7 +111,7 @@ def train_flops_per_image(model_name: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from labreport.models import build_model
+    from labreport.engine.networks import build_model
 
     model = build_model(model_name).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -134,10 +134,10 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
     """Step 0: what auto resolves to here, and a BN-less ResNet-110's logits at init per precision."""
     import torch
 
-    from labreport.data import iterate_batches, load_cifar10
-    from labreport.models import build_model
-    from labreport.precision import autocast, resolve_precision
-    from labreport.device import resolve_device
+    from labreport.engine.data import iterate_batches, load_cifar10
+    from labreport.engine.networks import build_model
+    from labreport.engine.precision import autocast, resolve_precision
+    from labreport.engine.device import resolve_device
 
     dev = resolve_device(device)
     fig = {"auto": {norm: resolve_precision("auto", dev, norm) for norm in ("batch", "none")}, "logits": {}}
@@ -190,7 +190,7 @@ def plan(device: str, smoke: bool, auto: str = "bf16") -> list[dict]:
 
 
 def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: dict, timeout: float) -> dict:
-    from labreport.eta import epoch_images
+    from labreport.cluster.eta import epoch_images
 
     model, precision = item["model"], item["precision"]
     sub = {"train_subset": 128, "test_subset": 64, "val_size": 64} if smoke else {}
@@ -223,7 +223,7 @@ def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: d
            "status": res["status"], "diverged_reason": res.get("diverged_reason"),
            "skipped_steps": res.get("skipped_steps"), "test_acc": res.get("final_test_acc"),
            "n_train": res["n_train"], "n_val": res["n_val"], "n_test": res["n_test"],
-           # for labreport/eta.py MEASURED: the steady epoch over its weighted images
+           # for labreport/cluster/eta.py MEASURED: the steady epoch over its weighted images
            "eta_seconds_per_image": last["epoch_time_s"] / epoch_images(res["n_train"], res["n_val"], res["n_test"])}
     if len(hist) > 1 and item["compile"]:
         fig["first_epoch_extra_s"] = hist[0]["epoch_time_s"] - hist[-1]["epoch_time_s"]  # ~ the compile
@@ -394,7 +394,7 @@ def main() -> None:
             log(args.out, line + (" [toy sizes: tests the arithmetic, not a figure]" if args.smoke else ""))
         results["lab_estimate"] = est
         results["measured_entry"] = measured_entry(info, results.get("throughput", {}))
-        log(args.out, f"for labreport/eta.py MEASURED: {results['measured_entry']}")
+        log(args.out, f"for labreport/cluster/eta.py MEASURED: {results['measured_entry']}")
     except Exception as e:  # noqa: BLE001
         results["lab_estimate"] = {"error": f"{type(e).__name__}: {e}"}
         log(args.out, f"lab_estimate: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")

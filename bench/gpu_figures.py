@@ -1,5 +1,5 @@
 """The figures of bench/gpu_check.py, as pure functions of what it measured: MFU against the
-vendor's peaks, the lab's matrix at the measured speeds, a labreport/eta.py MEASURED entry, and
+vendor's peaks, the lab's matrix at the measured speeds, a labreport/cluster/eta.py MEASURED entry, and
 the Markdown table the README takes. Tested on hand-made figures (tests/test_gpu_check.py)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def lab_estimate(throughput: dict, jobs: dict, specs: list) -> dict:
     plus each compiled run's compile. The compile of a fresh process with inductor's cache warm
     ("again") is what every run but the first of a graph pays; where only the cold compile was
     measured it stands in, an upper bound. --jobs k: the totals over the speedup step 2 measured."""
-    from labreport.eta import Speeds, remaining_s
+    from labreport.cluster.eta import Speeds, remaining_s
 
     def fig(name: str) -> dict:
         f = throughput.get(name)
@@ -65,7 +65,7 @@ def lab_estimate(throughput: dict, jobs: dict, specs: list) -> dict:
 
 
 def estimate_text(est: dict) -> list[str]:
-    from labreport.eta import duration
+    from labreport.cluster.eta import duration
 
     def d(x):
         return f"~{duration(x)}" if x is not None else "n/a"
@@ -91,7 +91,7 @@ def gpu_fragment(device_name: str) -> str:
 
 
 def measured_entry(info: dict, throughput: dict) -> str | None:
-    """A Measured(...) line for labreport/eta.py, from the eager `auto` figures (the lab's default
+    """A Measured(...) line for labreport/cluster/eta.py, from the eager `auto` figures (the lab's default
     settings); None when none was measured."""
     rates = {f["model"]: float(f"{f['eta_seconds_per_image']:.3g}") for f in throughput.values()
              if isinstance(f, dict) and "eta_seconds_per_image" in f and f["precision"] == "auto" and not f["compile"]}

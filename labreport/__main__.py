@@ -1,3 +1,3 @@
-from .cli import main
+from labreport.cli import main
 
 main(prog_name="labreport")

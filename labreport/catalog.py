@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from .errors import ModelError
+from labreport.errors import ModelError
 
 OPTIONS = ("norm", "dropout", "init")  # per-model options that a spec may set
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import click
 
-from .config import Config, load_config
-from .errors import LabreportError
-from .executors import CONFIRM_RUNS, Console
-from .store import RunStore
+from labreport.config import Config, load_config
+from labreport.errors import LabreportError
+from labreport.cluster.executors import CONFIRM_RUNS, Console
+from labreport.store import RunStore
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -118,7 +118,7 @@ def init(folder, with_templates, force):
         labreport init                 # then edit [report] in experiments.toml
         labreport init my-lab --templates
     """
-    from .scaffold import init as scaffold
+    from labreport.scaffold import init as scaffold
 
     made = scaffold(folder, templates=with_templates, force=force)
     extra = f" and {len(made.written) - 1} template files in {folder / 'templates'}" if with_templates else ""
@@ -140,7 +140,7 @@ def plan(obj: Context, profile, as_json):
         labreport plan --profile quick --json
         labreport plan --profile paper     # He et al. 2015's recipe and depths
     """
-    from .schedule import describe  # no torch: plan stays instant
+    from labreport.engine.schedule import describe  # no torch: plan stays instant
 
     config = obj.config(profile)
     rows = _state_rows(config, obj.store(config))
@@ -170,7 +170,7 @@ def models(as_json):
     Example:
         labreport models
     """
-    from .catalog import CATALOG  # torch-free: the counts are exact (tests/test_models.py builds each model)
+    from labreport.catalog import CATALOG  # torch-free: the counts are exact (tests/test_models.py builds each model)
 
     rows = []
     for name, info in CATALOG.items():
@@ -202,7 +202,7 @@ def status(obj: Context, profile, as_json):
     config = obj.config(profile)
     store = obj.store(config)
     rows = _state_rows(config, store)
-    from .slurm import queued_jobs
+    from labreport.cluster.slurm import queued_jobs
 
     queued = queued_jobs(config, store)
     for r in rows:  # submitted to a job array (run --executor), not claimed by a task yet
@@ -260,8 +260,8 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
         labreport run --jobs 4 --gpus 0,1      # 4 workers, 2 per GPU
         labreport run --executor slurm --wait  # one Slurm array task per run left
     """
-    from . import executors
-    from .runner import select_runs
+    from labreport.cluster import executors
+    from labreport.engine.runner import select_runs
 
     if executor != "local" and jobs > 1:
         raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")
@@ -290,8 +290,8 @@ def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
     """What `run` would train, each with the time it should take at the speed of the store's
     finished runs on `device` (None: unknown, the most used device type; see eta.py), then the
     total, and what a T4/A100/H100 would take where measured."""
-    from .eta import Device, Left, dry_run_lines, speeds
-    from .runner import FINAL_STATES
+    from labreport.cluster.eta import Device, Left, dry_run_lines, speeds
+    from labreport.engine.runner import FINAL_STATES
 
     states = {r.key: store.state(r.key) for r in runs}
     todo = [r for r in runs if states[r.key].status not in FINAL_STATES]
@@ -300,7 +300,7 @@ def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
     if device == "cpu":
         target = Device("cpu")
     elif device is not None:  # asks torch (imported here, ~1.5 s) whether CUDA is there, and which GPU
-        from .device import device_identity
+        from labreport.engine.device import device_identity
 
         target = Device(*device_identity(device))
     sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None], target)
@@ -333,7 +333,7 @@ def build(obj: Context, profile, outs, html_out):
         labreport build --out report.pdf --out report.docx
         labreport build --profile quick --out preview.pdf --html preview.html
     """
-    from .report import build as build_report
+    from labreport.report.build import build as build_report
 
     config = obj.config(profile)
     outs = outs or (Path("report.pdf"),)
@@ -370,8 +370,8 @@ def gradflow(obj: Context, profile, device):
 
 
 def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bool = False) -> None:
-    from .executors import measure_gradflow
-    from .gradflow import table_lines
+    from labreport.cluster.executors import measure_gradflow
+    from labreport.engine.gradflow import table_lines
 
     try:
         m = measure_gradflow(config, store, load_data, device, _console())
@@ -384,6 +384,6 @@ def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bo
 
 
 def _data_loader(config: Config):
-    from .executors import data_loader
+    from labreport.cluster.executors import data_loader
 
     return data_loader(config, lambda text: click.echo(text, err=True))

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import CATALOG, init_problem, model_info
-from .spec import (  # noqa: F401  (re-exported: the specs are part of what config gives)
+from labreport.catalog import CATALOG, init_problem, model_info
+from labreport.spec import (  # noqa: F401  (re-exported: the specs are part of what config gives)
     FIELDS, GRID_KEYS_WITH_LIST_VALUES, OMITTED_AT_DEFAULT, TRAIN_VERSION, Field, Run, TrainSpec, train_images,
 )
-from .errors import ConfigError, ModelError
-from .sections import EXECUTOR_DEFAULTS, GRADFLOW_DEFAULTS, Ctx, copy_lists, read_sections, section_table, unknown
+from labreport.errors import ConfigError, ModelError
+from labreport.settings import EXECUTOR_DEFAULTS, GRADFLOW_DEFAULTS, Ctx, copy_lists, read_sections, section_table, unknown
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'

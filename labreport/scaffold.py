@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import LabreportError
+from labreport.errors import LabreportError
 
 CONFIG_NAME = "experiments.toml"
 TEMPLATES_NAME = "templates"
@@ -29,8 +29,8 @@ class Scaffold:
     written: list[Path] = field(default_factory=list)
 
 
-def _resource(*parts: str):
-    res = resources.files("labreport").joinpath(*parts)
+def _resource(*parts: str, package: str = "labreport"):
+    res = resources.files(package).joinpath(*parts)
     if not (res.is_file() or res.is_dir()):
         raise LabreportError(f"labreport's package data is incomplete: {'/'.join(parts)} is missing (reinstall "
                              "labreport)")
@@ -55,8 +55,8 @@ def init(folder: Path, *, templates: bool = False, force: bool = False) -> Scaff
         text = _use_templates(text)
         if tpl.exists():
             shutil.rmtree(tpl)
-        _copy_tree(_resource("templates"), tpl, out)
-        _copy_tree(_resource("locale"), tpl / "locale", out, suffixes=(".po",))
+        _copy_tree(_resource("templates", package="labreport.report"), tpl, out)
+        _copy_tree(_resource("locale", package="labreport.report"), tpl / "locale", out, suffixes=(".po",))
     config.write_text(text, encoding="utf-8")
     out.written.insert(0, config)
     return out

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from labreport.analysis import best_group, conclude, group_runs, mean_std, paper_comparison
-from labreport.results import RunView
+from labreport.science.conclusions import best_group, conclude, group_runs, mean_std, paper_comparison
+from labreport.store.views import RunView
 
 
 def answers(correct: str) -> tuple[str, str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from labreport.bnclaim import arm_verdict, bn_claims
-from labreport.stats import binom_sf
+from labreport.science.bnclaim import arm_verdict, bn_claims
+from labreport.science.stats import binom_sf
 from test_analysis import view
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from labreport import eta
+from labreport.cluster import eta
 from labreport.cli import main
 
 TINY = """

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from labreport.analysis import group_runs
-from labreport.compare import factor_effect, paired_counts, rank
-from labreport.stats import holm, mcnemar_exact, welch_t
+from labreport.science.conclusions import group_runs
+from labreport.science.compare import factor_effect, paired_counts, rank
+from labreport.science.stats import holm, mcnemar_exact, welch_t
 from test_analysis import view
 
 N = 1000  # test images of the hand-made runs

@@ -1,4 +1,4 @@
-"""Tests for labreport.data: finding, validating and loading CIFAR-10, and device-side batching.
+"""Tests for labreport.engine.data: finding, validating and loading CIFAR-10, and device-side batching.
 
 All data is generated (write_synthetic_cifar10); nothing is downloaded (see the `no_download` fixture).
 """
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labreport import data
+from labreport.engine import data
 from labreport.errors import DataError
 
 

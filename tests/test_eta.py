@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labreport import eta
+from labreport.cluster import eta
 from labreport.spec import TrainSpec
 
 
@@ -111,7 +111,7 @@ def test_without_measured_figures_dry_run_says_so():
 def test_dry_run_estimates_for_the_gpu_it_would_run_on(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    import labreport.device as device_mod
+    import labreport.engine.device as device_mod
     from labreport.cli import main
     from labreport.config import load_config
     from labreport.store import RunStore
@@ -135,7 +135,7 @@ def test_dry_run_estimates_for_the_gpu_it_would_run_on(tmp_path, monkeypatch):
     assert out[-3].startswith("on a T4, A100, H100: no measured figures yet")
     monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "Tesla T4"))
     assert dry()[-2] == ("estimate: none yet (no finished run on Tesla T4 in this store to go by, and no measured "
-                         "figures for that GPU in labreport/eta.py MEASURED)")
+                         "figures for that GPU in labreport/cluster/eta.py MEASURED)")
     monkeypatch.setattr(eta, "MEASURED", (H100,))
     monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 PCIe"))
     out = dry()

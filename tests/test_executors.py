@@ -1,4 +1,4 @@
-"""labreport.executors: every executor chosen by name and driven through the same calls."""
+"""labreport.cluster.executors: every executor chosen by name and driven through the same calls."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from labreport import executors
+from labreport.cluster import executors
 from labreport.config import load_config
 from labreport.errors import LabreportError
-from labreport.runner import select_runs
+from labreport.engine.runner import select_runs
 from labreport.store import RunStore
 
 TOML = """

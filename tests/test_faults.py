@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from labreport.cli import main
 from labreport.config import load_config
-from labreport.results import collect
+from labreport.store.views import collect
 from labreport.store import RunStore
 
 TOML = """
@@ -343,7 +343,10 @@ def test_a_full_disk_fails_the_run_clearly_and_a_rerun_finishes_it(finished, ref
 
 # --- build faults ------------------------------------------------------------------------------
 def test_build_reads_a_run_being_written_and_a_failed_build_keeps_the_previous_report(finished, monkeypatch):
-    from labreport import docx as docx_writer, figures, pdf, report
+    from labreport.report import word as docx_writer
+    from labreport.report import figures
+    from labreport.report import pdf
+    from labreport.report import build as report
 
     cfg, runs, a, b = finished
     d = runs / b  # B as a worker leaves it mid-write: its result half in a temp file, no result yet

@@ -1,15 +1,15 @@
-"""Tests for labreport.figures: what each figure draws, empty input, reproducible files, Cyrillic."""
+"""Tests for labreport.report.figures: what each figure draws, empty input, reproducible files, Cyrillic."""
 
 from __future__ import annotations
 
 import pytest
 from matplotlib.figure import Figure
 
-from labreport import figures
-from labreport.analysis import Resource, group_runs, resources
-from labreport.bnclaim import RunOutcome, bn_claims
-from labreport.i18n import Lang
-from labreport.results import RunView
+from labreport.report import figures
+from labreport.science.conclusions import Resource, group_runs, resources
+from labreport.science.bnclaim import RunOutcome, bn_claims
+from labreport.report.i18n import Lang
+from labreport.store.views import RunView
 
 EN, RU = Lang("en"), Lang("ru")
 

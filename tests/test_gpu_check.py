@@ -105,7 +105,7 @@ def test_the_measured_entry_is_what_eta_py_takes():
                                   "eta_seconds_per_image": 2.0412e-05},
           "resnet20 auto cuda-graphs": {"model": "resnet20", "precision": "auto", "compile": "reduce-overhead",
                                         "precision_ran": "bf16", "eta_seconds_per_image": 1e-6}}
-    from labreport.eta import Measured
+    from labreport.cluster.eta import Measured
 
     entry = eval(mod.measured_entry(info, tp), {"Measured": Measured})  # noqa: S307 - our own output
     assert entry == Measured("H100", {"resnet20": 2.04e-05}, "precision auto (bf16), [run] compile = false, --jobs 1",

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from labreport import gradflow as G
+from labreport.engine import gradflow as G
 from labreport.cli import main
 from labreport.config import GRADFLOW_DEFAULTS, load_config
-from labreport.data import load_cifar10
+from labreport.engine.data import load_cifar10
 from labreport.errors import ConfigError
-from labreport.i18n import Lang
-from labreport.report import build
+from labreport.report.i18n import Lang
+from labreport.report.build import build
 from labreport.store import RunStore, atomic_write_json
 
 SMALL = {"depths": [20], "inits": ["torch"], "steps": 2, "batch": 16, "images": 32, "probe": 16, "lr": 1e-3}
@@ -270,7 +270,7 @@ def test_cli_gradflow_prints_the_cached_table_without_data(tmp_path):
 
 
 def test_run_measures_at_the_end_when_enabled(tmp_path, cifar_dir, monkeypatch):
-    from labreport import runner
+    from labreport.engine import runner
 
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(TOML.format(lang="en", enabled="true") + f'[data]\nroot = "{cifar_dir}"\ndownload = false\n')
@@ -288,7 +288,7 @@ def test_run_measures_at_the_end_when_enabled(tmp_path, cifar_dir, monkeypatch):
 
 
 def test_a_failed_measurement_does_not_fail_the_run(tmp_path, cifar_dir, monkeypatch):
-    from labreport import runner
+    from labreport.engine import runner
 
     cfg = tmp_path / "experiments.toml"  # the default settings need 768 training images, this data has 500
     cfg.write_text(TOML.format(lang="en", enabled="true") + f'[data]\nroot = "{cifar_dir}"\ndownload = false\n')
@@ -299,7 +299,7 @@ def test_a_failed_measurement_does_not_fail_the_run(tmp_path, cifar_dir, monkeyp
 
 
 def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
-    from labreport.figures import gradient_flow
+    from labreport.report.figures import gradient_flow
 
     assert gradient_flow({"cells": []}, Lang("en")) is None
     settings = {**HAND, "depths": [20, 110]}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from labreport import data
+from labreport.engine import data
 from labreport.cli import CONFIRM_RUNS, main
 
 CORPUS = Path(__file__).parent / "data" / "broken_toml"
@@ -112,7 +112,7 @@ def grid_1024(tmp_path) -> Path:
 
 
 def test_run_asks_for_yes_above_1000_runs(tmp_path, grid_1024, monkeypatch):
-    from labreport import runner
+    from labreport.engine import runner
 
     called = []
     monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: called.append(1))  # must not be reached
@@ -134,7 +134,7 @@ def test_plan_and_dry_run_never_ask(tmp_path, grid_1024):
 
 
 def test_run_with_yes_proceeds(tmp_path, grid_1024, monkeypatch):
-    from labreport import runner
+    from labreport.engine import runner
 
     seen = []
 
@@ -150,7 +150,7 @@ def test_run_with_yes_proceeds(tmp_path, grid_1024, monkeypatch):
 
 
 def test_a_small_selection_of_a_huge_matrix_does_not_ask(tmp_path, grid_1024, monkeypatch):
-    from labreport import runner
+    from labreport.engine import runner
 
     seen = []
     monkeypatch.setattr(runner, "run_matrix", lambda config, store, **k: seen.append(k["only"]) or runner.Summary())

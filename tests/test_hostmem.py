@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from labreport import hostmem
+from labreport.engine import hostmem
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -27,7 +27,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 PROBE = r"""
 import json, resource, sys
 import torch
-from labreport import hostmem
+from labreport.engine import hostmem
 
 def faults(steps=5):
     r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

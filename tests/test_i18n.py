@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from labreport.i18n import CatalogueError, Lang, available_languages
+from labreport.report.i18n import CatalogueError, Lang, available_languages
 
 ROOT = Path(__file__).resolve().parents[1]
-PO = ROOT / "labreport" / "locale" / "ru" / "LC_MESSAGES" / "labreport.po"
+PO = ROOT / "labreport" / "report" / "locale" / "ru" / "LC_MESSAGES" / "labreport.po"
 FIELD = re.compile(r"%\((\w+)\)[sd]")
 
 
@@ -53,7 +53,7 @@ def test_every_message_has_a_russian_translation_with_the_same_placeholders():
 
 
 def test_no_template_names_a_language():
-    for tpl in (ROOT / "templates").glob("*.j2"):
+    for tpl in (ROOT / "labreport" / "report" / "templates").glob("*.j2"):
         text = tpl.read_text(encoding="utf-8")
         assert not re.search(r"""lang\s*==|['"](ru|en)['"]|\bif ru\b""", text), tpl.name
         assert not re.search(r"[А-Яа-яЁё]", re.sub(r"\{#.*?#\}", "", text, flags=re.S)), tpl.name  # words live in catalogues

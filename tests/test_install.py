@@ -58,9 +58,9 @@ def test_the_wheel_carries_its_data_and_works_outside_the_checkout(tmp_path, cif
                     str(ROOT)], check=True, capture_output=True, text=True)
     (wheel,) = dist.glob("labreport-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("labreport/templates/report.html.j2", "labreport/templates/style.css", "labreport/experiments.toml",
-                   "labreport/locale/ru/LC_MESSAGES/labreport.po", "labreport/locale/en/LC_MESSAGES/labreport.po",
-                   "labreport/assets/fonts/LiberationSerif-Regular.ttf", "labreport/assets/fonts/LICENSE_LIBERATION"):
+    for needed in ("labreport/report/templates/report.html.j2", "labreport/report/templates/style.css", "labreport/experiments.toml",
+                   "labreport/report/locale/ru/LC_MESSAGES/labreport.po", "labreport/report/locale/en/LC_MESSAGES/labreport.po",
+                   "labreport/report/fonts/LiberationSerif-Regular.ttf", "labreport/report/fonts/LICENSE_LIBERATION"):
         assert needed in names, needed
 
     # a fresh venv; the dependencies come from the development venv, labreport itself does not

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from labreport.analysis import group_runs
-from labreport.i18n import Lang
-from labreport.labels import Labels, factor_value, model_name
+from labreport.science.conclusions import group_runs
+from labreport.report.i18n import Lang
+from labreport.report.labels import Labels, factor_value, model_name
 from test_analysis import view
 
 

@@ -1,4 +1,4 @@
-"""Tests for labreport.models: paper parameter counts, shapes, options, errors."""
+"""Tests for labreport.engine.networks: paper parameter counts, shapes, options, errors."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from labreport.errors import ModelError
-from labreport.models import (
+from labreport.engine.networks import (
     MODELS,
     ModelInfo,
     build_model,
@@ -226,7 +226,7 @@ def test_he_init_explodes_bn_less_resnet110():
 
 def test_catalog_and_factories_name_the_same_models():
     from labreport.catalog import CATALOG
-    from labreport.models import FACTORIES
+    from labreport.engine.networks import FACTORIES
 
     assert set(CATALOG) == set(FACTORIES)
 
@@ -239,7 +239,7 @@ def test_catalog_parameter_counts_are_the_real_ones(name):
 
 # --- Fixup (Zhang et al. 2019) -----------------------------------------------------------------
 def test_fixup_residual_branches_output_zero_at_init():
-    from labreport.models import FixupBlock
+    from labreport.engine.networks import FixupBlock
 
     torch.manual_seed(0)
     model = build_model("resnet20", norm="none", init="fixup")

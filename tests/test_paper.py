@@ -9,17 +9,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from labreport.analysis import group_runs, paper_comparison, paper_recipe, within_spread
+from labreport.science.conclusions import group_runs, paper_comparison, paper_recipe, within_spread
 from labreport.cli import main
 from labreport.config import TrainSpec, load_config
-from labreport.data import load_cifar10
+from labreport.engine.data import load_cifar10
 from labreport.errors import ConfigError
-from labreport.report import build
-from labreport.results import RunView
-from labreport.schedule import lr_at, total_steps
+from labreport.report.build import build
+from labreport.store.views import RunView
+from labreport.engine.schedule import lr_at, total_steps
 from labreport.store import RunStore
-from labreport.splits import prepare
-from labreport.train import train
+from labreport.engine.splits import prepare
+from labreport.engine.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "experiments.toml"

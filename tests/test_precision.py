@@ -14,11 +14,11 @@ import shutil
 import pytest
 import torch
 
-import labreport.train as train_mod
+import labreport.engine.trainer as train_mod
 from labreport.config import load_config
-from labreport.data import iterate_batches, load_cifar10
-from labreport.models import build_model
-from labreport.precision import FP16_MAX, auto_precision, autocast, divergence_reason, resolve_precision
+from labreport.engine.data import iterate_batches, load_cifar10
+from labreport.engine.networks import build_model
+from labreport.engine.precision import FP16_MAX, auto_precision, autocast, divergence_reason, resolve_precision
 from labreport.store import RunStore
 from test_train import (Recorder, assert_same_optimizer, assert_same_tensors, final_ckpt, interrupted_after_epoch,
                         matrix, nan_after, strip_timing, tiny_net, write_config)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labreport.i18n import Lang
-from labreport.references import SOURCES, Citations, access_date, record
+from labreport.report.i18n import Lang
+from labreport.report.references import SOURCES, Citations, access_date, record
 
 
 def test_he_2015_as_the_lab_cites_it():

@@ -19,8 +19,8 @@ import pytest
 from pypdf import PdfReader
 
 from labreport.config import load_config
-from labreport.pdf import _LocalOnlyFetcher
-from labreport.report import build
+from labreport.report.pdf import _LocalOnlyFetcher
+from labreport.report.build import build
 from labreport.store import RunStore
 
 TOML = """

@@ -88,7 +88,7 @@ def test_an_unknown_language_or_format_is_one_line_exit_2(tmp_path):
 
 
 def test_a_missing_font_is_a_one_line_error(tmp_path, monkeypatch):
-    from labreport import report
+    from labreport.report import build as report
 
     lab = _lab(tmp_path)
     empty = tmp_path / "no-fonts"

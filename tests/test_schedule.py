@@ -7,7 +7,7 @@ import math
 import pytest
 
 from labreport.config import TrainSpec
-from labreport.schedule import lr_at, total_steps
+from labreport.engine.schedule import lr_at, total_steps
 
 
 def spec(**kw) -> TrainSpec:

@@ -143,7 +143,7 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_last_checkpoint(tmp_p
 
 def test_checkpoint_releases_the_lease_and_resubmits_the_same_task(tmp_path):
     pytest.importorskip("submitit")
-    from labreport.slurm import TrainRun
+    from labreport.cluster.slurm import TrainRun
     from labreport.store import RunStore
 
     store = RunStore(tmp_path / "runs")
@@ -265,7 +265,7 @@ SBATCH_REFUSALS = {
 
 @pytest.mark.parametrize("stderr", SBATCH_REFUSALS)
 def test_an_sbatch_refusal_is_one_line_naming_the_setting(stderr, tmp_path, cifar_dir):
-    from labreport.slurm import sbatch_error
+    from labreport.cluster.slurm import sbatch_error
 
     params = {**load_config(write_config(tmp_path, cifar_dir)).executor, "partition": "gpu"}  # as --partition gpu
     e = sbatch_error(stderr, params)
@@ -279,7 +279,7 @@ def test_a_task_frees_its_lease_and_ends_at_sigterm(tmp_path):
     pytest.importorskip("submitit")
     code = (
         "import sys, signal, time\n"
-        "from labreport.slurm import TrainRun\n"
+        "from labreport.cluster.slurm import TrainRun\n"
         "from labreport.store import RunStore\n"
         f"store = RunStore({str(tmp_path / 'runs')!r})\n"
         "assert store.acquire('0123456789abcdef')\n"

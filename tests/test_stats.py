@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from labreport.stats import (
+from labreport.science.stats import (
     betainc,
     binom_sf,
     detectable_difference,

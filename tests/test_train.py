@@ -19,17 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import labreport.device as device_mod
-import labreport.train as train_mod
-from labreport import hostmem
+import labreport.engine.device as device_mod
+import labreport.engine.trainer as train_mod
+from labreport.engine import hostmem
 from labreport.config import TrainSpec, load_config
-from labreport.data import load_cifar10
+from labreport.engine.data import load_cifar10
 from labreport.errors import LabreportError
-from labreport.models import build_model, count_parameters
-from labreport.runner import run_matrix
+from labreport.engine.networks import build_model, count_parameters
+from labreport.engine.runner import run_matrix
 from labreport.store import RunStore, read_json
-from labreport.splits import prepare
-from labreport.train import summarize, train
+from labreport.engine.splits import prepare
+from labreport.engine.trainer import summarize, train
 
 TINY = {"model": "cifarnet", "epochs": 1, "batch_size": 32, "train_subset": 64, "val_size": 64,
         "test_subset": 64, "lr": 1e-3}
@@ -543,7 +543,7 @@ def test_failed_runs_are_left_alone_with_retry_failed_false(tmp_path, data, monk
 
 
 def test_only_keeps_the_matrix_order_and_the_first_label_of_shared_runs(tmp_path):
-    from labreport.runner import select_runs
+    from labreport.engine.runner import select_runs
 
     config = load_config(write_config(tmp_path / "e.toml", [{"name": "a"}, {"name": "b", "lr": 2e-3},
                                                             {"name": "c"}]))  # c trains what a trains
@@ -557,7 +557,7 @@ def test_only_keeps_the_matrix_order_and_the_first_label_of_shared_runs(tmp_path
 def test_the_lease_is_refreshed_during_an_epoch(tmp_path, data, monkeypatch, tiny):
     """An epoch can outlast the lease's stale_after (600 s) on a CPU: the lease must be refreshed
     from the step loop, not only between epochs (here: at every step)."""
-    import labreport.runner as runner_mod
+    import labreport.engine.runner as runner_mod
 
     config = load_config(write_config(tmp_path / "e.toml", [{"name": "a"}], epochs=2))  # 2 x 2 steps
     store = RunStore(tmp_path / "runs")

@@ -1,0 +1,54 @@
+"""The three splits a spec trains and evaluates on, cut from CIFAR-10 and put on the device.
+
+The validation split and the subsets come from one fixed seed (SPLIT_SEED), not the run's: every
+run of a study is scored on the same images, which is what makes two runs comparable image by image
+(compare.py's McNemar tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from labreport.engine.data import Cifar10, split_train_val, subset_indices
+from labreport.spec import TrainSpec
+
+SPLIT_SEED = 0  # the validation split and the subsets are the same for every run: comparable numbers
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 (N,3,32,32) on the device
+    y: torch.Tensor  # int64 (N,)
+
+
+@dataclass
+class Prepared:
+    """The three splits a spec trains and evaluates on, already on the device."""
+
+    train: Split
+    val: Split
+    test: Split
+    fingerprint: str
+    official: bool
+
+
+def prepare(data: Cifar10, spec: TrainSpec, device: torch.device) -> Prepared:
+    train_idx, val_idx = split_train_val(len(data.train_y), spec.val_size, SPLIT_SEED)
+    if spec.train_subset and spec.train_subset < len(train_idx):
+        train_idx = train_idx[subset_indices(len(train_idx), spec.train_subset, SPLIT_SEED)]
+    test_idx = torch.arange(len(data.test_y))
+    if spec.test_subset and spec.test_subset < len(test_idx):
+        test_idx = subset_indices(len(test_idx), spec.test_subset, SPLIT_SEED)
+
+    def split(x, y, idx):
+        return Split(x[idx].to(device), y[idx].to(device))
+
+    return Prepared(split(data.train_x, data.train_y, train_idx), split(data.train_x, data.train_y, val_idx),
+                    split(data.test_x, data.test_y, test_idx), data.fingerprint, data.official)
+
+
+def prepare_key(spec: TrainSpec) -> tuple:
+    """Specs with equal prepare_key share one Prepared (the runner caches it between runs)."""
+    return (spec.dataset, spec.val_size, spec.train_subset, spec.test_subset)

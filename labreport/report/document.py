@@ -1,0 +1,93 @@
+"""The report's structure: its numbered headings, and the numbering of figures, tables and formulas.
+
+Pure (no I/O): the templates read the outline for every heading and the contents, and call the
+Numbering to caption and to refer ("Рисунок 3 –", "таблица 2"), so numbers and references agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from markupsafe import Markup, escape
+
+from labreport.science.conclusions import Study
+from labreport.report.i18n import Lang
+
+
+@dataclass(frozen=True)
+class Section:
+    level: int
+    number: str  # "3.2"; "" for the structural elements (CONTENTS, REFERENCES, APPENDIX A)
+    title: str
+    structural: bool = False
+
+
+def task_title(task: str, L: Lang) -> str:
+    titles = {"3": L._("ResNet-18 against the baseline CNN (task 3)"),
+              "4": L._("ResNet-20: dropout and L2 regularisation (task 4)"),
+              "5": L._("ResNet-110 with and without BatchNorm (task 5)"),
+              "": L._("Additional experiments"),
+              "paper": L._("The paper's recipe: ResNet-20…110 (He et al. 2015, section 4.2)")}
+    return titles.get(task, L._("Task %(task)s", task=task))
+
+
+def outline(study: Study, L: Lang) -> dict[str, Section]:
+    """Every heading of the report, numbered: the contents and the section templates both read it.
+    The main sections follow the lab's own list of contents."""
+    s: dict[str, Section] = {
+        "goal": Section(1, "1", L._("Goal of the work and statement of the problem")),
+        "theory": Section(2, "1.1", L._("The residual block and the bottleneck")),
+        "method": Section(1, "2", L._("Method of the study")),
+        "data": Section(2, "2.1", L._("Data")),
+        "models": Section(2, "2.2", L._("Architectures")),
+        "training": Section(2, "2.3", L._("Training and hyperparameters")),
+        "statistics": Section(2, "2.4", L._("Telling effects from noise")),
+        "hardware": Section(2, "2.5", L._("Hardware and software")),
+        "results": Section(1, "3", L._("Results of the study, task by task")),
+    }
+    n = 0
+    for t in study.tasks:
+        n += 1
+        s[f"task-{t.task or 'extra'}"] = Section(2, f"3.{n}", task_title(t.task, L))
+    if study.paper:
+        n += 1
+        s["paper"] = Section(2, f"3.{n}", L._("Comparison with He et al. 2015 (table 6)"))
+    if study.ranking:
+        n += 1
+        s["best"] = Section(2, f"3.{n}", L._("The best result (task 6)"))
+    s["cost"] = Section(2, f"3.{n + 1}", L._("The cost of training"))
+    s["conclusions"] = Section(1, "4", L._("Conclusions"))
+    s["references"] = Section(1, "", L._("REFERENCES"), structural=True)
+    s["appendix-a"] = Section(1, "", L._("APPENDIX %(letter)s", letter=L._("A")), structural=True)
+    return s
+
+
+class Numbering:
+    """Figures, tables and formulas numbered in the order of their first mention ("Рисунок 3 –",
+    "таблица 2", "(1)"); tables of appendix A as "А.1" (ГОСТ 7.32-2017, 6.5-6.7)."""
+
+    APPENDIX = ("all-runs",)  # tables that live in appendix A
+
+    def __init__(self, L: Lang):
+        self.L = L
+        self.seen: dict[str, dict[str, int]] = {"figure": {}, "table": {}, "appendix": {}, "eq": {}}
+
+    def number(self, kind: str, name: str) -> str:
+        if kind == "table" and name in self.APPENDIX:
+            seen = self.seen["appendix"]
+            letter = self.L._("A")  # appendix A's letter: А in Russian (ГОСТ 7.32 6.14)
+            return f"{letter}.{seen.setdefault(name, len(seen) + 1)}"
+        seen = self.seen[kind]
+        return str(seen.setdefault(name, len(seen) + 1))
+
+    def fig_label(self, name): return self.L._("Figure %(n)s", n=self.number("figure", name))
+    def fig_ref(self, name): return _ref(self.L._("figure %(n)s", n=self.number("figure", name)))
+    def tab_label(self, name): return self.L._("Table %(n)s", n=self.number("table", name))
+    def tab_ref(self, name): return _ref(self.L._("table %(n)s", n=self.number("table", name)))
+    def tab_continued(self, name): return self.L._("Continuation of table %(n)s", n=self.number("table", name))
+    def eq(self, name): return self.number("eq", name)
+
+
+def _ref(text: str):
+    """A reference in the text ("рисунок 3"): never hyphenated, never broken between the word and its number."""
+    return Markup('<span class="ref">{}</span>').format(escape(text).replace(" ", "\u00a0"))

@@ -1,0 +1,138 @@
+"""Human names for models, settings and configurations: "ResNet-20, dropout 0,15, L2 1·10⁻⁵".
+
+The run key and the raw grid coordinates ("resnet20-reg[dropout=0.15, weight_decay=1e-05]") stay
+in the all-runs table and summary.json; prose, tables and figure legends use these. A
+configuration is named by its model and the settings that tell it apart from the other
+configurations of the same model in the study, so "ResNet-110, no BN" needs no grid to say so.
+Pure functions over analysis.Group and an i18n.Lang (the words come from the catalogue).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+# The settings a configuration can differ in, in the order a label names them
+ORDER = ("model", "norm", "init", "dropout", "weight_decay", "optimizer", "lr", "momentum", "schedule",
+         "batch_size", "epochs", "max_iters", "augment", "train_subset", "warmup", "precision")
+
+
+def model_name(name: str, L) -> str:
+    if name.startswith("resnet") and name != "resnet18":
+        return f"ResNet-{name.removeprefix('resnet')}"
+    if name.startswith("plain"):
+        return L._("plain-%(depth)s", depth=name.removeprefix("plain"))
+    return {"resnet18": "ResNet-18", "cifarnet": "CIFARNet"}.get(name, name)
+
+
+def model_description(name: str, L) -> str:
+    from labreport.catalog import CATALOG
+
+    info = CATALOG[name]
+    if info.family == "cifar-resnet":
+        return L._("CIFAR ResNet-%(depth)s: 3 stages of %(n)s basic blocks, option-A shortcuts",
+                   depth=info.depth, n=(info.depth - 2) // 6)
+    if info.family == "plain":
+        return L._("ResNet-%(depth)s without the shortcuts", depth=info.depth)
+    if name == "resnet18":
+        return L._("torchvision's ResNet-18: ImageNet stem, 10 classes")
+    if name == "cifarnet":
+        return L._("the lab's baseline CNN: 4 convolutions and 2 fully connected layers, dropout after each stage")
+    return info.description
+
+
+def init_name(init: str, L) -> str:
+    return {"he": L._("He init"), "torch": L._("PyTorch's default init"), "fixup": L._("Fixup init")}.get(init, init)
+
+
+def init_short(init: str, L) -> str:
+    """The init alone, for a table column already titled "Initialisation": "He", "Fixup"."""
+    return {"he": "He", "torch": L._("PyTorch's default"), "fixup": "Fixup"}.get(init, init)
+
+
+def optimizer_name(opt: str) -> str:
+    return {"adam": "Adam", "sgd": "SGD"}.get(opt, opt)
+
+
+def factor_name(factor: str, L) -> str:
+    """The name of a setting as a sentence uses it: "dropout", "the L2 coefficient (weight decay)"."""
+    names = {"dropout": "dropout", "weight_decay": L._("the L2 coefficient (weight decay)"),
+             "norm": L._("normalisation"), "init": L._("initialisation"), "lr": L._("the learning rate"),
+             "batch_size": L._("the batch size"), "model": L._("the model"), "optimizer": L._("the optimiser"),
+             "epochs": L._("the number of epochs")}
+    return names.get(factor, factor)
+
+
+def axis_name(factor: str, L) -> str:
+    """The name of a setting on a figure axis: "Dropout", "L2 coefficient (weight decay)"."""
+    names = {"dropout": "Dropout", "weight_decay": L._("L2 coefficient (weight decay)"),
+             "norm": L._("Normalisation"), "init": L._("Initialisation"), "lr": L._("Learning rate"),
+             "batch_size": L._("Batch size"), "model": L._("Model")}
+    return names.get(factor, factor)
+
+
+def factor_value(factor: str, value, L) -> str:
+    """One setting with its value: "dropout 0,15", "L2 1·10⁻⁵", "no BN", "batch 64"."""
+    if factor == "model":
+        return model_name(str(value), L)
+    if factor == "norm":
+        return "BN" if value == "batch" else L._("no BN")
+    if factor == "init":
+        return init_name(str(value), L)
+    if factor == "optimizer":
+        return optimizer_name(str(value))
+    if factor == "weight_decay":
+        return f"L2 {L.sci(value)}"
+    if factor == "batch_size":
+        return L._("batch %(n)s", n=L.sci(value))
+    if factor == "epochs":
+        return L.n_("%(num)d epoch", "%(num)d epochs", int(value))
+    if factor == "seed":
+        return L._("seed %(n)s", n=value)
+    if factor == "augment":
+        return L._("augmentation") if value else L._("no augmentation")
+    return f"{factor} {L.sci(value)}"
+
+
+def distinguishing(groups: Sequence) -> dict[str, tuple[str, ...]]:
+    """Per model, the settings whose values differ between its configurations (the seed never)."""
+    by_model: dict[str, list] = {}
+    for g in groups:
+        by_model.setdefault(g.model, []).append(g)
+    out = {}
+    for model, gs in by_model.items():
+        specs = [g.runs[0].spec for g in gs]
+        out[model] = tuple(k for k in ORDER if k != "model" and len({repr(s.get(k)) for s in specs}) > 1)
+    return out
+
+
+class Labels:
+    """The human label of every configuration of a study, keyed by its raw label (Group.label)."""
+
+    def __init__(self, groups: Sequence, L):
+        self.L = L
+        fields = distinguishing(groups)
+        self.by_raw: dict[str, str] = {}
+        for g in groups:
+            spec = g.runs[0].spec
+            coords = dict(g.coords)
+            keys = [k for k in ORDER if k in fields.get(g.model, ()) or (k in coords and k != "model")]
+            keys += [k for k in coords if k not in keys and k not in ("model", "seed")]
+            parts = [model_name(g.model, L)] + [factor_value(k, coords.get(k, spec.get(k)), L) for k in keys]
+            self.by_raw[g.label] = ", ".join(parts)
+        seen: dict[str, list[str]] = {}
+        for raw, human in self.by_raw.items():
+            seen.setdefault(human, []).append(raw)
+        for human, raws in seen.items():  # two experiments with the same settings: name the experiment
+            if len(raws) > 1:
+                for raw in raws:
+                    self.by_raw[raw] = f"{human} ({raw.split('[')[0]})"
+
+    def __call__(self, group) -> str:
+        return self.of(group.label)
+
+    def of(self, raw: str) -> str:
+        return self.by_raw.get(raw, raw)
+
+    def coords(self, group) -> str:
+        """Only the grid coordinates (figure legends of one experiment): "dropout 0,15, L2 1·10⁻⁵"."""
+        return ", ".join(factor_value(k, v, self.L) for k, v in group.coords) or self(group)

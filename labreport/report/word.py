@@ -1,0 +1,450 @@
+"""The report's HTML -> an editable Word document, with the PDF's ГОСТ 7.32 layout.
+
+The templates render one HTML document, the report's content model (see templates/macros.html.j2
+for its vocabulary); this module writes the same document with python-docx, element by element,
+so the DOCX holds the PDF's sentences, tables and figures and no second copy of any of them:
+
+    h1 / h2 / h3           Word's Heading 1-3 (navigation pane and table of contents work), each
+                           with a bookmark; h1 starts a page, h1.structural is centred
+    nav.toc                the contents: links to the headings' bookmarks with PAGEREF page
+                           numbers (LibreOffice computes them; Word on opening, updateFields)
+    p, ol, ul, p.formula   paragraphs in the body style; a formula centred with its number at the
+                           right margin (tab stops)
+    table                  a real table, its header rows repeated on every page
+    figure                 the PNG of the figure and its caption
+    section.title-page     the title page: counted, not numbered (a different first-page footer)
+    section.landscape      a landscape section (appendix A)
+
+The body font is Times New Roman, as ГОСТ 7.32-2017 (6.1.1) names it: Word has it, and
+LibreOffice substitutes its metric twin Liberation Serif, the font of the PDF.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from docx import Document
+from docx.enum.section import WD_ORIENT, WD_SECTION
+from docx.enum.style import WD_STYLE_TYPE
+from docx.enum.table import WD_TABLE_ALIGNMENT
+from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK, WD_LINE_SPACING, WD_TAB_ALIGNMENT
+from docx.shared import Cm, Mm, Pt, RGBColor
+
+from labreport.report import ooxml as ox
+
+DOCX_FONT = "Times New Roman"  # what ГОСТ names; the PDF uses its metric twin, Liberation Serif
+MONO_FONT = "Courier New"
+_SPACE = re.compile(r"[ \t\r\n]+")  # HTML white space (not the non-breaking space of "25,90 %")
+INDENT = Cm(1.25)  # paragraph indent, ГОСТ 7.32 6.1.1
+TEXT_WIDTH = Mm(210 - 30 - 15)  # A4 portrait less the left and right margins: the contents' page numbers
+
+
+def docx_bytes(html: str, font: dict, allowed: list[Path]) -> bytes:
+    """The Word document of the report's HTML; figures are read only from the `allowed` folders."""
+    import lxml.html
+
+    root = lxml.html.document_fromstring(html)
+    writer = _Writer(font, [p.resolve() for p in allowed])
+    writer.write(root.find("body"))
+    buf = io.BytesIO()
+    writer.doc.save(buf)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+class _Writer:
+    def __init__(self, font: dict, allowed: list[Path]):
+        self.size, self.size_table = Pt(font["size"]), Pt(font["size_table"])
+        self.allowed = allowed
+        self.doc = Document()
+        self.bookmarks = 0
+        self.section_fresh = True  # no page break before an h1 that opens a section
+        self.ol_counter = 0
+        self._styles()
+        self._page(self.doc.sections[0], landscape=False)
+        self._footer(self.doc.sections[0])
+        self.doc.sections[0].different_first_page_header_footer = True  # the title page has no number
+        ox.update_fields_on_open(self.doc)  # Word refreshes the contents' page references on opening
+        self.doc.core_properties.author = ""
+        self.doc.core_properties.comments = ""
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def _styles(self) -> None:
+        st = self.doc.styles
+        normal = st["Normal"]
+        normal.font.size = self.size
+        normal.font.color.rgb = RGBColor(0, 0, 0)
+        ox.set_fonts(normal.element, DOCX_FONT)
+        pf = normal.paragraph_format
+        pf.line_spacing_rule, pf.line_spacing = WD_LINE_SPACING.MULTIPLE, 1.5
+        pf.space_before = pf.space_after = Pt(0)
+        pf.first_line_indent = INDENT
+        pf.alignment = WD_ALIGN_PARAGRAPH.JUSTIFY
+        pf.widow_control = True
+        for level in (1, 2, 3):
+            h = st[f"Heading {level}"]
+            h.font.size, h.font.bold, h.font.italic = self.size, True, level == 3
+            h.font.color.rgb = RGBColor(0, 0, 0)
+            ox.set_fonts(h.element, DOCX_FONT)
+            hf = h.paragraph_format
+            hf.first_line_indent, hf.left_indent = INDENT, Cm(0)
+            hf.alignment = WD_ALIGN_PARAGRAPH.LEFT
+            hf.space_before, hf.space_after = Pt(0 if level == 1 else 12), Pt(12)
+            hf.keep_with_next = True
+            hf.line_spacing_rule, hf.line_spacing = WD_LINE_SPACING.MULTIPLE, 1.5
+        caption = st["Caption"]
+        caption.font.size, caption.font.bold, caption.font.italic = self.size_table, False, False
+        caption.font.color.rgb = RGBColor(0, 0, 0)
+        ox.set_fonts(caption.element, DOCX_FONT)
+        cf = caption.paragraph_format
+        cf.first_line_indent, cf.space_before, cf.space_after = Cm(0), Pt(4), Pt(8)
+        cf.line_spacing_rule, cf.line_spacing = WD_LINE_SPACING.SINGLE, None
+        for name, indent in (("toc 1", Cm(0)), ("toc 2", Cm(1.25))):
+            s = st.add_style(name, WD_STYLE_TYPE.PARAGRAPH)
+            s.base_style = normal
+            s.paragraph_format.first_line_indent, s.paragraph_format.left_indent = Cm(0), indent
+            s.paragraph_format.alignment = WD_ALIGN_PARAGRAPH.LEFT
+            s.paragraph_format.tab_stops.add_tab_stop(TEXT_WIDTH, WD_TAB_ALIGNMENT.RIGHT, 1)  # dot leader
+
+    def _page(self, section, landscape: bool) -> None:
+        if landscape:
+            section.orientation = WD_ORIENT.LANDSCAPE
+            section.page_width, section.page_height = Mm(297), Mm(210)
+            section.top_margin, section.bottom_margin = Mm(30), Mm(15)  # the binding edge is on top
+            section.left_margin = section.right_margin = Mm(20)
+        else:
+            section.orientation = WD_ORIENT.PORTRAIT
+            section.page_width, section.page_height = Mm(210), Mm(297)
+            section.top_margin = section.bottom_margin = Mm(20)  # ГОСТ 7.32 6.1.1
+            section.left_margin, section.right_margin = Mm(30), Mm(15)
+        section.footer_distance = Mm(10)
+
+    def _footer(self, section) -> None:
+        p = section.footer.paragraphs[0]
+        p.alignment = WD_ALIGN_PARAGRAPH.CENTER
+        p.paragraph_format.first_line_indent = Cm(0)
+        ox.field(p, "PAGE", "1")
+        for r in p.runs:
+            r.font.size = Pt(12)
+
+    # ---- the walk ----------------------------------------------------------------------------
+    def write(self, body) -> None:
+        for el in body:
+            self.block(el)
+
+    def block(self, el) -> None:
+        tag, cls = el.tag, set((el.get("class") or "").split())
+        if tag == "section" and "title-page" in cls:
+            self.title_page(el)
+        elif tag == "section" and "landscape" in cls:
+            sec = self.doc.add_section(WD_SECTION.NEW_PAGE)
+            self._page(sec, landscape=True)
+            self.section_fresh = True
+            for child in el:
+                self.block(child)
+        elif tag == "nav":
+            self.toc(el)
+        elif tag in ("h1", "h2", "h3"):
+            self.heading(el, int(tag[1]), "structural" in cls)
+        elif tag == "p":
+            self.paragraph(el, cls)
+        elif tag in ("ol", "ul"):
+            self.listing(el, ordered=tag == "ol", refs="references" in cls)
+        elif tag == "table":
+            self.table(el, landscape="all-runs" in cls)
+        elif tag == "figure":
+            self.figure(el)
+        elif tag in ("div", "section"):
+            for child in el:
+                self.block(child)
+        # anything else (style, script, comments) carries no content
+
+    # ---- inline text -------------------------------------------------------------------------
+    def inline(self, paragraph, el, *, bold=False, italic=False, mono=False, sup=False, sub=False,
+               size=None, skip_self_text=False) -> None:
+        """el's text and children as runs (b, strong, i, em, sup, sub, span.mono, a, br)."""
+        def run(text, b=bold, i=italic, m=mono, up=sup, down=sub):
+            text = _SPACE.sub(" ", text or "")  # white space collapses, as it does in HTML
+            last = ox.last_text(paragraph)
+            if last is None or last.endswith((" ", "\n", "\t")):
+                text = text.lstrip(" ")
+            if not text:
+                return
+            r = paragraph.add_run(text)
+            r.bold, r.italic = b or None, i or None
+            if up:
+                r.font.superscript = True
+            if down:
+                r.font.subscript = True
+            if size is not None:
+                r.font.size = size
+            if m:
+                ox.set_fonts(r._r, MONO_FONT)
+                r.font.size = Pt(max(8, (size or self.size).pt - 2))
+
+        if not skip_self_text:
+            run(el.text)
+        for child in el:
+            t = child.tag if isinstance(child.tag, str) else ""
+            ccls = set((child.get("class") or "").split())
+            if t == "br":
+                paragraph.add_run().add_break(WD_BREAK.LINE)
+            elif t in ("b", "strong", "i", "em", "sup", "sub", "span", "a", "code"):
+                self.inline(paragraph, child, bold=bold or t in ("b", "strong"), italic=italic or t in ("i", "em"),
+                            mono=mono or "mono" in ccls or t == "code", sup=sup or t == "sup", sub=sub or t == "sub",
+                            size=size)
+            elif t:
+                self.inline(paragraph, child, bold=bold, italic=italic, mono=mono, size=size)
+            run(child.tail)
+
+    def fill(self, paragraph, el, **style) -> None:
+        """A block's content as runs, without the white space at its edges (as HTML renders it)."""
+        self.inline(paragraph, el, **style)
+        for r in reversed(paragraph.runs):
+            if r.text:
+                r.text = r.text.rstrip(" ")
+                break
+
+    @staticmethod
+    def text(el) -> str:
+        return " ".join("".join(el.itertext()).split())
+
+    # ---- blocks --------------------------------------------------------------------------------
+    def heading(self, el, level: int, structural: bool) -> None:
+        p = self.doc.add_heading("", level=level)
+        self.fill(p, el)
+        if structural:
+            p.alignment = WD_ALIGN_PARAGRAPH.CENTER
+            p.paragraph_format.first_line_indent = Cm(0)
+        if level == 1 and not self.section_fresh:
+            p.paragraph_format.page_break_before = True  # each main section on a new page
+        self.section_fresh = False
+        if el.get("id"):
+            self.bookmarks += 1
+            ox.bookmark(p, ox.bookmark_name(el.get("id")), self.bookmarks)
+
+    def paragraph(self, el, cls: set) -> None:
+        if "formula" in cls:
+            return self.formula(el)
+        p = self.doc.add_paragraph()
+        if "table-caption" in cls:
+            p.style = self.doc.styles["Caption"]
+            p.alignment = WD_ALIGN_PARAGRAPH.LEFT
+            p.paragraph_format.keep_with_next = True
+        elif "appendix-title" in cls:
+            p.alignment = WD_ALIGN_PARAGRAPH.CENTER
+            p.paragraph_format.first_line_indent = Cm(0)
+            self.fill(p, el, bold=True)
+            return
+        elif cls & {"note", "warn"}:
+            p.paragraph_format.first_line_indent = Cm(0)
+            p.paragraph_format.space_before = p.paragraph_format.space_after = Pt(4)
+            p.paragraph_format.line_spacing = 1.15
+            if "warn" in cls:
+                ox.paragraph_border(p)
+            self.fill(p, el, size=self.size_table)
+            return
+        elif "noindent" in cls:
+            p.paragraph_format.first_line_indent = Cm(0)
+        self.fill(p, el)
+
+    def formula(self, el) -> None:
+        p = self.doc.add_paragraph()
+        pf = p.paragraph_format
+        pf.first_line_indent, pf.alignment = Cm(0), WD_ALIGN_PARAGRAPH.LEFT
+        pf.space_before = pf.space_after = Pt(6)
+        width = self._text_width()
+        pf.tab_stops.add_tab_stop(int(width / 2), WD_TAB_ALIGNMENT.CENTER)
+        pf.tab_stops.add_tab_stop(width, WD_TAB_ALIGNMENT.RIGHT)
+        p.add_run("\t")
+        for span in el:
+            scls = set((span.get("class") or "").split())
+            if "expr" in scls:
+                self.fill(p, span, italic=True)
+            elif "eqno" in scls:
+                p.add_run("\t")
+                self.fill(p, span)
+            p.add_run(span.tail or "")
+
+    def listing(self, el, ordered: bool, refs: bool) -> None:
+        for i, li in enumerate(e for e in el if e.tag == "li"):
+            p = self.doc.add_paragraph()
+            marker = f"{i + 1}." if refs else (f"{i + 1})" if ordered else "–")
+            p.add_run(marker + " ")
+            self.fill(p, li)
+            if refs:  # ГОСТ 7.32 6.8.7: numbered with a dot, from the paragraph indent
+                p.paragraph_format.first_line_indent = INDENT
+
+    def _text_width(self):
+        sec = self.doc.sections[-1]
+        return sec.page_width - sec.left_margin - sec.right_margin
+
+    def table(self, el, landscape: bool) -> None:
+        rows = [tr for part in el for tr in (part if part.tag in ("thead", "tbody", "tfoot") else [part])
+                if tr.tag == "tr"]
+        header = {id(tr) for part in el if part.tag == "thead" for tr in part if tr.tag == "tr"}
+        if not rows:
+            return
+        grid = ox.grid(rows)
+        n_cols = max(len(r) for r in grid)
+        table = self.doc.add_table(rows=len(grid), cols=n_cols)
+        table.style = self.doc.styles["Table Grid"]
+        table.alignment = WD_TABLE_ALIGNMENT.CENTER
+        ox.cell_margins(table)
+        size = Pt(self.size_table.pt - (2 if landscape else 0))
+        done = set()
+        for ri, (tr, cells) in enumerate(zip(rows, grid)):
+            row = table.rows[ri]
+            if id(tr) in header:
+                ox.repeat_header(row)
+            ox.cant_split(row)
+            for ci, slot in enumerate(cells):
+                if slot is None or id(slot[0]) in done:
+                    continue
+                td, rs, cs = slot
+                done.add(id(td))
+                cell = table.cell(ri, ci)
+                if rs > 1 or cs > 1:
+                    cell = cell.merge(table.cell(ri + rs - 1, ci + cs - 1))
+                p = cell.paragraphs[0]
+                pf = p.paragraph_format
+                pf.first_line_indent, pf.line_spacing = Cm(0), 1.0
+                tcls = set((td.get("class") or "").split())
+                pf.alignment = (WD_ALIGN_PARAGRAPH.CENTER if td.tag == "th" else
+                                WD_ALIGN_PARAGRAPH.RIGHT if "n" in tcls else WD_ALIGN_PARAGRAPH.LEFT)
+                bold = "best" in (tr.get("class") or "").split()
+                self.fill(p, td, size=size, bold=bold, mono="mono" in tcls)
+        self._widths(table, grid, n_cols, size)
+        self.doc.add_paragraph().paragraph_format.line_spacing = 1.0  # the gap after a table
+
+    def _widths(self, table, grid, n_cols: int, size) -> None:
+        """Column widths by content, as a browser lays a table out: every column first gets its
+        longest word (so no word is broken), the room left goes to the columns with longer texts."""
+        char = size.pt * 0.56 / 72 * 25.4  # mm per character of a serif font (Cyrillic is wide), roughly
+        pad = 8 / 72 * 25.4  # mm: the cell's left and right padding
+        longest = [1.0] * n_cols
+        desired = [1.0] * n_cols
+        for cells in grid:
+            for ci, slot in enumerate(cells):
+                if slot is None or slot[2] > 1:
+                    continue
+                text = self.text(slot[0])
+                longest[ci] = max(longest[ci], 1 + max((len(w) for w in text.split()), default=1))
+                desired[ci] = max(desired[ci], min(len(text), 45))
+        width_mm = self._text_width() / Mm(1)
+        base = [w * char + pad for w in longest]
+        if sum(base) >= width_mm:
+            mm = [width_mm * b / sum(base) for b in base]
+        else:
+            extra = [max(0.0, d - w) * char for d, w in zip(desired, longest)]
+            room = width_mm - sum(base)
+            share = min(1.0, room / sum(extra)) if sum(extra) else 0.0
+            mm = [b + e * share for b, e in zip(base, extra)]
+            spare = width_mm - sum(mm)  # the table spans the text width, as in the PDF
+            mm = [m + spare * m / sum(mm) for m in mm]
+        table.autofit = False
+        for ci, col in enumerate(table.columns):
+            col.width = Mm(mm[ci])
+            for cell in col.cells:
+                cell.width = Mm(mm[ci])
+
+    def figure(self, el) -> None:
+        img = next((e for e in el.iter("img")), None)
+        cap = next((e for e in el.iter("figcaption")), None)
+        if img is None:
+            return
+        path = self._local(img.get("data-png") or img.get("src"))
+        p = self.doc.add_paragraph()
+        p.alignment = WD_ALIGN_PARAGRAPH.CENTER
+        p.paragraph_format.first_line_indent = Cm(0)
+        p.paragraph_format.keep_with_next = True
+        p.paragraph_format.line_spacing = 1.0
+        p.add_run().add_picture(str(path), width=min(self._text_width(), Cm(16.5)))
+        if cap is not None:
+            c = self.doc.add_paragraph(style=self.doc.styles["Caption"])
+            c.alignment = WD_ALIGN_PARAGRAPH.CENTER
+            self.fill(c, cap)
+
+    def _local(self, uri: str) -> Path:
+        parsed = urlparse(uri)
+        path = Path(unquote(parsed.path)).resolve()
+        if parsed.scheme != "file" or not any(path.is_relative_to(a) for a in self.allowed):
+            raise ValueError(f"blocked: {uri[:80]!r} is not one of the report's figures")
+        return path
+
+    def title_page(self, el) -> None:
+        """ГОСТ 7.32 5.1: the organisation at the top, the kind of work and the topic in the middle,
+        who did and who checked it with signature lines, the town and the year at the bottom. Word
+        lays pages out itself, so the gaps are fixed heights that leave room on an A4 page."""
+        gaps = {"kind": Mm(45), "signatures": Mm(30), "city": Mm(35)}
+
+        def centred(child, bold=False, space=None):
+            p = self.doc.add_paragraph()
+            p.alignment = WD_ALIGN_PARAGRAPH.CENTER
+            pf = p.paragraph_format
+            pf.first_line_indent, pf.line_spacing = Cm(0), 1.15
+            if space is not None:
+                pf.space_before = space
+            self.fill(p, child, bold=bold)
+            return p
+
+        for child in el:
+            cls = set((child.get("class") or "").split())
+            if child.tag == "p" and "kind" in cls:
+                centred(child, bold=True, space=gaps["kind"])
+            elif child.tag == "p" and "topic" in cls:
+                centred(child, bold=True, space=Pt(6))
+            elif child.tag == "p" and "city" in cls:
+                centred(child, space=gaps["city"])
+            elif child.tag == "p":
+                centred(child)
+            elif child.tag == "table":
+                self.doc.add_paragraph().paragraph_format.space_before = gaps["signatures"]
+                self.signatures(child)
+        self.section_fresh = False
+
+    def signatures(self, el) -> None:
+        rows = [tr for tr in el.iter("tr")]
+        table = self.doc.add_table(rows=len(rows), cols=3)
+        ox.no_borders(table)
+        for ri, tr in enumerate(rows):
+            tds = [td for td in tr if td.tag == "td"]
+            for ci, td in enumerate(tds[:3]):
+                p = table.cell(ri, ci).paragraphs[0]
+                pf = p.paragraph_format
+                pf.first_line_indent, pf.line_spacing, pf.space_after = Cm(0), 1.15, Pt(18)
+                if "sign" in (td.get("class") or ""):
+                    p.alignment = WD_ALIGN_PARAGRAPH.CENTER
+                    p.add_run("_" * 18)
+                    hint = next((s for s in td.iter("span") if "hint" in (s.get("class") or "")), None)
+                    if hint is not None:
+                        p.add_run().add_break(WD_BREAK.LINE)
+                        p.add_run(self.text(hint)).font.size = Pt(9)
+                else:
+                    p.alignment = WD_ALIGN_PARAGRAPH.RIGHT if ci == 2 else WD_ALIGN_PARAGRAPH.LEFT
+                    self.fill(p, td)
+
+    def toc(self, el) -> None:
+        """СОДЕРЖАНИЕ: one entry per heading, a link to its bookmark and its page number as a PAGEREF
+        field. Not a TOC field: LibreOffice shows a TOC field's stored text, while it computes page
+        references itself; Word updates them on opening (updateFields) or with F9."""
+        h = next((e for e in el if e.tag == "h1"), None)
+        p = self.doc.add_paragraph()
+        p.alignment = WD_ALIGN_PARAGRAPH.CENTER
+        p.paragraph_format.first_line_indent = Cm(0)
+        p.paragraph_format.page_break_before = True
+        p.paragraph_format.space_after = Pt(12)
+        p.add_run(self.text(h) if h is not None else "").bold = True
+        for li in el.iter("li"):
+            a = li.find("a")
+            if a is None:
+                continue
+            q = self.doc.add_paragraph(style=self.doc.styles["toc 2" if "l2" in (li.get("class") or "") else "toc 1"])
+            target = ox.bookmark_name(a.get("href", "#").lstrip("#"))
+            ox.link(q, self.text(a), target)
+            q.add_run("\t")
+            ox.field(q, f"PAGEREF {target} \\h", "")
+        self.section_fresh = False
