@@ -291,7 +291,7 @@ def _dry_run(store: RunStore, runs, device: str | None = None) -> None:
     finished runs on `device` (None: unknown, the most used device type; see eta.py), then the
     total, and what a T4/A100/H100 would take where measured."""
     from labreport.cluster.eta import Device, Left, dry_run_lines, speeds
-    from labreport.engine.runner import FINAL_STATES
+    from labreport.store.records import FINAL_STATES
 
     states = {r.key: store.state(r.key) for r in runs}
     todo = [r for r in runs if states[r.key].status not in FINAL_STATES]
@@ -371,7 +371,7 @@ def gradflow(obj: Context, profile, device):
 
 def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bool = False) -> None:
     from labreport.cluster.executors import measure_gradflow
-    from labreport.engine.gradflow import table_lines
+    from labreport.science.gradflow import table_lines
 
     try:
         m = measure_gradflow(config, store, load_data, device, _console())

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from labreport.engine import gradflow as G
+from labreport.engine import gradflow as measure
+from labreport.science import gradflow as flow
+from labreport.store import gradflow as stored
 from labreport.cli import main
 from labreport.config import GRADFLOW_DEFAULTS, load_config
 from labreport.engine.data import load_cifar10
@@ -30,7 +32,7 @@ SMALL = {"depths": [20], "inits": ["torch"], "steps": 2, "batch": 16, "images": 
 def measured(cifar_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("gradflow")
     data = load_cifar10(cifar_dir, download=False)
-    return store, G.ensure(store, SMALL, lambda: data, "cpu"), data
+    return store, measure.ensure(store, SMALL, lambda: data, "cpu"), data
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,7 +41,7 @@ def measured(cifar_dir, tmp_path_factory):
 def test_without_skips_and_bn_the_first_layer_gradient_is_orders_of_magnitude_smaller(measured):
     _, m, _ = measured
     assert not m["missing"] and len(m["cells"]) == 4
-    rows = {(r["family"], r["norm"]): r for r in G.summary_rows(m["cells"])}
+    rows = {(r["family"], r["norm"]): r for r in flow.summary_rows(m["cells"])}
     with_both, without_both = rows["resnet", "batch"], rows["plain", "none"]
     # Measured on this data (seeds 0-2): first layer ~1.5 with skips and BN, ~1e-8 without either
     # (PyTorch init shrinks the gradient ~2.5x per layer), i.e. ~8 orders; asserted with 4 of margin.
@@ -55,7 +57,7 @@ def test_without_skips_and_bn_the_first_layer_gradient_is_orders_of_magnitude_sm
 def test_measurements_live_in_the_store_beside_the_runs(measured):
     store, _, _ = measured
     folders = sorted(p.name for p in Path(store).iterdir())
-    assert folders == sorted(f"gradflow-{c.key}" for c in G.cells(SMALL))
+    assert folders == sorted(f"gradflow-{c.key}" for c in stored.cells(SMALL))
     assert all(len(f) == len("gradflow-") + 16 for f in folders)
     assert RunStore(store).keys() == []  # not mistaken for runs
 
@@ -63,14 +65,14 @@ def test_measurements_live_in_the_store_beside_the_runs(measured):
 def test_a_cached_measurement_is_never_recomputed(measured, monkeypatch):
     store, m, _ = measured
     calls, loads = [], []
-    monkeypatch.setattr(G, "measure_cell", lambda *a: calls.append(a))
-    again = G.ensure(store, SMALL, lambda: loads.append(1), "cpu")
+    monkeypatch.setattr(measure, "measure_cell", lambda *a: calls.append(a))
+    again = measure.ensure(store, SMALL, lambda: loads.append(1), "cpu")
     assert calls == [] and loads == []  # nothing measured, not even the data loaded
     assert again["cells"] == m["cells"]
 
 
-def fake_result(cell: G.Cell, grad_init, grad_trained, logits_std=1.0) -> dict:
-    return {"key": cell.key, "cell": asdict(cell), "version": G.GRADFLOW_VERSION,
+def fake_result(cell: stored.Cell, grad_init, grad_trained, logits_std=1.0) -> dict:
+    return {"key": cell.key, "cell": asdict(cell), "version": stored.GRADFLOW_VERSION,
             "layers": [{"name": f"l{i}", "kind": "conv", "numel": 1} for i in range(len(grad_init))],
             "grad_init": list(grad_init), "grad_trained": grad_trained, "loss_init": 2.3,
             "logits_std_init": logits_std, "loss_trained": 2.0, "logits_std_trained": 1.0,
@@ -85,16 +87,16 @@ def test_only_missing_or_damaged_measurements_are_computed(tmp_path, monkeypatch
         calls.append(cell)
         return fake_result(cell, [1.0, 2.0], [1.0, 2.0])
 
-    monkeypatch.setattr(G, "measure_cell", fake)
-    assert len(G.ensure(tmp_path, settings, lambda: "data", "cpu")["cells"]) == 8
+    monkeypatch.setattr(measure, "measure_cell", fake)
+    assert len(measure.ensure(tmp_path, settings, lambda: "data", "cpu")["cells"]) == 8
     assert len(calls) == 8
-    G.ensure(tmp_path, settings, lambda: pytest.fail("data loaded"), "cpu")
+    measure.ensure(tmp_path, settings, lambda: pytest.fail("data loaded"), "cpu")
     assert len(calls) == 8
-    damaged = G.cells(settings)[3]
-    (G.cell_dir(tmp_path, damaged) / "result.json").write_text('{"key": "trunc')
-    G.ensure(tmp_path, settings, lambda: "data", "cpu")
+    damaged = stored.cells(settings)[3]
+    (stored.cell_dir(tmp_path, damaged) / "result.json").write_text('{"key": "trunc')
+    measure.ensure(tmp_path, settings, lambda: "data", "cpu")
     assert calls[8:] == [damaged]
-    G.ensure(tmp_path, {**settings, "lr": 2e-3}, lambda: "data", "cpu")  # other settings: other keys
+    measure.ensure(tmp_path, {**settings, "lr": 2e-3}, lambda: "data", "cpu")  # other settings: other keys
     assert len(calls) == 8 + 1 + 8
 
 
@@ -102,11 +104,11 @@ def test_only_missing_or_damaged_measurements_are_computed(tmp_path, monkeypatch
 # Summary numbers on hand-made inputs
 # --------------------------------------------------------------------------------------------
 def test_orders_of_magnitude():
-    assert G.orders_of_magnitude(1e-3, 10.0) == pytest.approx(4.0)  # falls 4 orders towards the first layer
-    assert G.orders_of_magnitude(1e5, 1.0) == pytest.approx(-5.0)  # grows 5 orders
-    assert G.orders_of_magnitude(2.0, 2.0) == 0.0
+    assert flow.orders_of_magnitude(1e-3, 10.0) == pytest.approx(4.0)  # falls 4 orders towards the first layer
+    assert flow.orders_of_magnitude(1e5, 1.0) == pytest.approx(-5.0)  # grows 5 orders
+    assert flow.orders_of_magnitude(2.0, 2.0) == 0.0
     for first, last in ((0.0, 1.0), (None, 1.0), (1.0, None), (math.nan, 1.0), (1.0, math.inf), (-1.0, 1.0)):
-        assert G.orders_of_magnitude(first, last) is None
+        assert flow.orders_of_magnitude(first, last) is None
 
 
 HAND = {"depths": [110], "inits": ["he", "torch"], "steps": 20, "batch": 32, "images": 640, "probe": 128, "lr": 1e-3}
@@ -126,39 +128,39 @@ HAND_GRADS = {
 
 def hand_store(root: Path, settings: dict = HAND) -> list[dict]:
     out = []
-    for cell in G.cells(settings):
+    for cell in stored.cells(settings):
         g0, g1, std = HAND_GRADS[cell.family, cell.norm, cell.init]
         res = fake_result(cell, g0, g1, std)
-        atomic_write_json(G.cell_dir(root, cell) / "result.json", res)
+        atomic_write_json(stored.cell_dir(root, cell) / "result.json", res)
         out.append(res)
     return out
 
 
 def test_summary_rows_and_facts(tmp_path):
     hand_store(tmp_path)
-    m = G.cached(tmp_path, HAND)
+    m = stored.cached(tmp_path, HAND)
     assert len(m["cells"]) == 8 and m["missing"] == []
-    rows = {(r["family"], r["norm"], r["init"]): r for r in G.summary_rows(m["cells"])}
+    rows = {(r["family"], r["norm"], r["init"]): r for r in flow.summary_rows(m["cells"])}
     assert rows["resnet", "batch", "he"]["orders_init"] == pytest.approx(1.0)
     assert rows["plain", "batch", "he"]["orders_init"] == pytest.approx(-5.0)
     assert rows["plain", "none", "he"]["orders_trained"] == pytest.approx(8.0)
     assert rows["plain", "none", "torch"]["orders_init"] is None  # the first layer's gradient is 0
-    assert G.change(rows["plain", "none", "torch"]) == math.inf
-    f = G.facts(m, ["he"])
+    assert flow.change(rows["plain", "none", "torch"]) == math.inf
+    f = flow.facts(m, ["he"])
     assert (f["depth"], f["init"], f["steps"], f["total"], f["missing"]) == (110, "he", 20, 8, 0)
     assert f["gain_bn"] == pytest.approx(math.log10(2.0 / 1e5))  # the plain BN net's first layer is larger
     assert f["gain_nobn"] == pytest.approx(11.0)  # log10(1e8 / 1e-3)
     assert f["nobn_logits_std"] == {"he": 1.6e8, "torch": 0.25}
     # |orders| ResNet < plain: BN at init 1 < 5; no BN at init 1 < 0 is false; trained 1 < 8
     assert f["steadier"] == {"batch_init": True, "batch_trained": True, "none_init": False, "none_trained": True}
-    assert G.facts(m, ["torch"])["init"] == "torch"
-    assert G.facts(m, [])["init"] == "he"  # the first measured init when the runs name none
+    assert flow.facts(m, ["torch"])["init"] == "torch"
+    assert flow.facts(m, [])["init"] == "he"  # the first measured init when the runs name none
 
 
 def test_partial_measurement_counts_the_missing(tmp_path):
     hand_store(tmp_path, {**HAND, "inits": ["he"]})
-    m = G.cached(tmp_path, HAND)
-    f = G.facts(m, ["torch"])
+    m = stored.cached(tmp_path, HAND)
+    f = flow.facts(m, ["torch"])
     assert (len(m["cells"]), f["missing"], f["init"]) == (4, 4, "he")
 
 
@@ -276,7 +278,7 @@ def test_run_measures_at_the_end_when_enabled(tmp_path, cifar_dir, monkeypatch):
     cfg.write_text(TOML.format(lang="en", enabled="true") + f'[data]\nroot = "{cifar_dir}"\ndownload = false\n')
     monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: runner.Summary())  # the runs are not tested here
     calls = []
-    monkeypatch.setattr(G, "measure_cell", lambda cell, data, dev: calls.append(cell) or fake_result(cell, [1, 2], [1, 2]))
+    monkeypatch.setattr(measure, "measure_cell", lambda cell, data, dev: calls.append(cell) or fake_result(cell, [1, 2], [1, 2]))
     args = ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run"]
     assert CliRunner().invoke(main, args).exit_code == 0
     assert len(calls) == 9
@@ -304,7 +306,7 @@ def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
     assert gradient_flow({"cells": []}, Lang("en")) is None
     settings = {**HAND, "depths": [20, 110]}
     hand_store(tmp_path, settings)
-    fig = gradient_flow(G.cached(tmp_path, settings), Lang("en"))
+    fig = gradient_flow(stored.cached(tmp_path, settings), Lang("en"))
     assert len(fig.axes) == 4 and all(ax.get_yscale() == "log" for ax in fig.axes)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["ResNet, BN", "ResNet, no BN", "plain, BN", "plain, no BN", "He init", "PyTorch's default init"]
@@ -313,7 +315,7 @@ def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
 
 def test_table_lines(tmp_path):
     hand_store(tmp_path)
-    lines = G.table_lines(G.cached(tmp_path, HAND)["cells"], HAND["steps"])
+    lines = flow.table_lines(stored.cached(tmp_path, HAND)["cells"], HAND["steps"])
     assert "after 20 Adam steps" in lines[0] and len(lines) == 2 + 8 + 1
     rows = {(ln[:20].strip(), ln[20:26].strip()): ln[26:].split() for ln in lines[2:-1]}  # fixed columns
     assert len(rows) == 8 and all(len(v) == 6 for v in rows.values()), lines
@@ -325,8 +327,8 @@ def test_table_lines(tmp_path):
 
 def test_fixup_is_measured_on_the_bn_less_resnet_only_and_reported_with_its_logits(tmp_path):
     settings = {**HAND, "inits": ["he", "torch", "fixup"]}
-    assert [(c.family, c.norm) for c in G.cells(settings) if c.init == "fixup"] == [("resnet", "none")]
+    assert [(c.family, c.norm) for c in stored.cells(settings) if c.init == "fixup"] == [("resnet", "none")]
     hand_store(tmp_path, settings)
-    f = G.facts(G.cached(tmp_path, settings), ["he"])
+    f = flow.facts(stored.cached(tmp_path, settings), ["he"])
     assert f["total"] == 9 and f["other_init"] == "torch"  # Fixup is not "the other init" of every network
     assert f["nobn_logits_std"] == {"he": 1.6e8, "torch": 0.25, "fixup": 0.0}

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from labreport import store as store_mod
-from labreport.store import UNREADABLE_GRACE_S, RunStore, atomic_write_bytes, atomic_write_json, read_json
+from labreport.store import RunStore, atomic_write_bytes, atomic_write_json, read_json
+from labreport.store.leases import UNREADABLE_GRACE_S
 
 KEY = "0123456789abcdef"
 OTHER_KEY = "fedcba9876543210"

@@ -282,7 +282,8 @@ def data_loader(config: Config, warn: Callable[[str], None]):
 
 def measure_gradflow(config: Config, store: RunStore, load_data, device: str, console: Console) -> dict:
     """Task 1's gradient-flow measurement ([gradflow]): what is not cached yet, a line per cell."""
-    from labreport.engine.gradflow import ensure, network_label
+    from labreport.engine.gradflow import ensure
+    from labreport.science.gradflow import network_label
 
     measured: list[float] = []
 

@@ -17,8 +17,8 @@ from labreport.spec import Run
 from labreport.errors import LabreportError
 from labreport.faults import point as fault_point
 from labreport.store import RunStore
+from labreport.store.records import FINAL_STATES
 
-FINAL_STATES = ("done", "diverged")  # never trained again
 HEARTBEAT_EVERY_S = 30.0  # lease refresh while training, also mid-epoch; RunStore.acquire's stale_after is 600 s
 
 

@@ -29,7 +29,9 @@ from labreport.errors import LabreportError
 from labreport.report.i18n import Lang
 from labreport.report.references import Citations, access_date
 from labreport.store.views import RunView, collect
+from labreport.science.gradflow import facts
 from labreport.store import RunStore, atomic_write_bytes, atomic_write_json
+from labreport.store.gradflow import cached
 
 FORMATS = (".pdf", ".docx")
 
@@ -197,7 +199,6 @@ def experiment_rows(config: Config) -> list[dict]:
 def gradflow_context(config: Config, store: RunStore) -> tuple[dict | None, dict]:
     """The cached gradient-flow measurement (JSON only: `build` never trains or loads data) and what
     the theory section needs: {"enabled", "facts" (None: nothing measured yet), "lab_inits", "nobn_inits"}."""
-    from labreport.engine.gradflow import cached, facts
 
     def inits(runs):
         return list(dict.fromkeys(r.spec.init for r in runs))

@@ -25,6 +25,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from labreport.science.conclusions import Group, Resource
 from labreport.report.labels import axis_name, init_name
+from labreport.store.gradflow import NETWORKS
 
 PAGE_WIDTH = 6.3  # inches: A4 minus 2 x 2.5 cm margins, minus a little
 MANY = 6  # more groups than this: test accuracy only, compact legend below
@@ -330,7 +331,6 @@ def resources_chart(rows: Sequence[Resource], L, names=None) -> Figure | None:
 # --------------------------------------------------------------------------------------------
 # Gradient flow (task 1)
 # --------------------------------------------------------------------------------------------
-GRADFLOW_NETWORKS = (("resnet", "batch"), ("resnet", "none"), ("plain", "batch"), ("plain", "none"))
 INIT_STYLES = {"he": "-", "torch": "--", "fixup": ":"}
 
 
@@ -365,7 +365,7 @@ def gradient_flow(measurement: dict, L) -> Figure | None:
                 fam = family_of(c)
                 if int(c["model"].removeprefix(fam)) != depth or not res.get(key):
                     continue
-                colour = PALETTE[GRADFLOW_NETWORKS.index((fam, c["norm"]))]
+                colour = PALETTE[NETWORKS.index((fam, c["norm"]))]
                 ys = _positive(res[key])
                 ax.plot(range(1, len(ys) + 1), ys, color=colour, ls=INIT_STYLES.get(c["init"], ":"), lw=1.1)
             title = L._("At initialisation") if col == 0 else L._("After %(k)s Adam steps", k=steps)
@@ -377,7 +377,7 @@ def gradient_flow(measurement: dict, L) -> Figure | None:
     handles = [Line2D([], [], color=PALETTE[i], lw=1.5,
                       label=("ResNet" if fam == "resnet" else L._("plain")) + ", "
                       + ("BN" if norm == "batch" else L._("no BN")))
-               for i, (fam, norm) in enumerate(GRADFLOW_NETWORKS)]
+               for i, (fam, norm) in enumerate(NETWORKS)]
     handles += [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=init_name(i, L)) for i in inits]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     return fig
