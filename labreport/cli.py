@@ -31,8 +31,8 @@ class Context:
     def store(self, config: Config) -> RunStore:
         """--runs, else LABREPORT_RUNS, else [store] root (relative to the TOML), else ./runs."""
         root = self.runs or os.environ.get("LABREPORT_RUNS")
-        if root is None and config.store_root:
-            root = config.base_dir / config.store_root
+        if root is None and config.store.root:
+            root = config.base_dir / config.store.root
         return RunStore(root or "runs")
 
 
@@ -275,7 +275,7 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
         for line in ex.describe(config, store, runs):
             click.echo(line)
         # the device the runs would train on: here, unless a cluster's nodes train them
-        here = device if device != "auto" else config.run_options["device"]
+        here = device if device != "auto" else config.run.device
         _dry_run(store, runs, None if executor == "slurm" else here)
         return
     sys.exit(executors.run(ex, config, store, console=_console(), only=tuple(only), device=device, wait=wait,
@@ -379,7 +379,7 @@ def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bo
         click.echo("\ninterrupted: finished measurements are saved; run the same command again", err=True)
         sys.exit(130)
     if table:
-        for line in table_lines(m["cells"], config.gradflow["steps"]):
+        for line in table_lines(m["cells"], config.gradflow.steps):
             click.echo(line)
 
 

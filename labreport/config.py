@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from labreport.catalog import CATALOG, init_problem, model_info
-from labreport.spec import (  # noqa: F401  (re-exported: the specs are part of what config gives)
-    FIELDS, GRID_KEYS_WITH_LIST_VALUES, OMITTED_AT_DEFAULT, TRAIN_VERSION, Field, Run, TrainSpec, train_images,
-)
 from labreport.errors import ConfigError, ModelError
-from labreport.settings import EXECUTOR_DEFAULTS, GRADFLOW_DEFAULTS, Ctx, copy_lists, read_sections, section_table, unknown
-
+from labreport.fields import canonical, is_type
+from labreport.settings import (AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings, ReportSettings,
+                                RunSettings, StoreSettings, read_sections, section_table, unknown)
+from labreport.spec import FIELDS, GRID_KEYS_WITH_LIST_VALUES, Run, TrainSpec, train_images
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
 MAX_CONFIG_BYTES = 1_000_000  # experiments.toml is a few kB; bigger is a mistake (or hostile), refused unparsed
@@ -47,6 +46,7 @@ EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled"}
 PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training settings
 SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
             "gradflow"}
+TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", list: "a list"}
 
 
 @dataclass(frozen=True)
@@ -60,19 +60,20 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Config:
+    """experiments.toml, checked and expanded: its runs and every settings section."""
+
     path: Path
     profile: str | None
-    report: dict[str, Any]
-    data_root: str | None
-    download: bool
-    store_root: str | None
-    analysis: dict[str, float]
-    run_options: dict[str, Any]
     experiments: tuple[Experiment, ...]
     runs: tuple[Run, ...] = field(repr=False)
     profiles: tuple[str, ...] = ()
-    executor: dict[str, Any] = field(default_factory=lambda: {**EXECUTOR_DEFAULTS, "extra": {}})
-    gradflow: dict[str, Any] = field(default_factory=lambda: copy_lists(GRADFLOW_DEFAULTS))
+    report: ReportSettings = ReportSettings()
+    data: DataSettings = DataSettings()
+    store: StoreSettings = StoreSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
+    run: RunSettings = RunSettings()
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    gradflow: GradflowSettings = GradflowSettings()
 
     @property
     def base_dir(self) -> Path:
@@ -80,41 +81,62 @@ class Config:
 
     def unique_runs(self) -> list[Run]:
         """Runs with distinct keys, first occurrence wins (what `run` must train)."""
-        seen: dict[str, Run] = {}
+        return self.select()
+
+    def select(self, only: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> list[Run]:
+        """Distinct runs of the matrix, restricted to the experiments named in `only` and to the run
+        keys in `keys` (if given), first occurrence and matrix order kept."""
+        names = [e.name for e in self.experiments]
+        if unknown_names := [o for o in only if o not in names]:
+            raise ConfigError(f"--only: no experiment named '{unknown_names[0]}' (experiments: {', '.join(names)})")
+        first: dict[str, Run] = {}
         for r in self.runs:
-            seen.setdefault(r.key, r)
-        return list(seen.values())
+            if (not only or r.experiment in only) and (not keys or r.key in keys):
+                first.setdefault(r.key, r)
+        return list(first.values())
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
+def load_config(path: str | Path, profile: str | None = None) -> Config:
+    """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
+    path = Path(path)
+    ctx = Ctx(path)
+    doc = _read_toml(path)
+    for section in doc:
+        if section not in SECTIONS:
+            raise ctx.err("top level", unknown(section, SECTIONS, "section"))
+    sections = read_sections(ctx, doc)
+    defaults, default_seeds = _defaults(ctx, doc)
+    profiles = _check_profiles(ctx, doc)
+    above = tuple(layer for layer in (_profile_layer(ctx, profiles, profile),) if layer is not None)
+    tables = _experiment_tables(ctx, doc, above)
+    selected = _profile_experiments(ctx, profiles, profile, [t.get("name") for t in tables])
+    experiments, runs = _expand_experiments(ctx, tables, _Layers(defaults, default_seeds, above), selected)
+    return Config(path=path, profile=profile, experiments=tuple(experiments), runs=tuple(runs),
+                  profiles=tuple(profiles), **sections)
+
 
 def _check_value(ctx: Ctx, where: str, key: str, value: Any) -> Any:
-    """Type-check and range-check one setting; returns the canonical value (int lr -> float)."""
-    f = FIELDS[key]
-    want = f.type
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            value = float(value)
-        except OverflowError:
-            raise ctx.err(where, f"'{key}' is too large") from None
-    if want is int and isinstance(value, bool) or not isinstance(value, want):
-        tname = {float: "a number", int: "an integer", bool: "true or false", str: "a string",
-                 list: "a list"}[want]
-        raise ctx.err(where, f"'{key}' must be {tname}, got {value!r}")
+    """Type-check and range-check one training setting; returns the canonical value (int lr -> float)."""
+    s = FIELDS[key]
+    try:
+        value = canonical(s, value) if not isinstance(value, list) else value
+    except OverflowError:
+        raise ctx.err(where, f"'{key}' is too large") from None
+    if not is_type(s, value):
+        raise ctx.err(where, f"'{key}' must be {TYPE_WORDS[s.types[0]]}, got {value!r}")
     if key == "model":
         try:
             model_info(value)
         except ModelError as e:
             raise ctx.err(where, str(e)) from None
-    if f.check is not None:
-        problem = f.check(value)
-        if problem:
-            raise ctx.err(where, f"'{key}' {problem}, got {value!r}")
-    if key in GRID_KEYS_WITH_LIST_VALUES:
-        value = tuple(value)
-    return value
+    problem = (None if s.choices is None or value in s.choices else
+               f"must be one of {', '.join(map(repr, s.choices))}") or (s.check(value) if s.check else None)
+    if problem:
+        raise ctx.err(where, f"'{key}' {problem}, got {value!r}")
+    return tuple(value) if key in GRID_KEYS_WITH_LIST_VALUES else value
 
 
 def _settings(ctx: Ctx, where: str, table: dict, extra_keys=()) -> dict[str, list]:
@@ -180,100 +202,101 @@ def _read_toml(path: Path) -> dict:
     return doc
 
 
-def load_config(path: str | Path, profile: str | None = None) -> Config:
-    """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
-    path = Path(path)
-    ctx = Ctx(path)
-    doc = _read_toml(path)
+@dataclass(frozen=True)
+class Layer:
+    """Settings layered above every experiment's own: a profile."""
 
-    for section in doc:
-        if section not in SECTIONS:
-            raise ctx.err("top level", unknown(section, SECTIONS, "section"))
+    where: str  # "[profile.quick]": where its errors point
+    settings: dict[str, list] = field(default_factory=dict)  # its training settings, for every experiment
+    seeds: tuple[int, ...] | None = None
+    per_experiment: dict = field(default_factory=dict)  # experiment name -> its table of overrides
 
-    sec = read_sections(ctx, doc)
 
-    defaults_table = section_table(ctx, doc, "defaults")
-    defaults = _settings(ctx, "[defaults]", defaults_table, extra_keys={"seeds"})
+@dataclass(frozen=True)
+class _Layers:
+    """What an experiment's own settings are layered between: [defaults] below, the layers above."""
+
+    defaults: dict[str, list]
+    default_seeds: tuple[int, ...]
+    above: tuple[Layer, ...] = ()
+
+
+def _defaults(ctx: Ctx, doc: dict) -> tuple[dict[str, list], tuple[int, ...]]:
+    """[defaults]: training settings (no grids) and seeds every experiment starts from."""
+    table = section_table(ctx, doc, "defaults")
+    defaults = _settings(ctx, "[defaults]", table, extra_keys={"seeds"})
     for k, v in defaults.items():
         if len(v) > 1:
             raise ctx.err("[defaults]", f"'{k}' is a list: grids belong in an [[experiment]]")
-    default_seeds = _seeds(ctx, "[defaults]", defaults_table["seeds"]) if "seeds" in defaults_table else (0,)
+    return defaults, _seeds(ctx, "[defaults]", table["seeds"]) if "seeds" in table else (0,)
 
+
+def _check_profiles(ctx: Ctx, doc: dict) -> dict[str, dict]:
+    """Every [profile.NAME], checked (not only the one asked for)."""
     profiles = section_table(ctx, doc, "profile")
-    prof_global: dict[str, list] = {}
-    prof_exp: dict[str, dict] = {}
-    prof_seeds = None
-    for pname, ptable in profiles.items():  # check every profile, not only the one asked for
+    for pname, ptable in profiles.items():
         if not isinstance(ptable, dict):
             raise ctx.err(f"[profile.{pname}]", "must be a table")
         _settings(ctx, f"[profile.{pname}]", ptable, extra_keys=PROFILE_KEYS)
-    if profile is not None:
-        if profile not in profiles:
-            known = ", ".join(profiles) or "none defined"
-            raise ctx.err("--profile", f"unknown profile '{profile}' (profiles: {known})")
-        ptable = profiles[profile]
-        where = f"[profile.{profile}]"
-        prof_global = _settings(ctx, where, ptable, extra_keys=PROFILE_KEYS)
-        if "seeds" in ptable:
-            prof_seeds = _seeds(ctx, where, ptable["seeds"])
-        prof_exp = ptable.get("experiment", {})
-        if not isinstance(prof_exp, dict):
-            raise ctx.err(where, "'experiment' must be a table of per-experiment overrides")
+    return profiles
 
-    exps_raw = doc.get("experiment", [])
-    if not isinstance(exps_raw, list) or not exps_raw:
+
+def _profile_layer(ctx: Ctx, profiles: dict, profile: str | None) -> Layer | None:
+    if profile is None:
+        return None
+    if profile not in profiles:
+        known = ", ".join(profiles) or "none defined"
+        raise ctx.err("--profile", f"unknown profile '{profile}' (profiles: {known})")
+    table, where = profiles[profile], f"[profile.{profile}]"
+    per_experiment = table.get("experiment", {})
+    if not isinstance(per_experiment, dict):
+        raise ctx.err(where, "'experiment' must be a table of per-experiment overrides")
+    seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else None
+    return Layer(where, _settings(ctx, where, table, extra_keys=PROFILE_KEYS), seeds, per_experiment)
+
+
+def _experiment_tables(ctx: Ctx, doc: dict, above: tuple[Layer, ...]) -> list[dict]:
+    """The [[experiment]] array, and that the layers above override only experiments it has."""
+    tables = doc.get("experiment", [])
+    if not isinstance(tables, list) or not tables:
         raise ctx.err("top level", "no [[experiment]] tables: add at least one")
-    if not all(isinstance(t, dict) for t in exps_raw):
+    if not all(isinstance(t, dict) for t in tables):
         raise ctx.err("top level", "'experiment' must be an array of tables: write [[experiment]]")
-    unknown_exp = set(prof_exp) - {t.get("name") for t in exps_raw if isinstance(t.get("name"), str)}
-    if unknown_exp:
-        raise ctx.err(f"[profile.{profile}]", f"overrides unknown experiment '{sorted(unknown_exp)[0]}'")
-    selected = _profile_experiments(ctx, profiles, profile, [t.get("name") for t in exps_raw])
-    layers = _Layers(defaults, default_seeds, profile, prof_global, prof_seeds, prof_exp)
+    names = {t.get("name") for t in tables if isinstance(t.get("name"), str)}
+    for layer in above:
+        if extra := set(layer.per_experiment) - names:
+            raise ctx.err(layer.where, f"overrides unknown experiment '{sorted(extra)[0]}'")
+    return tables
+
+
+def _expand_experiments(ctx: Ctx, tables: list[dict], layers: _Layers,
+                        selected: set[str] | None) -> tuple[list[Experiment], list[Run]]:
+    """Every experiment checked, those of the matrix (`selected`, else the enabled ones) expanded."""
     experiments: list[Experiment] = []
     runs: list[Run] = []
     names: set[str] = set()
     expanded = 0
-    for i, table in enumerate(exps_raw, 1):
+    for i, table in enumerate(tables, 1):
         exp, exp_runs, enabled = _experiment(ctx, i, table, names, layers)
-        name, where = exp.name, f"experiment '{exp.name}'"
         expanded += len(exp_runs)
         if expanded > MAX_RUNS:
-            raise ctx.err(where, f"the experiments up to this one expand to {expanded:,} runs, over the limit "
-                                 f"of {MAX_RUNS:,}: is a grid or 'seeds' a typo?")
-        if (name in selected) if selected is not None else enabled:  # disabled ones are still checked
+            raise ctx.err(f"experiment '{exp.name}'", f"the experiments up to this one expand to {expanded:,} runs, "
+                                                      f"over the limit of {MAX_RUNS:,}: is a grid or 'seeds' a typo?")
+        if (exp.name in selected) if selected is not None else enabled:  # disabled ones are still checked
             experiments.append(exp)
             runs.extend(exp_runs)
     if not runs:
         raise ctx.err("top level", "every [[experiment]] has enabled = false: enable one, or pick a profile "
                                    "that lists some in 'experiments'")
-
-    return Config(path=path, profile=profile, report=sec["report"], data_root=sec["data"]["root"] or None,
-                  download=sec["data"]["download"], store_root=sec["store"]["root"] or None,
-                  analysis=sec["analysis"], run_options=sec["run"], experiments=tuple(experiments),
-                  runs=tuple(runs), profiles=tuple(profiles), executor=sec["executor"], gradflow=sec["gradflow"])
+    return experiments, runs
 
 
-@dataclass(frozen=True)
-class _Layers:
-    """What an experiment's own settings are layered between: [defaults] below, the chosen
-    profile above (its global settings, then its [profile.P.experiment.NAME] overrides)."""
-
-    defaults: dict[str, list]
-    default_seeds: tuple[int, ...]
-    profile: str | None = None
-    prof_global: dict[str, list] = field(default_factory=dict)
-    prof_seeds: tuple[int, ...] | None = None
-    prof_exp: dict = field(default_factory=dict)
-
-
-def _experiment(ctx: Ctx, i: int, table: dict, names: set[str], lay: _Layers) -> tuple[Experiment, list[Run], bool]:
-    """One [[experiment]] table, checked and expanded: (experiment, its runs, enabled)."""
-    where = f"experiment #{i}"
+def _header(ctx: Ctx, i: int, table: dict, names: set[str]) -> tuple[str, str | None, str, bool]:
+    """An [[experiment]]'s own keys: (name, task, description, enabled)."""
     name = table.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ctx.err(where, f"'name' must be 1-64 letters, digits, '.', '_' or '-' "
-                             f"(starting with a letter or digit), got {name!r}")
+        raise ctx.err(f"experiment #{i}", f"'name' must be 1-64 letters, digits, '.', '_' or '-' "
+                                          f"(starting with a letter or digit), got {name!r}")
     where = f"experiment '{name}'"
     if name in names:
         raise ctx.err(where, "duplicate experiment name")
@@ -289,29 +312,32 @@ def _experiment(ctx: Ctx, i: int, table: dict, names: set[str], lay: _Layers) ->
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ctx.err(where, f"'enabled' must be true or false, got {enabled!r}")
+    return name, None if task is None else str(task), desc, enabled
+
+
+def _experiment(ctx: Ctx, i: int, table: dict, names: set[str], lay: _Layers) -> tuple[Experiment, list[Run], bool]:
+    """One [[experiment]] table, checked and expanded: (experiment, its runs, enabled)."""
+    name, task, desc, enabled = _header(ctx, i, table, names)
+    where = f"experiment '{name}'"
     own = _settings(ctx, where, table, extra_keys=EXPERIMENT_KEYS)
     seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else lay.default_seeds
-    layers = [lay.defaults, own, lay.prof_global]
-    if name in lay.prof_exp:
-        pe = lay.prof_exp[name]
-        pwhere = f"[profile.{lay.profile}.experiment.{name}]"
-        if not isinstance(pe, dict):
-            raise ctx.err(pwhere, "must be a table")
-        layers.append(_settings(ctx, pwhere, pe, extra_keys={"seeds"}))
-        if "seeds" in pe:
-            seeds = _seeds(ctx, pwhere, pe["seeds"])
-        elif lay.prof_seeds is not None:
-            seeds = lay.prof_seeds
-    elif lay.prof_seeds is not None:
-        seeds = lay.prof_seeds
+    layers = [lay.defaults, own]
+    for layer in lay.above:
+        layers.append(layer.settings)
+        if name in layer.per_experiment:
+            per, pwhere = layer.per_experiment[name], f"{layer.where[:-1]}.experiment.{name}]"
+            if not isinstance(per, dict):
+                raise ctx.err(pwhere, "must be a table")
+            layers.append(_settings(ctx, pwhere, per, extra_keys={"seeds"}))
+            seeds = _seeds(ctx, pwhere, per["seeds"]) if "seeds" in per else layer.seeds or seeds
+        elif layer.seeds is not None:
+            seeds = layer.seeds
     merged: dict[str, list] = {}
-    for layer in layers:
-        merged.update(layer)
+    for settings in layers:
+        merged.update(settings)
     # grid coordinates in the order the experiment writes them
     merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
-    task_s = None if task is None else str(task)
-    exp_runs = _expand(ctx, where, name, task_s, merged, seeds)
-    return Experiment(name, task_s, dict(table), seeds, desc), exp_runs, enabled
+    return Experiment(name, task, dict(table), seeds, desc), _expand(ctx, where, name, task, merged, seeds), enabled
 
 
 def _profile_experiments(ctx: Ctx, profiles: dict, profile: str | None, names: list) -> set[str] | None:

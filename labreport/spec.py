@@ -10,24 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from labreport.fields import Setting, between, setting, settings_of
 
 # Bump when train.py changes what a run computes (not how fast): every key changes, so old
 # results are kept on disk but no longer count as done.
 TRAIN_VERSION = 1
-
-# --------------------------------------------------------------------------------------------
-# The training settings: name -> (type, default, check, what it means)
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Field:
-    type: type | tuple[type, ...]
-    default: Any
-    check: Any = None  # callable(value) -> error text or None
-    help: str = ""
-
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000  # images in the data set's training and test files
 
@@ -39,23 +29,7 @@ def train_images(val_size: int, train_subset: int = 0) -> int:
     return min(n, train_subset) if train_subset else n
 
 
-def _choice(*options):
-    return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
-
-
-def _range(lo=None, hi=None, lo_open=False, hi_open=False):
-    def check(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return "must be a finite number"
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            return f"must be {'>' if lo_open else '>='} {lo}"
-        if hi is not None and (v >= hi if hi_open else v > hi):
-            return f"must be {'<' if hi_open else '<='} {hi}"
-        return None
-    return check
-
-
-def _milestones(v):
+def _milestones(v) -> str | None:
     if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in v):
         return "must be a list of positive integers"
     if list(v) != sorted(set(v)):
@@ -63,78 +37,55 @@ def _milestones(v):
     return None
 
 
-FIELDS: dict[str, Field] = {
-    "model": Field(str, None, None, "a name from `labreport models`"),
-    "norm": Field(str, "batch", _choice("batch", "none"), "BatchNorm everywhere, or none at all"),
-    "dropout": Field(float, 0.0, _range(0.0, 1.0, hi_open=True), "dropout probability"),
-    "init": Field(str, "he", _choice("he", "torch", "fixup"),
-                  "He init (paper), PyTorch's layer defaults, or Fixup (Zhang et al. 2019; CIFAR ResNets, norm = none)"),
-    "optimizer": Field(str, "adam", _choice("adam", "sgd")),
-    "lr": Field(float, 1e-4, _range(0.0, 10.0, lo_open=True), "peak learning rate"),
-    "momentum": Field(float, 0.9, _range(0.0, 1.0, hi_open=True), "SGD momentum (ignored by Adam)"),
-    "nesterov": Field(bool, False),
-    "weight_decay": Field(float, 0.0, _range(0.0, 1.0), "L2 through the optimizer's weight_decay"),
-    "schedule": Field(str, "constant", _choice("constant", "step", "cosine")),
-    "milestones": Field(list, [], _milestones, "step schedule: lr *= gamma at each (epochs or iterations)"),
-    "gamma": Field(float, 0.1, _range(0.0, 1.0, lo_open=True)),
-    "schedule_unit": Field(str, "epoch", _choice("epoch", "iter"), "unit of milestones and warm-up"),
-    "warmup_lr": Field(float, 0.0, _range(0.0), "lr during warm-up (0: no warm-up)"),
-    "warmup": Field(int, 0, _range(0), "length of the warm-up, in schedule_unit"),
-    "epochs": Field(int, 50, _range(1, 100_000)),
-    "max_iters": Field(int, 0, _range(0, 10_000_000),
-                       "stop after this many optimizer steps (0: after `epochs`); epochs then follow from it"),
-    "batch_size": Field(int, 128, _range(1, 65_536), "images per optimizer step"),
-    "augment": Field(bool, True, None, "pad 4 + random 32x32 crop + horizontal flip"),
-    "val_size": Field(int, 5000, _range(0, 49_999), "training images held out to choose the epoch"),
-    "train_subset": Field(int, 0, _range(0), "train on this many images (0: all)"),
-    "test_subset": Field(int, 0, _range(0), "evaluate on this many test images (0: all 10,000)"),
-    # Adding "fp16" and auto's GPU rule (issue 14) keeps TRAIN_VERSION: a key hashes the value as
-    # written, and what an existing spec computes where it has run (auto on a CPU: fp32) is unchanged.
-    "precision": Field(str, "auto", _choice("auto", "fp32", "bf16", "fp16"),
-                       "auto: bf16 on compute capability >= 8.0, fp16 (loss scaling) on 7.x except "
-                       "norm = none (fp32: fp16's range is too small for it), fp32 on older GPUs and CPUs"),
-    "deterministic": Field(bool, False, None, "bit-exact reproducibility (slower)"),
-}
-GRID_KEYS_WITH_LIST_VALUES = {"milestones"}
-# Training settings added after TRAIN_VERSION 1: left out of the spec dict (and so of the key) while
-# at their default, so that the keys and results of existing runs stay valid.
-OMITTED_AT_DEFAULT = ("max_iters",)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+# The choices of the training settings: the dataclass below takes its checks from these
+Norm = Literal["batch", "none"]
+Init = Literal["he", "torch", "fixup"]
+Optimizer = Literal["adam", "sgd"]
+Schedule = Literal["constant", "step", "cosine"]
+ScheduleUnit = Literal["epoch", "iter"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Dataset = Literal["cifar10"]
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Everything that changes what a training run computes. Hashable, printable, JSON-able."""
+    """Everything that changes what a training run computes. Hashable, printable, JSON-able.
 
-    model: str
-    norm: str = "batch"
-    dropout: float = 0.0
-    init: str = "he"
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    schedule_unit: str = "epoch"
-    warmup_lr: float = 0.0
-    warmup: int = 0
-    epochs: int = 50
-    max_iters: int = 0  # > 0: stop after this many steps; `epochs` is then ceil(max_iters / steps per epoch)
-    batch_size: int = 128
-    augment: bool = True
-    val_size: int = 5000
-    train_subset: int = 0
-    test_subset: int = 0
-    precision: str = "auto"
-    deterministic: bool = False
-    seed: int = 0
-    dataset: str = "cifar10"
+    Each field with setting() metadata is a training setting of experiments.toml, with its default,
+    its check and its help here and nowhere else (FIELDS lists them)."""
+
+    model: str = setting(help="a name from `labreport models`")
+    norm: Norm = setting("batch", "BatchNorm everywhere, or none at all")
+    dropout: float = setting(0.0, "dropout probability", between(0.0, 1.0, hi_open=True))
+    init: Init = setting("he", "He init (paper), PyTorch's layer defaults, or Fixup (Zhang et al. 2019; "
+                               "CIFAR ResNets, norm = none)")
+    optimizer: Optimizer = setting("adam", "Adam (the lab's) or SGD with momentum (the paper's)")
+    lr: float = setting(1e-4, "peak learning rate", between(0.0, 10.0, lo_open=True))
+    momentum: float = setting(0.9, "SGD momentum (ignored by Adam)", between(0.0, 1.0, hi_open=True))
+    nesterov: bool = setting(False, "Nesterov momentum (SGD)")
+    weight_decay: float = setting(0.0, "L2 through the optimizer's weight_decay", between(0.0, 1.0))
+    schedule: Schedule = setting("constant", "the learning rate over the run: constant, steps at milestones, cosine to 0")
+    milestones: tuple[int, ...] = setting((), "step schedule: lr *= gamma at each (epochs or iterations)", _milestones)
+    gamma: float = setting(0.1, "step schedule: the factor at each milestone", between(0.0, 1.0, lo_open=True))
+    schedule_unit: ScheduleUnit = setting("epoch", "unit of milestones and warm-up")
+    warmup_lr: float = setting(0.0, "lr during warm-up (0: no warm-up)", between(0.0))
+    warmup: int = setting(0, "length of the warm-up, in schedule_unit", between(0))
+    epochs: int = setting(50, "passes over the training images", between(1, 100_000))
+    max_iters: int = setting(0, "stop after this many optimizer steps (0: after `epochs`); epochs then follow "
+                                "from it", between(0, 10_000_000))
+    batch_size: int = setting(128, "images per optimizer step", between(1, 65_536))
+    augment: bool = setting(True, "pad 4 + random 32x32 crop + horizontal flip")
+    val_size: int = setting(5000, "training images held out to choose the epoch", between(0, 49_999))
+    train_subset: int = setting(0, "train on this many images (0: all)", between(0))
+    test_subset: int = setting(0, "evaluate on this many test images (0: all 10,000)", between(0))
+    # "fp16" and auto's GPU rule came after TRAIN_VERSION 1 without changing it: a key hashes the
+    # value as written, and what an existing spec computes where it ran (auto on a CPU: fp32) is unchanged
+    precision: Precision = setting("auto", "auto: bf16 on compute capability >= 8.0, fp16 (loss scaling) on 7.x "
+                                           "except norm = none (fp32: fp16's range is too small for it), fp32 on "
+                                           "older GPUs and CPUs")
+    deterministic: bool = setting(False, "bit-exact reproducibility (slower)")
+    seed: int = 0  # set by `seeds`, not a setting: the initial weights, dropout masks, data order
+    dataset: Dataset = "cifar10"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -151,11 +102,16 @@ class TrainSpec:
                            sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainSpec":
-        d = dict(d)
-        d["milestones"] = tuple(d.get("milestones", ()))
-        return cls(**d)
+
+FIELDS: dict[str, Setting] = settings_of(TrainSpec)  # the training settings a TOML table may set
+GRID_KEYS_WITH_LIST_VALUES = {k for k, s in FIELDS.items() if s.types == (list,)}  # a list of lists is their grid
+# Training settings added after TRAIN_VERSION 1: left out of the spec dict (and so of the key) while
+# at their default, so that the keys and results of existing runs stay valid.
+OMITTED_AT_DEFAULT = ("max_iters",)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ import re
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from labreport.testing import spec_from_dict
 from labreport.catalog import CATALOG
 from labreport.config import FIELDS, TrainSpec, load_config
 from labreport.errors import ConfigError
@@ -87,10 +89,10 @@ def test_shipped_loads_with_tasks_3_4_5(shipped):
     assert shipped.path == SHIPPED and shipped.profile is None
     assert {r.task for r in shipped.runs} == {"3", "4", "5"}
     assert shipped.profiles == ("quick", "smoke", "bn-claim", "paper")
-    assert shipped.report["language"] == "ru"
-    assert shipped.data_root == "data" and shipped.download is True
-    assert shipped.store_root == "runs"
-    assert shipped.analysis == {"trained_threshold": 0.2, "claim_rate": 0.10, "confidence": 0.95, "alpha": 0.05}
+    assert shipped.report.language == "ru"
+    assert shipped.data.root == "data" and shipped.data.download is True
+    assert shipped.store.root == "runs"
+    assert asdict(shipped.analysis) == {"trained_threshold": 0.2, "claim_rate": 0.10, "confidence": 0.95, "alpha": 0.05}
     assert shipped.base_dir == SHIPPED.parent
 
 
@@ -401,7 +403,7 @@ def test_train_version_is_part_of_the_key(tmp_path, monkeypatch):
 
 def test_trainspec_dict_round_trip_keeps_key(tmp_path):
     spec = only_run(tmp_path, 'schedule = "step"', "milestones = [3, 6]", "seeds = [4]").spec
-    again = TrainSpec.from_dict(spec.to_dict())
+    again = spec_from_dict(spec.to_dict())
     assert again == spec and again.key == spec.key
 
 
@@ -623,7 +625,7 @@ def test_valid_names_are_accepted(tmp_path):
 
 def test_report_accepts_int_or_text_for_year_and_lab_number(tmp_path):
     cfg = load(tmp_path, '[report]\nyear = "2026"\nlab_number = 3\nlanguage = "en"\n' + EXP)
-    assert cfg.report == {"year": "2026", "lab_number": 3, "language": "en"}
+    assert (cfg.report.year, cfg.report.lab_number, cfg.report.language) == ("2026", 3, "en")
 
 
 @pytest.mark.parametrize("settings, message", [

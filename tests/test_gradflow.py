@@ -8,7 +8,7 @@ everything else uses hand-made results written where `ensure` would write them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -18,14 +18,15 @@ from labreport.engine import gradflow as measure
 from labreport.science import gradflow as flow
 from labreport.store import gradflow as stored
 from labreport.cli import main
-from labreport.config import GRADFLOW_DEFAULTS, load_config
+from labreport.config import load_config
+from labreport.settings import GradflowSettings
 from labreport.engine.data import load_cifar10
 from labreport.errors import ConfigError
 from labreport.report.i18n import Lang
 from labreport.report.build import build
 from labreport.store import RunStore, atomic_write_json
 
-SMALL = {"depths": [20], "inits": ["torch"], "steps": 2, "batch": 16, "images": 32, "probe": 16, "lr": 1e-3}
+SMALL = GradflowSettings(depths=(20,), inits=("torch",), steps=2, batch=16, images=32, probe=16, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def fake_result(cell: stored.Cell, grad_init, grad_trained, logits_std=1.0) -> d
 
 
 def test_only_missing_or_damaged_measurements_are_computed(tmp_path, monkeypatch):
-    settings = {**SMALL, "inits": ["he", "torch"], "steps": 3}
+    settings = replace(SMALL, inits=("he", "torch"), steps=3)
     calls = []
 
     def fake(cell, data, device):
@@ -96,7 +97,7 @@ def test_only_missing_or_damaged_measurements_are_computed(tmp_path, monkeypatch
     (stored.cell_dir(tmp_path, damaged) / "result.json").write_text('{"key": "trunc')
     measure.ensure(tmp_path, settings, lambda: "data", "cpu")
     assert calls[8:] == [damaged]
-    measure.ensure(tmp_path, {**settings, "lr": 2e-3}, lambda: "data", "cpu")  # other settings: other keys
+    measure.ensure(tmp_path, replace(settings, lr=2e-3), lambda: "data", "cpu")  # other settings: other keys
     assert len(calls) == 8 + 1 + 8
 
 
@@ -111,7 +112,7 @@ def test_orders_of_magnitude():
         assert flow.orders_of_magnitude(first, last) is None
 
 
-HAND = {"depths": [110], "inits": ["he", "torch"], "steps": 20, "batch": 32, "images": 640, "probe": 128, "lr": 1e-3}
+HAND = GradflowSettings(depths=(110,), inits=("he", "torch"), steps=20, batch=32, images=640, probe=128, lr=1e-3)
 # (family, norm, init): (grad at init, grad after training, logits std at init); first and last layer only
 HAND_GRADS = {
     ("resnet", "batch", "he"): ([2.0, 20.0], [1.0, 2.0], 2.0),
@@ -126,7 +127,7 @@ HAND_GRADS = {
 }
 
 
-def hand_store(root: Path, settings: dict = HAND) -> list[dict]:
+def hand_store(root: Path, settings: GradflowSettings = HAND) -> list[dict]:
     out = []
     for cell in stored.cells(settings):
         g0, g1, std = HAND_GRADS[cell.family, cell.norm, cell.init]
@@ -158,7 +159,7 @@ def test_summary_rows_and_facts(tmp_path):
 
 
 def test_partial_measurement_counts_the_missing(tmp_path):
-    hand_store(tmp_path, {**HAND, "inits": ["he"]})
+    hand_store(tmp_path, replace(HAND, inits=("he",)))
     m = stored.cached(tmp_path, HAND)
     f = flow.facts(m, ["torch"])
     assert (len(m["cells"]), f["missing"], f["init"]) == (4, 4, "he")
@@ -171,14 +172,14 @@ EXP = '[[experiment]]\nname = "e"\nmodel = "resnet20"\n'
 
 
 def test_gradflow_section_defaults_and_values(tmp_path, monkeypatch):
-    monkeypatch.setitem(GRADFLOW_DEFAULTS, "enabled", True)  # conftest turns it off for the other tests
+    monkeypatch.setattr(GradflowSettings.__dataclass_fields__["enabled"], "default", True)  # conftest: off
     p = tmp_path / "e.toml"
     p.write_text(EXP)
-    assert load_config(p).gradflow == {"enabled": True, "depths": [110], "inits": ["he", "torch", "fixup"], "steps": 20,
-                                       "batch": 32, "images": 640, "probe": 128, "lr": 1e-3}
+    assert asdict(load_config(p).gradflow) == {"enabled": True, "depths": (110,), "inits": ("he", "torch", "fixup"),
+                                               "steps": 20, "batch": 32, "images": 640, "probe": 128, "lr": 1e-3}
     p.write_text('[gradflow]\nenabled = false\ndepths = [20, 56]\ninits = ["torch"]\nsteps = 5\nlr = 1\n' + EXP)
     g = load_config(p).gradflow
-    assert (g["enabled"], g["depths"], g["inits"], g["steps"], g["lr"]) == (False, [20, 56], ["torch"], 5, 1.0)
+    assert (g.enabled, g.depths, g.inits, g.steps, g.lr) == (False, (20, 56), ("torch",), 5, 1.0)
 
 
 @pytest.mark.parametrize("body, fragment", [
@@ -304,7 +305,7 @@ def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
     from labreport.report.figures import gradient_flow
 
     assert gradient_flow({"cells": []}, Lang("en")) is None
-    settings = {**HAND, "depths": [20, 110]}
+    settings = replace(HAND, depths=(20, 110))
     hand_store(tmp_path, settings)
     fig = gradient_flow(stored.cached(tmp_path, settings), Lang("en"))
     assert len(fig.axes) == 4 and all(ax.get_yscale() == "log" for ax in fig.axes)
@@ -315,7 +316,7 @@ def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
 
 def test_table_lines(tmp_path):
     hand_store(tmp_path)
-    lines = flow.table_lines(stored.cached(tmp_path, HAND)["cells"], HAND["steps"])
+    lines = flow.table_lines(stored.cached(tmp_path, HAND)["cells"], HAND.steps)
     assert "after 20 Adam steps" in lines[0] and len(lines) == 2 + 8 + 1
     rows = {(ln[:20].strip(), ln[20:26].strip()): ln[26:].split() for ln in lines[2:-1]}  # fixed columns
     assert len(rows) == 8 and all(len(v) == 6 for v in rows.values()), lines
@@ -326,7 +327,7 @@ def test_table_lines(tmp_path):
 
 
 def test_fixup_is_measured_on_the_bn_less_resnet_only_and_reported_with_its_logits(tmp_path):
-    settings = {**HAND, "inits": ["he", "torch", "fixup"]}
+    settings = replace(HAND, inits=("he", "torch", "fixup"))
     assert [(c.family, c.norm) for c in stored.cells(settings) if c.init == "fixup"] == [("resnet", "none")]
     hand_store(tmp_path, settings)
     f = flow.facts(stored.cached(tmp_path, settings), ["he"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from labreport.testing import spec_from_dict
 from labreport.science.conclusions import group_runs, paper_comparison, paper_recipe, within_spread
 from labreport.cli import main
 from labreport.config import TrainSpec, load_config
@@ -66,7 +67,7 @@ def test_max_iters_is_in_the_spec_and_the_key_only_when_set():
     assert "max_iters" not in plain.to_dict()
     capped = TrainSpec(model="resnet20", max_iters=100)
     assert capped.to_dict()["max_iters"] == 100 and capped.key != plain.key
-    assert TrainSpec.from_dict(capped.to_dict()) == capped and TrainSpec.from_dict(plain.to_dict()) == plain
+    assert spec_from_dict(capped.to_dict()) == capped and spec_from_dict(plain.to_dict()) == plain
 
 
 # --------------------------------------------------------------------------------------------

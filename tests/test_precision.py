@@ -7,6 +7,8 @@ here. fp16 convolution backward on this CPU is slow (~1.4 s per cifarnet convolu
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import re
 import shutil
@@ -293,7 +295,7 @@ def test_cuda_graphs_train_on_cuda_and_agree_with_eager(data, tmp_path, monkeypa
     for setting in (False, "reduce-overhead"):
         config = load_config(write_config(tmp_path / f"{setting}.toml", [{"name": "g"}], epochs=2, dropout=0.0,
                                           train_subset=128, val_size=64))
-        config.run_options["compile"] = setting
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, compile=setting))
         store = RunStore(tmp_path / f"runs-{setting}")
         assert matrix(config, store, data, device="cuda")[0].trained == ["g"]
         res = store.read_result(config.runs[0].key)

@@ -30,7 +30,7 @@ def test_init_writes_the_shipped_lab_and_refuses_to_overwrite(tmp_path):
     written = (tmp_path / "experiments.toml").read_text(encoding="utf-8")
     assert written == (ROOT / "experiments.toml").read_text(encoding="utf-8")
     cfg = load_config(tmp_path / "experiments.toml")
-    assert cfg.report["lab_number"] == 7 and cfg.report["discipline"] == "Системы поддержки принятия решений"
+    assert cfg.report.lab_number == 7 and cfg.report.discipline == "Системы поддержки принятия решений"
     (tmp_path / "experiments.toml").write_text("# mine\n" + written, encoding="utf-8")
     again = run("init", cwd=tmp_path)
     assert again.exit_code == 2 and "exists already: pass --force" in again.output
@@ -46,7 +46,7 @@ def test_init_with_templates_copies_them_and_switches_them_on(tmp_path):
     names = {p.name for p in (lab / "templates").iterdir()}
     assert {"report.html.j2", "title.html.j2", "style.css", "locale"} <= names
     assert (lab / "templates" / "locale" / "ru" / "LC_MESSAGES" / "labreport.po").is_file()
-    assert load_config(lab / "experiments.toml").report["templates"] == "templates"
+    assert load_config(lab / "experiments.toml").report.templates == "templates"
     assert run("init", "lab", "--templates", cwd=tmp_path).exit_code == 2  # the copy is not overwritten either
 
 

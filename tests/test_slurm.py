@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -170,13 +171,13 @@ def test_executor_slurm_without_submitit_is_a_one_line_error(tmp_path, cifar_dir
 def test_executor_section_defaults_and_errors(tmp_path, cifar_dir):
     cfg = write_config(tmp_path, cifar_dir)
     ex = load_config(cfg).executor
-    assert ex == {"partition": "", "time_min": 240, "gpus_per_task": 1, "cpus_per_task": 4, "mem_gb": 16,
+    assert asdict(ex) == {"partition": "", "time_min": 240, "gpus_per_task": 1, "cpus_per_task": 4, "mem_gb": 16,
                   "array_parallelism": 16, "folder": "", "extra": {}}
     cfg = write_config(tmp_path, cifar_dir, executor='[executor]\npartition = "gpu"\ntime_min = 30\n'
                                                      'extra = {account = "lab", qos = "high", exclusive = true}')
     ex = load_config(cfg).executor
-    assert ex["partition"] == "gpu" and ex["time_min"] == 30
-    assert ex["extra"] == {"account": "lab", "qos": "high", "exclusive": True}
+    assert ex.partition == "gpu" and ex.time_min == 30
+    assert ex.extra == {"account": "lab", "qos": "high", "exclusive": True}
     bad = {
         "time_mins = 30": "unknown key 'time_mins' (did you mean 'time_min'?)",
         'time_min = "4h"': "'time_min' must be of type int",
@@ -267,7 +268,7 @@ SBATCH_REFUSALS = {
 def test_an_sbatch_refusal_is_one_line_naming_the_setting(stderr, tmp_path, cifar_dir):
     from labreport.cluster.slurm import sbatch_error
 
-    params = {**load_config(write_config(tmp_path, cifar_dir)).executor, "partition": "gpu"}  # as --partition gpu
+    params = replace(load_config(write_config(tmp_path, cifar_dir)).executor, partition="gpu")  # as --partition gpu
     e = sbatch_error(stderr, params)
     assert str(e) == "sbatch refused the job array: " + SBATCH_REFUSALS[stderr]
     assert e.exit_code == 2

@@ -7,6 +7,8 @@ one-conv network (fixture `tiny`) because the network is not what they test.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import json
 import shutil
@@ -21,6 +23,7 @@ import torch
 
 import labreport.engine.device as device_mod
 import labreport.engine.trainer as train_mod
+from labreport.testing import spec_from_dict
 from labreport.engine import hostmem
 from labreport.config import TrainSpec, load_config
 from labreport.engine.data import load_cifar10
@@ -315,7 +318,7 @@ def test_result_carries_its_provenance(reference, data):
     assert prov["precision"] == "fp32" and prov["capability"] is None  # auto on CPU
     assert (prov["compile"], prov["cuda_graphs"], prov["cudagraph_skips"], prov["tf32"]) == (False, False, None, None)
     assert prov["host_malloc"] == hostmem.setting()  # what the CPU run set (None off glibc)
-    assert res["key"] == key and TrainSpec.from_dict(res["spec"]).key == key
+    assert res["key"] == key and spec_from_dict(res["spec"]).key == key
     assert res["status"] == "completed" and res["diverged_at_epoch"] is None and res["diverged_reason"] is None
     assert res["skipped_steps"] == 0  # no loss scaling in fp32
     assert (res["n_train"], res["n_val"], res["n_test"]) == (64, 32, 32)
@@ -635,7 +638,7 @@ def test_compiled_training_agrees_with_eager(tmp_path, data, tiny):
     for setting in (False, "reduce-overhead"):
         cfg = load_config(write_config(tmp_path / f"{setting}.toml", [{"name": "c"}], epochs=2, dropout=0.0,
                                        train_subset=128, val_size=64))
-        cfg.run_options["compile"] = setting  # [run] compile: how it runs, not in the key
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, compile=setting))  # how it runs: not in the key
         store = RunStore(tmp_path / f"runs-{setting}")
         assert matrix(cfg, store, data)[0].trained == ["c"]
         results[setting] = store.read_result(cfg.runs[0].key), store.read_history(cfg.runs[0].key)
@@ -669,7 +672,7 @@ def test_run_compile_takes_false_true_or_reduce_overhead(tmp_path, value, ok):
             load_config(path)
     else:
         config = load_config(path)
-        assert config.run_options["compile"] == ok and type(config.run_options["compile"]) is type(ok)
+        assert config.run.compile == ok and type(config.run.compile) is type(ok)
 
 
 def test_device_identity_is_what_results_record():

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from labreport.config import Config
+from labreport.settings import ExecutorSettings
 from labreport.errors import LabreportError
 from labreport.spec import Run
 from labreport.store import RunStore
@@ -126,7 +127,7 @@ class Local(Executor):
             atomic_write_json(self.summary_json, {"trained": out.trained, "cached": out.cached,
                                                   "diverged": out.diverged, "failed": out.failed})
         print_summary(console, out, req.store)
-        if req.config.gradflow["enabled"] and not req.only and self.summary_json is None and not out.interrupted:
+        if req.config.gradflow.enabled and not req.only and self.summary_json is None and not out.interrupted:
             try:  # task 1's measurement; cached: a JSON read. Its failure does not undo the training
                 measure_gradflow(req.config, req.store, load, req.device, console)
             except KeyboardInterrupt:
@@ -185,9 +186,9 @@ class JobArray(Executor):
     partition: str | None = None  # None: [executor] partition
     time_min: int | None = None  # None: [executor] time_min
 
-    def params(self, config: Config) -> dict[str, Any]:
+    def params(self, config: Config) -> ExecutorSettings:
         over = {"partition": self.partition, "time_min": self.time_min}
-        return {**config.executor, **{k: v for k, v in over.items() if v is not None}}
+        return dataclasses.replace(config.executor, **{k: v for k, v in over.items() if v is not None})
 
     def describe(self, config: Config, store: RunStore, runs: list[Run]) -> list[str]:
         from labreport.engine.runner import pending
@@ -201,7 +202,7 @@ class JobArray(Executor):
         head = (f"would submit {len(todo)} run(s) to {self.name} as one job array, one task per run "
                 f"({threads} torch thread(s) each)")
         if self.name != "slurm":
-            return [head + f": here, through submitit's LocalExecutor, time limit {params['time_min']} min"]
+            return [head + f": here, through submitit's LocalExecutor, time limit {params.time_min} min"]
         return [head + "; sbatch parameters:"] + [f"  {line}" for line in sbatch_lines(params, executor_folder(
             config, store), len(todo))]
 
@@ -272,7 +273,7 @@ def data_loader(config: Config, warn: Callable[[str], None]):
         if not cache:
             from labreport.engine.data import load_cifar10, resolve_root
 
-            cache.append(load_cifar10(resolve_root(config.data_root, config.base_dir), download=config.download))
+            cache.append(load_cifar10(resolve_root(config.data.root, config.base_dir), download=config.data.download))
             for w in cache[0].warnings:
                 warn(f"warning: {w}")
         return cache[0]

@@ -62,7 +62,7 @@ def worker_command(config: Config, store: RunStore, *, profile: str | None, only
 def worker_threads(config: Config, jobs: int) -> int:
     """torch threads per worker: [run] threads, else the CPU cores divided among the workers (or
     torch's N thread pools oversubscribe them and every worker slows)."""
-    return config.run_options.get("threads") or max(1, (os.cpu_count() or 1) // jobs)
+    return config.run.threads or max(1, (os.cpu_count() or 1) // jobs)
 
 
 def start_workers(config: Config, store: RunStore, *, jobs: int, gpus: list[str], profile: str | None,

@@ -20,6 +20,7 @@ the rest of labreport, `status` included, works without it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from labreport.config import Config
+from labreport.settings import ExecutorSettings
 from labreport.spec import Run
 from labreport.errors import ClusterError, LabreportError
 from labreport.engine.runner import FINAL_STATES, Summary, pending, select_runs
@@ -53,7 +55,7 @@ def _submitit(kind: str):
 
 
 def executor_folder(config: Config, store: RunStore) -> Path:
-    folder = config.executor["folder"]
+    folder = config.executor.folder
     return config.base_dir / Path(folder).expanduser() if folder else store.root / ".slurm"
 
 
@@ -95,7 +97,7 @@ class TrainRun:
         def load_data():
             from labreport.engine.data import load_cifar10, resolve_root
 
-            data = load_cifar10(resolve_root(config.data_root, config.base_dir), download=config.download)
+            data = load_cifar10(resolve_root(config.data.root, config.base_dir), download=config.data.download)
             for w in data.warnings:
                 reporter.message(f"warning: {w}")
             return data
@@ -135,22 +137,22 @@ class TrainRun:
         return DelayedSubmission(self, *args, **kwargs)
 
 
-def slurm_parameters(params: dict[str, Any]) -> dict[str, Any]:
+def slurm_parameters(params: ExecutorSettings) -> dict[str, Any]:
     """The [executor] settings as submitit's SlurmExecutor parameters (named as sbatch's options)."""
-    out: dict[str, Any] = {"job_name": "labreport", "time": params["time_min"],
-                           "cpus_per_task": params["cpus_per_task"], "array_parallelism": params["array_parallelism"]}
-    if params["gpus_per_task"]:
-        out["gpus_per_node"] = params["gpus_per_task"]  # one task per node: per node = per task
-    if params["mem_gb"]:
-        out["mem"] = f"{params['mem_gb']}GB"
-    if params["partition"]:
-        out["partition"] = params["partition"]
-    if params["extra"]:
-        out["additional_parameters"] = dict(params["extra"])
+    out: dict[str, Any] = {"job_name": "labreport", "time": params.time_min,
+                           "cpus_per_task": params.cpus_per_task, "array_parallelism": params.array_parallelism}
+    if params.gpus_per_task:
+        out["gpus_per_node"] = params.gpus_per_task  # one task per node: per node = per task
+    if params.mem_gb:
+        out["mem"] = f"{params.mem_gb}GB"
+    if params.partition:
+        out["partition"] = params.partition
+    if params.extra:
+        out["additional_parameters"] = dict(params.extra)
     return out
 
 
-def sbatch_lines(params: dict[str, Any], folder: Path, tasks: int) -> list[str]:
+def sbatch_lines(params: ExecutorSettings, folder: Path, tasks: int) -> list[str]:
     """The #SBATCH lines of the job array that `submit` would send, without a cluster (for --dry-run).
     submitit's own sbatch writer (private, but the one its SlurmExecutor calls) makes them."""
     from submitit.slurm.slurm import _make_sbatch_string
@@ -162,7 +164,7 @@ def sbatch_lines(params: dict[str, Any], folder: Path, tasks: int) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("#SBATCH")]
 
 
-def make_executor(kind: str, folder: Path, params: dict[str, Any]):
+def make_executor(kind: str, folder: Path, params: ExecutorSettings):
     """A submitit executor for `kind` ('slurm' or 'submitit-local') with the [executor] settings."""
     submitit = _submitit(kind)
     try:
@@ -172,7 +174,7 @@ def make_executor(kind: str, folder: Path, params: dict[str, Any]):
     if kind == "submitit-local":
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
         # local tasks run on this machine's CPU
-        ex.update_parameters(name="labreport", timeout_min=params["time_min"], cpus_per_task=params["cpus_per_task"],
+        ex.update_parameters(name="labreport", timeout_min=params.time_min, cpus_per_task=params.cpus_per_task,
                              gpus_per_node=0)
         return ex
     try:
@@ -211,7 +213,7 @@ SBATCH_HINTS = (
 )
 
 
-def sbatch_error(stderr: str, params: dict[str, Any]) -> ClusterError:
+def sbatch_error(stderr: str, params: ExecutorSettings) -> ClusterError:
     """One line for sbatch's refusal: its own words, then the setting to change."""
     lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
     # the first line names the cause ("Invalid generic resource"); "Batch job submission failed: ..." follows
@@ -219,7 +221,7 @@ def sbatch_error(stderr: str, params: dict[str, Any]) -> ClusterError:
         "Batch job submission failed: ")
     for pattern, hint in SBATCH_HINTS:
         if any(pattern.lower() in ln.lower() for ln in lines):
-            return ClusterError(f"sbatch refused the job array: {said}: {hint.format(**params)}")
+            return ClusterError(f"sbatch refused the job array: {said}: {hint.format(**dataclasses.asdict(params))}")
     return ClusterError(f"sbatch refused the job array: {said} (its parameters: `labreport run --executor slurm "
                         "--dry-run`; [executor] in the TOML sets them)")
 
@@ -241,18 +243,18 @@ class Submission:
         return ", ".join(ids)
 
 
-def task_threads(config: Config, params: dict[str, Any], kind: str, threads: int, tasks: int) -> int:
+def task_threads(config: Config, params: ExecutorSettings, kind: str, threads: int, tasks: int) -> int:
     """torch threads per task: --threads, [run] threads, else a cluster task's cpus_per_task; local
     tasks run at once here and share the cores."""
-    return threads or config.run_options["threads"] or (
-        params["cpus_per_task"] if kind == "slurm" else max(1, (os.cpu_count() or 1) // tasks))
+    return threads or config.run.threads or (
+        params.cpus_per_task if kind == "slurm" else max(1, (os.cpu_count() or 1) // tasks))
 
 
 def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] = (), device: str = "auto",
            threads: int = 0, overrides: dict[str, Any] | None = None) -> Submission:
     """Submit the runs that are not done (or diverged) as one job array and record it in submitted.json."""
     _submitit(kind)  # fail first, even with nothing to do: the option needs the extra
-    params = {**config.executor, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    params = dataclasses.replace(config.executor, **{k: v for k, v in (overrides or {}).items() if v is not None})
     folder = executor_folder(config, store)
     todo, final = pending(store, select_runs(config, only))
     sub = Submission(kind, folder, cached=[r.label for r in final])

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from labreport.engine import hostmem
+from labreport.settings import GradflowSettings
 from labreport.store import atomic_write_json
 from labreport.store.gradflow import GRADFLOW_VERSION, Cell, cached, cell_dir, cells, read_cell
 
 
-def ensure(store_root: str | Path, settings: dict, data_loader: Callable[[], Any], device: str = "auto",
+def ensure(store_root: str | Path, settings: GradflowSettings, data_loader: Callable[[], Any], device: str = "auto",
            on_cell: Callable[[Cell, dict, bool], None] | None = None) -> dict:
     """Measure what is not cached yet, then return `cached(...)`. `data_loader()` (a Cifar10) is
     called at most once, and only when something is missing; `on_cell(cell, result, was_cached)`

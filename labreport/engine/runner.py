@@ -93,8 +93,8 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     from labreport.engine.trainer import SilentReporter
 
     reporter = reporter or SilentReporter()
-    dev = resolve_device(device if device != "auto" else config.run_options["device"])
-    threads = threads or config.run_options.get("threads", 0)
+    dev = resolve_device(device if device != "auto" else config.run.device)
+    threads = threads or config.run.threads
     if threads > 0:
         torch.set_num_threads(threads)
     try:
@@ -104,10 +104,10 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
         probe.unlink()
     except OSError as e:
         raise LabreportError(f"run store {store.root} is not a writable folder ({e.strerror})") from None
-    data = (data_loader or (lambda: load_cifar10(resolve_root(config.data_root, config.base_dir),
-                                                 download=config.download)))()
+    data = (data_loader or (lambda: load_cifar10(resolve_root(config.data.root, config.base_dir),
+                                                 download=config.data.download)))()
     prepared: dict[tuple, object] = {}
-    base = RunOptions(channels_last=config.run_options["channels_last"], compile=config.run_options["compile"])
+    base = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile)
     if todo:
         reporter.message(describe(dev, base.compile))
     total = len(todo)

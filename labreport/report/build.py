@@ -25,6 +25,7 @@ from labreport.report.document import Numbering, outline, task_title
 from labreport.report.summary import summary
 from labreport.catalog import CATALOG
 from labreport.config import Config
+from labreport.settings import FONTS
 from labreport.errors import LabreportError
 from labreport.report.i18n import Lang
 from labreport.report.references import Citations, access_date
@@ -43,26 +44,6 @@ def package_dir(*parts: str) -> Path:
 
 TEMPLATES_DIR = package_dir("templates")
 FONTS_DIR = package_dir("fonts")
-
-
-@dataclass(frozen=True)
-class FontSet:
-    regular: str
-    bold: str
-    italic: str
-    bold_italic: str
-    mono: str
-
-
-# [report] font: the bundled families. Liberation Serif is metric-compatible with Times New Roman,
-# which ГОСТ 7.32-2017 (6.1.1) names; the DOCX asks for Times New Roman itself (see docx.py).
-FONTS = {
-    "Liberation Serif": FontSet("LiberationSerif-Regular.ttf", "LiberationSerif-Bold.ttf",
-                                "LiberationSerif-Italic.ttf", "LiberationSerif-BoldItalic.ttf",
-                                "LiberationMono-Regular.ttf"),
-    "DejaVu Serif": FontSet("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf",
-                            "DejaVuSerif-Bold.ttf", "DejaVuSans.ttf"),
-}
 
 
 class PackageDataError(LabreportError):
@@ -127,14 +108,14 @@ def _arm_label(a, L: Lang) -> str:
 
 # --------------------------------------------------------------------------------------------
 def user_templates(config: Config) -> Path | None:
-    folder = config.report.get("templates")
+    folder = config.report.templates
     return (config.base_dir / folder) if folder else None
 
 
 def language(config: Config) -> Lang:
     """The report's language, with the user's catalogues (<templates>/locale) looked up first."""
     user = user_templates(config)
-    return Lang(config.report.get("language", "ru"), (user / "locale",) if user else ())
+    return Lang(config.report.language, (user / "locale",) if user else ())
 
 
 def _env(config: Config, L: Lang) -> jinja2.Environment:
@@ -203,7 +184,7 @@ def gradflow_context(config: Config, store: RunStore) -> tuple[dict | None, dict
     def inits(runs):
         return list(dict.fromkeys(r.spec.init for r in runs))
 
-    ctx = {"enabled": config.gradflow["enabled"], "facts": None, "lab_inits": inits(config.runs),
+    ctx = {"enabled": config.gradflow.enabled, "facts": None, "lab_inits": inits(config.runs),
            "nobn_inits": inits(r for r in config.runs if r.spec.norm == "none")}
     if not ctx["enabled"]:
         return None, ctx
@@ -216,16 +197,14 @@ def gradflow_context(config: Config, store: RunStore) -> tuple[dict | None, dict
 def report_fields(config: Config, L: Lang) -> dict:
     """[report] with its defaults: the ministry line of a Russian university's title page unless
     set (an empty string leaves it out), the font and its sizes (ГОСТ: 12 pt in tables and captions)."""
-    r = {k: "" for k in ("title", "university", "faculty", "department", "discipline", "lab_number", "student",
-                         "group", "teacher", "teacher_position", "city", "year", "author")}
-    r["ministry"] = L._("Ministry of Science and Higher Education of the Russian Federation")
-    r.update(config.report)
+    r = asdict(config.report)
+    if r["ministry"] is None:
+        r["ministry"] = L._("Ministry of Science and Higher Education of the Russian Federation")
     return r
 
 
 def font_context(config: Config) -> dict:
-    name = config.report.get("font", "Liberation Serif")
-    size = int(config.report.get("font_size", 14))
+    name, size = config.report.font, config.report.font_size
     return {**asdict(FONTS[name]), "family": name, "size": size, "size_table": min(size, 12), "size_small": 12}
 
 
@@ -234,7 +213,7 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
     env = _env(config, L)
     names = lb.Labels(study.groups, L)
     num = Numbering(L)
-    citations = Citations(L, access_date(config.report.get("accessed", "")))
+    citations = Citations(L, access_date(config.report.accessed))
     context = dict(
         r=report_fields(config, L), lang=L.code, outline=outline(study, L), study=study, views=views,
         figures=figures, catalog=CATALOG, provenance=_provenance(views), config=config, version=__version__,
@@ -292,8 +271,8 @@ def build(config: Config, store: RunStore, out: Path | tuple | list | None = Pat
     outputs = check_outputs([out] if isinstance(out, (str, Path)) else (out or ()))
     L = language(config)
     views = collect(config, store)
-    study = conclude(views, config.analysis["trained_threshold"], config.analysis["claim_rate"],
-                     config.analysis["confidence"], config.analysis["alpha"])
+    a = config.analysis
+    study = conclude(views, a.trained_threshold, a.claim_rate, a.confidence, a.alpha)
     names = lb.Labels(study.groups, L)
     anchor = outputs[0] if outputs else html_out
     assets = anchor.resolve().parent / f"{anchor.stem}_files"  # figures and the summary, next to the report

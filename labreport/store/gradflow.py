@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from labreport.settings import GradflowSettings
 from labreport.store.files import read_json
 
 # Bump when what a measurement computes changes: every key changes, old results stay on disk unused.
@@ -50,11 +51,11 @@ class Cell:
         return int(self.model.removeprefix("resnet").removeprefix("plain"))
 
 
-def cells(settings: dict) -> list[Cell]:
+def cells(settings: GradflowSettings) -> list[Cell]:
     """Every measurement the [gradflow] settings ask for, in figure order: depth, network, init."""
-    common = {k: settings[k] for k in ("steps", "batch", "images", "probe", "lr")}
+    common = {k: getattr(settings, k) for k in ("steps", "batch", "images", "probe", "lr")}
     return [Cell(f"{family}{depth}", norm, init, **common)
-            for depth in settings["depths"] for family, norm in NETWORKS for init in settings["inits"]
+            for depth in settings.depths for family, norm in NETWORKS for init in settings.inits
             if init != "fixup" or (family, norm) == ("resnet", "none")]  # Fixup: residual nets without BN only
 
 
@@ -72,13 +73,13 @@ def read_cell(store_root: str | Path, cell: Cell) -> dict | None:
     return res
 
 
-def cached(store_root: str | Path, settings: dict) -> dict:
+def cached(store_root: str | Path, settings: GradflowSettings) -> dict:
     """What the store holds for these settings: {"settings", "cells": [results], "missing": [Cell]}.
     Reads JSON only (no torch, no data): what `build` uses."""
     found, missing = [], []
     for cell in cells(settings):
         res = read_cell(store_root, cell)
         (found.append(res) if res is not None else missing.append(cell))
-    return {"settings": dict(settings), "cells": found, "missing": missing}
+    return {"settings": asdict(settings), "cells": found, "missing": missing}
 
 

@@ -1,0 +1,114 @@
+"""One definition per setting: its default, the check of a value and its help, as dataclass field
+metadata. Everything else about a setting is derived from that definition:
+
+    @dataclass(frozen=True)
+    class RunSettings:
+        threads: int = setting(0, "torch CPU threads per worker (0: ...)", at_least(0))
+
+`settings_of(cls)` lists a dataclass's settings (their TOML types, choices, defaults, checks and
+help); config.py checks the training settings of experiments.toml against TrainSpec's, and
+settings.py every other section against its dataclass. No default is written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from dataclasses import MISSING, dataclass
+from typing import Any, Callable, Literal
+
+Check = Callable[[Any], "str | None"]  # a value -> what is wrong with it ("must be >= 0"), None: nothing
+
+
+def setting(default: Any = MISSING, help: str = "", check: Check | None = None, *,
+            choices: tuple | None = None, factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field that is a setting. `choices` is needed only where the annotation does not
+    say them (a Literal does); `check` is any further condition on a value of the right type;
+    `factory` makes a mutable default (a table) afresh for each instance."""
+    meta = {"help": help, "check": check, "choices": choices}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(metadata=meta) if default is MISSING else dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting as a TOML file gives it."""
+
+    name: str
+    types: tuple[type, ...]  # what a TOML value may be: (float,), (str,), (int, str), (list,) ...
+    default: Any  # MISSING: it must be given
+    choices: tuple | None  # a closed list of values
+    check: Check | None
+    help: str
+
+
+def _toml_types(hint: Any) -> tuple[tuple[type, ...], tuple | None]:
+    """The TOML value types of an annotation, and its choices when it is a Literal."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        args = typing.get_args(hint)
+        return tuple(dict.fromkeys(type(a) for a in args)), args
+    if origin in (typing.Union, types.UnionType):
+        parts = [_toml_types(a) for a in typing.get_args(hint) if a is not type(None)]
+        kinds = tuple(dict.fromkeys(t for ts, _ in parts for t in ts))
+        choices = [c for _, cs in parts if cs for c in cs]
+        return kinds, (tuple(choices) if choices and all(cs for _, cs in parts) else None)
+    if origin in (tuple, list):
+        return (list,), None
+    if origin is dict:
+        return (dict,), None
+    return (hint,), None
+
+
+@functools.cache
+def settings_of(cls: type) -> dict[str, Setting]:
+    """The settings of a dataclass, in definition order (fields without setting() metadata are left out)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        kinds, choices = _toml_types(hints[f.name])
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        out[f.name] = Setting(f.name, kinds, default, f.metadata["choices"] or choices, f.metadata["check"],
+                              f.metadata["help"])
+    return out
+
+
+def canonical(s: Setting, value: Any) -> Any:
+    """A TOML value as the setting holds it: an integer for a float becomes a float (OverflowError
+    when it cannot), a list for a tuple a tuple."""
+    if s.types == (float,) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def is_type(s: Setting, value: Any) -> bool:
+    """Whether a (canonical) value has one of the setting's types; true and false are not numbers."""
+    if isinstance(value, bool):
+        return bool in s.types
+    return isinstance(value, tuple(list if t is list else t for t in s.types)) or (
+        list in s.types and isinstance(value, tuple))
+
+
+# ---- checks: each says what is wrong with a value, in words that follow "'key' " ------------------
+def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False) -> Check:
+    """lo <= v <= hi (< with *_open), and finite."""
+    def check(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return "must be a finite number"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}"
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {'<' if hi_open else '<='} {hi}"
+        return None
+    return check
+
+
+def open_unit(v) -> str | None:
+    """A probability or a level: strictly between 0 and 1."""
+    return None if 0.0 < v < 1.0 else "must be between 0 and 1 (exclusive)"
