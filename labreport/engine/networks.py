@@ -1,4 +1,4 @@
-"""The model registry and the networks.
+"""The networks of the catalogue (catalog.py names each one's builder here), and `build_model`.
 
 Reference: K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image
 Recognition", arXiv:1512.03385 (2015), section 4.2 and Table 6 (CIFAR-10).
@@ -8,22 +8,9 @@ maps, identity shortcuts with option A where the shape changes (subsample by 2,
 zero-pad the new channels: no parameters), global average pooling, a 10-way FC.
 The ``plainN`` nets are the same layers with the shortcut removed.
 
-Trainable parameters with the defaults (num_classes=10, norm="batch"),
-measured and checked by tests/test_models.py:
-
-    model        params      paper (Table 6)   paper error %
-    resnet20       269,722   0.27M             8.75
-    resnet32       464,154   0.46M             7.51
-    resnet44       658,586   0.66M             7.17
-    resnet56       853,018   0.85M             6.97
-    resnet110    1,727,962   1.7M              6.43
-    resnet1202  19,421,274   19.4M             7.93
-    plainN       same as resnetN (option A shortcuts have no parameters)
-    resnet18    11,181,642   -  (torchvision, ImageNet stem)
-    cifarnet     2,168,554   -  (2,168,362 with norm="none", the lab's original design)
-
-With norm="none" the CIFAR ResNets drop BatchNorm and give every conv a bias,
-e.g. resnet20 = 269,034.
+Trainable parameters with the defaults: the catalogue's `params` (`labreport models` lists
+them beside the paper's), measured by tests/test_models.py. With norm="none" the CIFAR ResNets
+drop BatchNorm and give every conv a bias, e.g. resnet20 = 269,034.
 
 Options (``build_model``; each model lists the ones it honours in ``supports``):
 
@@ -59,21 +46,18 @@ Options (``build_model``; each model lists the ones it honours in ``supports``):
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
+import importlib
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labreport.catalog import CATALOG, ModelInfo  # noqa: F401  (re-exported)
-from labreport.catalog import init_problem, model_info as get_model_info
+from labreport.catalog import OPTIONS, ModelInfo, init_problem, model_info
 from labreport.errors import ModelError
+from labreport.spec import FIELDS
 
-NORMS = ("batch", "none")
-INITS = ("he", "torch", "fixup")
-DEFAULTS = {"norm": "batch", "dropout": 0.0, "init": "he"}  # build_model's defaults
-_ALL_OPTIONS = frozenset(DEFAULTS)
+DEFAULTS = {k: FIELDS[k].default for k in OPTIONS}  # build_model's defaults: the spec's
 
 
 # ---------------------------------------------------------------- building blocks
@@ -245,7 +229,7 @@ class CifarNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _torchvision_resnet18(num_classes: int, norm: str, dropout: float, init: str) -> nn.Module:
+def torchvision_resnet18(num_classes: int, norm: str, dropout: float, init: str) -> nn.Module:
     """torchvision's resnet18 as the lab loads it (ImageNet stem); norm/init are fixed."""
     import torchvision  # here, not at the top: listing the registry should not load it
 
@@ -255,44 +239,36 @@ def _torchvision_resnet18(num_classes: int, norm: str, dropout: float, init: str
     return model
 
 
-# ---------------------------------------------------------------- the registry
-
-# The facts about each model (paper figures, supported options) live in catalog.py, which does
-# not import torch; this maps the same names to the code that builds them.
-FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    **{f"resnet{d}": partial(CifarResNet, d) for d in (20, 32, 44, 56, 110, 1202)},
-    **{f"plain{d}": partial(CifarResNet, d, residual=False) for d in (20, 32, 44, 56, 110)},
-    "resnet18": _torchvision_resnet18,
-    "cifarnet": CifarNet,
-}
-MODELS = CATALOG
+# ---------------------------------------------------------------- building
 
 
-def model_names() -> list[str]:
-    return list(MODELS)
+def builder(info: ModelInfo) -> Callable[..., nn.Module]:
+    """The callable an entry of the catalogue names ("module:name")."""
+    module, _, name = info.builder.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_model(name: str, *, num_classes: int = 10, norm: str = "batch",
                 dropout: float = 0.0, init: str = "he") -> nn.Module:
     """Build a fresh, untrained model on the CPU; the caller moves it to a device."""
-    info = get_model_info(name)
-    if norm not in NORMS:
-        raise ModelError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ModelError(f"dropout must be in [0, 1), got {dropout!r}")
-    if init not in INITS:
-        raise ModelError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    info = model_info(name)
+    given: dict[str, Any] = {"norm": norm, "dropout": dropout, "init": init}
+    for option, value in given.items():  # the spec's checks: a spec that loaded builds
+        s = FIELDS[option]
+        problem = (f"must be one of {', '.join(map(repr, s.choices))}" if s.choices and value not in s.choices
+                   else s.check(value) if s.check else None)
+        if problem:
+            raise ModelError(f"{option} {problem}, got {value!r}")
     if num_classes < 1:
         raise ModelError(f"num_classes must be positive, got {num_classes!r}")
     if problem := init_problem(info, init, norm):
         raise ModelError(f"model {name!r}: {problem}")
-    given = {"norm": norm, "dropout": dropout, "init": init}
-    for option in sorted(_ALL_OPTIONS - info.supports):
+    for option in sorted(set(OPTIONS) - info.supports):
         if given[option] != DEFAULTS[option]:
             raise ModelError(
                 f"model {name!r} does not support {option}={given[option]!r} "
                 f"(only {DEFAULTS[option]!r}); it supports: {', '.join(sorted(info.supports)) or 'nothing'}")
-    return FACTORIES[name](num_classes, norm, dropout, init)
+    return builder(info)(num_classes=num_classes, **given, **dict(info.args))
 
 
 def count_parameters(model: nn.Module) -> int:
