@@ -61,9 +61,8 @@ GRAPHS = "reduce-overhead"  # [run] compile: torch.compile with CUDA graphs
 def lab_specs(path: Path = LAB_TOML) -> list:
     """The TrainSpecs of the lab's matrix: `labreport run` without a profile (read once)."""
     from labreport.config import load_config
-    from labreport.engine.runner import select_runs
 
-    return [r.spec for r in select_runs(load_config(path))]
+    return [r.spec for r in load_config(path).select()]
 
 
 def lab_batch(model: str, specs: list | None = None) -> int:

@@ -261,7 +261,6 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
         labreport run --executor slurm --wait  # one Slurm array task per run left
     """
     from labreport.cluster import executors
-    from labreport.engine.runner import select_runs
 
     if executor != "local" and jobs > 1:
         raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")
@@ -271,8 +270,8 @@ def run(obj: Context, profile, only, device, dry_run, jobs, gpus, fail_fast, wai
     ex = executors.get("processes" if jobs > 1 else executor, jobs=jobs, gpus=gpu_list, fail_fast=fail_fast,
                        partition=partition, time_min=time_min, summary_json=summary_json)
     if dry_run:
-        runs = select_runs(config, tuple(only))
-        for line in ex.describe(config, store, runs):
+        runs = config.select(tuple(only))
+        for line in ex.describe(config, store, runs, threads):
             click.echo(line)
         # the device the runs would train on: here, unless a cluster's nodes train them
         here = device if device != "auto" else config.run.device
@@ -362,28 +361,16 @@ def gradflow(obj: Context, profile, device):
         labreport gradflow
         labreport gradflow --device cuda
     """
-    config = obj.config(profile)
-
-    load_data = _data_loader(config)
-
-    _gradflow(config, obj.store(config), load_data, device, table=True)
-
-
-def _gradflow(config: Config, store: RunStore, load_data, device: str, table: bool = False) -> None:
-    from labreport.cluster.executors import measure_gradflow
+    from labreport.cluster.local import measure_gradflow
+    from labreport.engine.runner import loader_for
     from labreport.science.gradflow import table_lines
 
+    config = obj.config(profile)
+    console = _console()
     try:
-        m = measure_gradflow(config, store, load_data, device, _console())
+        m = measure_gradflow(config, obj.store(config), loader_for(config, console.err), device, console)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: finished measurements are saved; run the same command again", err=True)
         sys.exit(130)
-    if table:
-        for line in table_lines(m["cells"], config.gradflow.steps):
-            click.echo(line)
-
-
-def _data_loader(config: Config):
-    from labreport.cluster.executors import data_loader
-
-    return data_loader(config, lambda text: click.echo(text, err=True))
+    for line in table_lines(m["cells"], config.gradflow.steps):
+        click.echo(line)

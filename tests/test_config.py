@@ -14,7 +14,8 @@ import pytest
 
 from labreport.testing import spec_from_dict
 from labreport.catalog import CATALOG
-from labreport.config import FIELDS, TrainSpec, load_config
+from labreport.config import load_config
+from labreport.spec import FIELDS
 from labreport.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ import pytest
 from labreport.cluster import executors
 from labreport.config import load_config
 from labreport.errors import LabreportError
-from labreport.engine.runner import select_runs
 from labreport.store import RunStore
 
 TOML = """
@@ -69,7 +68,7 @@ def test_executors_are_chosen_by_name_with_the_options_they_take():
     assert set(executors.EXECUTORS) == {"local", "processes", "slurm", "submitit-local"}
     options = {"jobs": 3, "gpus": ["0", "1"], "fail_fast": True, "partition": "gpu", "time_min": 30, "summary_json": None}
     local, procs, slurm = (executors.get(n, **options) for n in ("local", "processes", "slurm"))
-    assert isinstance(local, executors.Local) and local.summary_json is None
+    assert type(local).__name__ == "Local" and local.summary_json is None
     assert (procs.jobs, procs.gpus, procs.fail_fast) == (3, ["0", "1"], True)
     assert (slurm.partition, slurm.time_min) == ("gpu", 30)
     assert executors.get("submitit-local").name == "submitit-local"
@@ -88,7 +87,7 @@ def test_exit_codes_follow_the_outcome():
 def test_describe_says_what_each_executor_would_start(config, tmp_path):
     pytest.importorskip("submitit")
     store = RunStore(tmp_path / "runs")
-    runs = select_runs(config)
+    runs = config.select()
     assert executors.get("local").describe(config, store, runs) == []
     assert executors.get("processes", jobs=2).describe(config, store, runs) == [
         f"would start 2 worker processes here, 1 torch thread(s) each; logs in {store.root / '.workers'}"]
@@ -128,7 +127,7 @@ def test_each_executor_trains_the_matrix_through_the_same_call(name, config, ref
     code = executors.run(executors.get(name, jobs=2), config, store, console=lines.console(), wait=True)
     assert code == 0, lines.out + lines.err
     assert lines.out[-1] == f"2 trained, 0 cached, 0 diverged, 0 failed  (store: {store.root})"
-    for run in select_runs(config):
+    for run in config.select():
         got, want = store.read_result(run.key), reference.read_result(run.key)
         assert got["test_acc_at_best"] == want["test_acc_at_best"]
         history = json.loads((store.run_dir(run.key) / "history.json").read_text())

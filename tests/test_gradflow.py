@@ -277,7 +277,7 @@ def test_run_measures_at_the_end_when_enabled(tmp_path, cifar_dir, monkeypatch):
 
     cfg = tmp_path / "experiments.toml"
     cfg.write_text(TOML.format(lang="en", enabled="true") + f'[data]\nroot = "{cifar_dir}"\ndownload = false\n')
-    monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: runner.Summary())  # the runs are not tested here
+    monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: runner.Outcome())  # the runs are not tested here
     calls = []
     monkeypatch.setattr(measure, "measure_cell", lambda cell, data, dev: calls.append(cell) or fake_result(cell, [1, 2], [1, 2]))
     args = ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run"]
@@ -295,7 +295,7 @@ def test_a_failed_measurement_does_not_fail_the_run(tmp_path, cifar_dir, monkeyp
 
     cfg = tmp_path / "experiments.toml"  # the default settings need 768 training images, this data has 500
     cfg.write_text(TOML.format(lang="en", enabled="true") + f'[data]\nroot = "{cifar_dir}"\ndownload = false\n')
-    monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: runner.Summary())
+    monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: runner.Outcome())
     res = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run"])
     assert res.exit_code == 0
     assert "warning: gradflow: [gradflow] needs probe + images = 768 training images, the data set has 500" in res.output

@@ -140,7 +140,7 @@ def test_run_with_yes_proceeds(tmp_path, grid_1024, monkeypatch):
 
     def fake_run_matrix(config, store, **kwargs):
         seen.append(len(config.runs))
-        return runner.Summary()
+        return runner.Outcome()
 
     monkeypatch.setattr(runner, "run_matrix", fake_run_matrix)
     res = cli(grid_1024, tmp_path / "runs", "run", "--yes")
@@ -153,7 +153,7 @@ def test_a_small_selection_of_a_huge_matrix_does_not_ask(tmp_path, grid_1024, mo
     from labreport.engine import runner
 
     seen = []
-    monkeypatch.setattr(runner, "run_matrix", lambda config, store, **k: seen.append(k["only"]) or runner.Summary())
+    monkeypatch.setattr(runner, "run_matrix", lambda config, store, **k: seen.append(k["only"]) or runner.Outcome())
     grid_1024.write_text(GRID_1024 + '\n[[experiment]]\nname = "one"\nmodel = "resnet20"\n')
     assert cli(grid_1024, tmp_path / "runs", "run", "--only", "one").exit_code == 0
     assert seen == [("one",)]

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from labreport.testing import spec_from_dict
 from labreport.science.conclusions import group_runs, paper_comparison, paper_recipe, within_spread
 from labreport.cli import main
-from labreport.config import TrainSpec, load_config
+from labreport.config import load_config
+from labreport.spec import TrainSpec
 from labreport.engine.data import load_cifar10
 from labreport.errors import ConfigError
 from labreport.report.build import build

@@ -218,7 +218,7 @@ def fp16_runs(data, tmp_path_factory):
         assert matrix(config, ref, data)[0].trained == ["f"]
         crashed = RunStore(tmp_path_factory.mktemp("fp16-crashed") / "runs")
         with interrupted_after_epoch(2):
-            assert matrix(config, crashed, data)[0].interrupted == "f"
+            assert matrix(config, crashed, data)[0].interrupted_run == "f"
     finally:
         mp.undo()
     return config, ref, crashed.root
@@ -278,7 +278,7 @@ def test_a_resumed_fp16_run_equals_an_uninterrupted_one_on_cuda(data, tmp_path, 
     assert matrix(config, ref, data, device="cuda")[0].trained == ["f"]
     store = RunStore(tmp_path / "crashed")
     with interrupted_after_epoch(2):
-        assert matrix(config, store, data, device="cuda")[0].interrupted == "f"
+        assert matrix(config, store, data, device="cuda")[0].interrupted_run == "f"
     assert matrix(config, store, data, device="cuda")[0].trained == ["f"]
     assert final_ckpt(store, key)["scaler"] == final_ckpt(ref, key)["scaler"]
     assert_same_tensors(final_ckpt(store, key)["model"], final_ckpt(ref, key)["model"])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from labreport.config import TrainSpec
+from labreport.spec import TrainSpec
 from labreport.engine.schedule import lr_at, total_steps
 
 

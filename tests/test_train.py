@@ -25,7 +25,8 @@ import labreport.engine.device as device_mod
 import labreport.engine.trainer as train_mod
 from labreport.testing import spec_from_dict
 from labreport.engine import hostmem
-from labreport.config import TrainSpec, load_config
+from labreport.config import load_config
+from labreport.spec import TrainSpec
 from labreport.engine.data import load_cifar10
 from labreport.errors import LabreportError
 from labreport.engine.networks import build_model, count_parameters
@@ -175,7 +176,7 @@ def test_a_second_run_trains_nothing_and_loads_no_data(tmp_path, data, monkeypat
 
     monkeypatch.setattr(train_mod, "train", no_training)
     summary = run_matrix(config, store, device="cpu", data_loader=never_load)
-    assert (summary.trained, summary.cached, summary.ok) == ([], ["base"], True)
+    assert (summary.trained, summary.cached, summary.exit_code) == ([], ["base"], 0)
 
     # the report's title and the experiment's name are not training settings
     renamed = load_config(write_config(tmp_path / "e2.toml", [{"name": "renamed", "task": 3}], title="Other"))
@@ -230,7 +231,7 @@ def crashed(resume_config, data, tmp_path_factory):
     key = resume_config.runs[0].key
     with interrupted_after_epoch(2):
         summary, _ = matrix(resume_config, store, data)
-    assert summary.interrupted == "det" and summary.trained == [] and not summary.ok
+    assert summary.interrupted_run == "det" and summary.trained == [] and summary.exit_code
     st = store.state(key)
     assert (st.status, st.epochs_done, st.leased_by) == ("partial", 2, None)
     assert final_ckpt(store, key)["epoch"] == 2
@@ -341,7 +342,7 @@ def test_a_checkpoint_from_another_device_type_still_resumes(tmp_path, data, tin
     store = RunStore(tmp_path / "runs")
     key = config.runs[0].key
     with interrupted_after_epoch(1):
-        assert matrix(config, store, data)[0].interrupted == "moved"
+        assert matrix(config, store, data)[0].interrupted_run == "moved"
     path = store.run_dir(key) / "ckpt.pt"
     ckpt = torch.load(path, weights_only=True)
     cuda_like = torch.zeros(16, dtype=torch.uint8)  # what torch.cuda.get_rng_state() returns: seed, offset
@@ -361,7 +362,7 @@ def test_resume_on_cuda(tmp_path, data):
     config = load_config(write_config(tmp_path / "e.toml", [{"name": "gpu"}], epochs=2, dropout=0.15))
     store = RunStore(tmp_path / "runs")
     with interrupted_after_epoch(1):
-        assert matrix(config, store, data, device="cuda")[0].interrupted == "gpu"
+        assert matrix(config, store, data, device="cuda")[0].interrupted_run == "gpu"
     rec = Recorder()
     summary, _ = matrix(config, store, data, device="cuda", reporter=rec)
     assert (summary.trained, summary.failed) == (["gpu"], [])
@@ -401,7 +402,7 @@ def test_a_diverged_run_is_recorded_and_never_retried(tmp_path, data, monkeypatc
     monkeypatch.setattr(train_mod, "build_model", nan_after(2))  # epoch 1 has 2 steps: NaN in epoch 2
     rec = Recorder()
     summary, _ = matrix(config, store, data, reporter=rec)
-    assert (summary.diverged, summary.trained, summary.failed, summary.ok) == (["nan"], [], [], True)
+    assert (summary.diverged, summary.trained, summary.failed, summary.exit_code) == (["nan"], [], [], 0)
     res = store.read_result(key)
     assert res["status"] == "diverged" and res["diverged_at_epoch"] == 2
     # NaN logits in fp32: the network's doing, not a precision's range
@@ -472,7 +473,7 @@ def test_a_failed_run_is_recorded_the_others_train_and_a_rerun_retries_it(tmp_pa
 
     monkeypatch.setattr(train_mod, "train", flaky)
     summary, _ = matrix(config, store, data)
-    assert summary.trained == ["good"] and not summary.ok
+    assert summary.trained == ["good"] and summary.exit_code
     assert [label for label, _ in summary.failed] == ["bad"]
     assert "RuntimeError: boom" in summary.failed[0][1] and "error.json" in summary.failed[0][1]
     st = store.state(bad_key)
@@ -546,15 +547,14 @@ def test_failed_runs_are_left_alone_with_retry_failed_false(tmp_path, data, monk
 
 
 def test_only_keeps_the_matrix_order_and_the_first_label_of_shared_runs(tmp_path):
-    from labreport.engine.runner import select_runs
 
     config = load_config(write_config(tmp_path / "e.toml", [{"name": "a"}, {"name": "b", "lr": 2e-3},
                                                             {"name": "c"}]))  # c trains what a trains
-    assert [r.label for r in select_runs(config)] == ["a", "b"]
-    assert [r.label for r in select_runs(config, ("a", "b", "c"))] == ["a", "b"]
-    assert [r.label for r in select_runs(config, ("c", "b"))] == ["b", "c"]
+    assert [r.label for r in config.select()] == ["a", "b"]
+    assert [r.label for r in config.select(("a", "b", "c"))] == ["a", "b"]
+    assert [r.label for r in config.select(("c", "b"))] == ["b", "c"]
     with pytest.raises(Exception, match="no experiment named 'd'"):
-        select_runs(config, ("d",))
+        config.select(("d",))
 
 
 def test_the_lease_is_refreshed_during_an_epoch(tmp_path, data, monkeypatch, tiny):
@@ -590,7 +590,7 @@ def test_a_run_leased_by_a_live_worker_is_skipped(tmp_path, data, tiny):
         lease = {"host": socket.gethostname(), "pid": worker.pid, "since": "now", "heartbeat": time.time()}
         (store.run_dir(busy_key) / "lease.json").write_text(json.dumps(lease))
         summary, _ = matrix(config, store, data)
-        assert (summary.skipped_busy, summary.trained, summary.failed) == (["busy"], ["free"], [])
+        assert (summary.busy, summary.trained, summary.failed) == (["busy"], ["free"], [])
         st = store.state(busy_key)
         assert (st.status, st.leased_by["pid"]) == ("partial", worker.pid)  # its lease is untouched
     finally:

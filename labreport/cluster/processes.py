@@ -1,4 +1,5 @@
-"""`labreport run --jobs N`: N worker processes on one machine, cooperating through the run store.
+"""The processes executor, `labreport run --jobs N`: N worker processes on one machine, cooperating
+through the run store.
 
 There is no scheduler: each worker is an ordinary `labreport run --wait` that claims runs through
 the store's leases, so N workers here, several machines sharing the runs folder over NFS, and
@@ -9,6 +10,7 @@ the CPU cores), follows their logs and the store, and merges their summaries.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,10 +18,43 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
+from labreport.cluster.executors import RESUME_HINT, Console, Executor, Outcome, Request, cpu_threads, print_summary
 from labreport.config import Config
-from labreport.engine.runner import FINAL_STATES, select_runs
+from labreport.spec import Run
 from labreport.store import RunStore
+
+
+@dataclass
+class Processes(Executor):
+    """`jobs` worker processes on this machine (`labreport run --jobs N`)."""
+
+    name: ClassVar[str] = "processes"
+    jobs: int = 2
+    gpus: list[str] = field(default_factory=list)  # spread the workers over these (CUDA_VISIBLE_DEVICES)
+    fail_fast: bool = False
+
+    def describe(self, config: Config, store: RunStore, runs: list[Run], threads: int = 0) -> list[str]:
+        where = f"spread over GPU(s) {', '.join(self.gpus)}" if self.gpus else \
+            f"{cpu_threads(threads, config.run.threads, sharing=self.jobs)} torch thread(s) each"
+        return [f"would start {self.jobs} worker processes here, {where}; logs in {store.root / '.workers'}"]
+
+    def execute(self, req: Request, console: Console) -> Outcome:
+        from labreport.cluster.progress import LiveWorkers
+
+        live = LiveWorkers() if console.tty else None
+        try:
+            with live or contextlib.nullcontext():
+                out = run_parallel(req, jobs=self.jobs, gpus=self.gpus, fail_fast=self.fail_fast, echo=console.err,
+                                   live=live)
+        except KeyboardInterrupt:
+            console.err(f"interrupted: {RESUME_HINT}")
+            return Outcome(interrupted=True)
+        if out.interrupted:
+            console.err(f"interrupted: {RESUME_HINT}")
+        print_summary(console, out, req.store)
+        return out
 
 
 @dataclass
@@ -31,20 +66,6 @@ class Worker:
     gpu: str | None
     last_line: str = ""
     lines_seen: int = 0
-
-
-@dataclass
-class ParallelSummary:
-    trained: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    diverged: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    crashed_workers: list[tuple[int, int, Path]] = field(default_factory=list)  # (index, exit code, log)
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.crashed_workers and not self.interrupted
 
 
 def worker_command(config: Config, store: RunStore, *, profile: str | None, only: tuple[str, ...],
@@ -59,18 +80,12 @@ def worker_command(config: Config, store: RunStore, *, profile: str | None, only
     return cmd
 
 
-def worker_threads(config: Config, jobs: int) -> int:
-    """torch threads per worker: [run] threads, else the CPU cores divided among the workers (or
-    torch's N thread pools oversubscribe them and every worker slows)."""
-    return config.run.threads or max(1, (os.cpu_count() or 1) // jobs)
-
-
-def start_workers(config: Config, store: RunStore, *, jobs: int, gpus: list[str], profile: str | None,
-                  only: tuple[str, ...], device: str) -> list[Worker]:
+def start_workers(req: Request, *, jobs: int, gpus: list[str]) -> list[Worker]:
+    config, store = req.config, req.store
     logs = store.root / ".workers"
     logs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    threads = worker_threads(config, jobs)
+    threads = cpu_threads(req.threads, config.run.threads, sharing=jobs)
     workers = []
     for k in range(jobs):
         env = dict(os.environ)
@@ -79,8 +94,8 @@ def start_workers(config: Config, store: RunStore, *, jobs: int, gpus: list[str]
             env["CUDA_VISIBLE_DEVICES"] = gpu  # the worker sees one GPU, as cuda:0
         log = logs / f"{stamp}-worker{k}.log"
         summary = logs / f"{stamp}-worker{k}.json"
-        cmd = worker_command(config, store, profile=profile, only=only,
-                             device="cuda" if gpu is not None else device, threads=threads, summary=summary)
+        cmd = worker_command(config, store, profile=config.profile, only=req.only,
+                             device="cuda" if gpu is not None else req.device, threads=threads, summary=summary)
         with open(log, "w") as fh:  # the child keeps its own handle
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         workers.append(Worker(k, proc, log, summary, gpu))
@@ -102,24 +117,14 @@ def _new_lines(w: Worker) -> list[str]:
 def follow(workers: list[Worker], config: Config, store: RunStore, *, only: tuple[str, ...], fail_fast: bool,
            echo, poll_s: float = 1.0, live=None) -> bool:
     """Wait for the workers, showing their progress. Returns False if stopped by --fail-fast."""
-    runs = select_runs(config, only)
+    runs = config.select(only)
     failed_before = {r.key for r in runs if store.state(r.key).status == "failed"}
-    last_progress = None
+    shown = None
     while True:
         running = [w for w in workers if w.proc.poll() is None]
-        for w in workers:
-            for line in _new_lines(w):
-                if live is None:
-                    echo(f"[w{w.index}] {line}")
-        states = [store.state(r.key).status for r in runs]
-        final = sum(s in FINAL_STATES for s in states)
-        progress = f"matrix: {final}/{len(runs)} finished, {len(running)} worker(s) running"
-        if live is not None:
-            live(workers, progress)
-        elif progress != last_progress:
-            echo(progress)
-        last_progress = progress
-        if fail_fast and any(s == "failed" and r.key not in failed_before for r, s in zip(runs, states)):
+        states = [store.state(r.key) for r in runs]
+        shown = _show(workers, running, states, echo, live, shown)
+        if fail_fast and any(s.status == "failed" and r.key not in failed_before for r, s in zip(runs, states)):
             for w in running:
                 w.proc.terminate()
             for w in running:
@@ -130,8 +135,24 @@ def follow(workers: list[Worker], config: Config, store: RunStore, *, only: tupl
         time.sleep(poll_s)
 
 
-def merge(workers: list[Worker]) -> ParallelSummary:
-    out = ParallelSummary()
+def _show(workers: list[Worker], running: list[Worker], states: list, echo, live, shown: str | None) -> str:
+    """The workers' new log lines (unless a live display shows their last ones) and the matrix's
+    progress, when it changed; returns the progress line."""
+    for w in workers:
+        for line in _new_lines(w):
+            if live is None:
+                echo(f"[w{w.index}] {line}")
+    progress = f"matrix: {sum(s.final for s in states)}/{len(states)} finished, {len(running)} worker(s) running"
+    if live is not None:
+        live(workers, progress)
+    elif progress != shown:
+        echo(progress)
+    return progress
+
+
+def merge(workers: list[Worker]) -> Outcome:
+    """The workers' outcomes as one (a worker that left none, or exited otherwise than 0 or 1, crashed)."""
+    out = Outcome()
     for w in workers:
         data = None
         try:
@@ -139,7 +160,7 @@ def merge(workers: list[Worker]) -> ParallelSummary:
         except (OSError, ValueError):
             pass
         if w.proc.returncode not in (0, 1) or data is None:
-            out.crashed_workers.append((w.index, w.proc.returncode, w.log))
+            out.crashed.append((w.index, w.proc.returncode, w.log))
             continue
         out.trained += data["trained"]
         out.diverged += data["diverged"]
@@ -153,23 +174,21 @@ def merge(workers: list[Worker]) -> ParallelSummary:
     return out
 
 
-def run_parallel(config: Config, store: RunStore, *, jobs: int, gpus: list[str], profile: str | None,
-                 only: tuple[str, ...], device: str, fail_fast: bool, echo, live=None) -> ParallelSummary:
-    workers = start_workers(config, store, jobs=jobs, gpus=gpus, profile=profile, only=only, device=device)
+def run_parallel(req: Request, *, jobs: int, gpus: list[str], fail_fast: bool, echo, live=None) -> Outcome:
+    workers = start_workers(req, jobs=jobs, gpus=gpus)
     try:
-        completed = follow(workers, config, store, only=only, fail_fast=fail_fast, echo=echo, live=live)
+        completed = follow(workers, req.config, req.store, only=req.only, fail_fast=fail_fast, echo=echo, live=live)
     except KeyboardInterrupt:
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.terminate()  # each worker saves nothing mid-epoch; its last checkpoint stands
         for w in workers:
             w.proc.wait()
-        summary = merge(workers)
-        summary.crashed_workers = []
-        summary.interrupted = True
-        return summary
-    summary = merge(workers)
-    if not completed:
-        summary.crashed_workers = [c for c in summary.crashed_workers if c[1] not in (-15, 143)]
-        summary.interrupted = True
-    return summary
+        out = merge(workers)
+        out.crashed, out.interrupted = [], True
+        return out
+    out = merge(workers)
+    if not completed:  # stopped by --fail-fast: the workers it terminated did not crash
+        out.crashed = [c for c in out.crashed if c[1] not in (-15, 143)]
+        out.interrupted = True
+    return out

@@ -23,21 +23,21 @@ import contextlib
 import dataclasses
 import io
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from labreport.cluster.executors import Console, Executor, Outcome, Request, cpu_threads, print_summary
+from labreport.cluster.sbatch import NEVER_STARTS, make_executor, pending_reasons, sbatch_error, sbatch_lines, submitit_module
 from labreport.config import Config
+from labreport.engine.runner import pending
+from labreport.errors import ClusterError, LabreportError
 from labreport.settings import ExecutorSettings
 from labreport.spec import Run
-from labreport.errors import ClusterError, LabreportError
-from labreport.engine.runner import FINAL_STATES, Summary, pending, select_runs
 from labreport.store import RunStore, atomic_write_json, read_json
 
 SUBMITTED = "submitted.json"
@@ -46,12 +46,55 @@ FOLLOW_POLL_S = {"slurm": 5.0, "submitit-local": 1.0}  # --wait: store and resul
 # called by submitit no more often than every max(2 s, half the time since submission), 10 min at most
 
 
-def _submitit(kind: str):
-    try:
-        import submitit
-    except ImportError:
-        raise LabreportError(f"--executor {kind} needs submitit: pip install 'labreport[slurm]'") from None
-    return submitit
+@dataclass
+class JobArray(Executor):
+    """The runs left as one submitit job array, one task per run."""
+
+    name: ClassVar[str] = "slurm"
+    partition: str | None = None  # None: [executor] partition
+    time_min: int | None = None  # None: [executor] time_min
+
+    def params(self, config: Config) -> ExecutorSettings:
+        over = {"partition": self.partition, "time_min": self.time_min}
+        return dataclasses.replace(config.executor, **{k: v for k, v in over.items() if v is not None})
+
+    def describe(self, config: Config, store: RunStore, runs: list[Run], threads: int = 0) -> list[str]:
+        todo = pending(store, runs)[0]
+        if not todo:
+            return [f"nothing to submit to {self.name}: every run is done"]
+        params = self.params(config)
+        head = (f"would submit {len(todo)} run(s) to {self.name} as one job array, one task per run "
+                f"({task_threads(config, params, self.name, threads, len(todo))} torch thread(s) each)")
+        if self.name != "slurm":
+            return [head + f": here, through submitit's LocalExecutor, time limit {params.time_min} min"]
+        return [head + "; sbatch parameters:"] + [f"  {line}" for line in sbatch_lines(params, executor_folder(
+            config, store), len(todo))]
+
+    def execute(self, req: Request, console: Console) -> Outcome:
+        sub = submit(req.config, req.store, kind=self.name, only=req.only, device=req.device, threads=req.threads,
+                     overrides={"partition": self.partition, "time_min": self.time_min})
+        if not sub.jobs:
+            console.out(f"nothing to submit: {len(sub.cached)} run(s) already done  (store: {req.store.root})")
+            return Outcome(cached=list(sub.cached))
+        console.out(f"submitted {len(sub.jobs)} run(s) to {self.name} as one array: job(s) {sub.job_ids}; "
+                    f"logs in {sub.folder}")
+        if not req.wait:
+            console.out("follow with: labreport status")
+            return Outcome()
+        try:
+            out = follow(sub, req.store, echo=console.err, poll_s=FOLLOW_POLL_S[self.name])
+        except KeyboardInterrupt:
+            console.err("\nstopped waiting; submitted jobs may still run: labreport status to follow")
+            return Outcome(interrupted=True)
+        print_summary(console, out, req.store)
+        return out
+
+
+@dataclass
+class SubmititLocal(JobArray):
+    """The same job array, its tasks run here by submitit's LocalExecutor (how the array is tested)."""
+
+    name: ClassVar[str] = "submitit-local"
 
 
 def executor_folder(config: Config, store: RunStore) -> Path:
@@ -83,31 +126,20 @@ class TrainRun:
 
     def __call__(self) -> dict[str, Any]:
         signal.signal(signal.SIGTERM, self._terminated)  # after submitit's own handlers: replaces its bypass
-        from labreport.config import load_config
         from labreport.cluster.progress import LineReporter
+        from labreport.config import load_config
         from labreport.engine.runner import run_matrix
 
         config = load_config(self.config_path, self.profile)
         store = RunStore(self.store_root)
-        reporter = LineReporter(sys.stdout)
-        if not select_runs(config, keys=(self.key,)):
+        if not config.select(keys=(self.key,)):
             return {"key": self.key, "label": self.label, "status": "missing", "trained": False,
                     "message": f"no longer a run of {self.config_path}"}
-
-        def load_data():
-            from labreport.engine.data import load_cifar10, resolve_root
-
-            data = load_cifar10(resolve_root(config.data.root, config.base_dir), download=config.data.download)
-            for w in data.warnings:
-                reporter.message(f"warning: {w}")
-            return data
-
-        summary = run_matrix(config, store, keys=(self.key,), device=self.device, reporter=reporter,
-                             data_loader=load_data, wait=True, poll_s=self.poll_s, threads=self.threads)
-        status = "failed" if summary.failed else store.state(self.key).status
-        return {"key": self.key, "label": self.label, "status": status,
-                "trained": bool(summary.trained or summary.diverged),
-                "message": summary.failed[0][1] if summary.failed else None}
+        out = run_matrix(config, store, keys=(self.key,), device=self.device, reporter=LineReporter(sys.stdout),
+                         wait=True, poll_s=self.poll_s, threads=self.threads)
+        status = "failed" if out.failed else store.state(self.key).status
+        return {"key": self.key, "label": self.label, "status": status, "trained": bool(out.trained or out.diverged),
+                "message": out.failed[0][1] if out.failed else None}
 
     def _terminated(self, signum, _frame):
         """Slurm sends SIGTERM before it kills a job step (scancel, `scontrol requeue`, the time limit,
@@ -137,95 +169,6 @@ class TrainRun:
         return DelayedSubmission(self, *args, **kwargs)
 
 
-def slurm_parameters(params: ExecutorSettings) -> dict[str, Any]:
-    """The [executor] settings as submitit's SlurmExecutor parameters (named as sbatch's options)."""
-    out: dict[str, Any] = {"job_name": "labreport", "time": params.time_min,
-                           "cpus_per_task": params.cpus_per_task, "array_parallelism": params.array_parallelism}
-    if params.gpus_per_task:
-        out["gpus_per_node"] = params.gpus_per_task  # one task per node: per node = per task
-    if params.mem_gb:
-        out["mem"] = f"{params.mem_gb}GB"
-    if params.partition:
-        out["partition"] = params.partition
-    if params.extra:
-        out["additional_parameters"] = dict(params.extra)
-    return out
-
-
-def sbatch_lines(params: ExecutorSettings, folder: Path, tasks: int) -> list[str]:
-    """The #SBATCH lines of the job array that `submit` would send, without a cluster (for --dry-run).
-    submitit's own sbatch writer (private, but the one its SlurmExecutor calls) makes them."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    try:
-        text = _make_sbatch_string(command="", folder=folder.absolute(), map_count=tasks, **slurm_parameters(params))
-    except (ValueError, TypeError) as e:
-        raise LabreportError(f"[executor]: submitit refused the settings: {str(e).splitlines()[0]}") from None
-    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
-
-
-def make_executor(kind: str, folder: Path, params: ExecutorSettings):
-    """A submitit executor for `kind` ('slurm' or 'submitit-local') with the [executor] settings."""
-    submitit = _submitit(kind)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LabreportError(f"cannot create the executor folder {folder} ({e.strerror})") from None
-    if kind == "submitit-local":
-        ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        # local tasks run on this machine's CPU
-        ex.update_parameters(name="labreport", timeout_min=params.time_min, cpus_per_task=params.cpus_per_task,
-                             gpus_per_node=0)
-        return ex
-    try:
-        ex = submitit.SlurmExecutor(folder=folder)
-    except RuntimeError as e:  # no srun on this machine
-        raise LabreportError(f"--executor slurm: {e} (to try the job array here: --executor submitit-local)") from None
-    try:
-        ex.update_parameters(**slurm_parameters(params))
-    except (ValueError, NameError, AssertionError) as e:
-        raise LabreportError(f"[executor]: submitit refused the settings: {str(e).splitlines()[0]}") from None
-    return ex
-
-
-# sbatch's refusals (as its `sbatch: error:` lines say them) -> what to change. {…} are the settings.
-SBATCH_HINTS = (
-    ("Invalid generic resource (gres)", "the cluster has no GPUs for gpus_per_task = {gpus_per_task}: set "
-     "[executor] gpus_per_task = 0 to train on CPUs, or choose a partition with GPUs ([executor] partition, --partition)"),
-    ("Invalid partition name", "no partition '{partition}' on this cluster (`sinfo -s` lists them): set [executor] "
-     "partition, or --partition; \"\" for the default one"),
-    ("Memory specification can not be satisfied", "no node has mem_gb = {mem_gb} GB: lower [executor] mem_gb "
-     "(0: the partition's default)"),
-    ("Requested node configuration is not available", "no node has cpus_per_task = {cpus_per_task}, mem_gb = "
-     "{mem_gb}, gpus_per_task = {gpus_per_task}: lower them in [executor]"),
-    ("Invalid feature specification", "a constraint in [executor] extra names a feature no node has"),
-    ("Invalid account", "set the account Slurm knows you by in [executor] extra = {{account = \"...\"}} "
-     "(`sacctmgr show assoc user=$USER` lists yours)"),
-    ("Invalid qos", "set a QOS you may use in [executor] extra = {{qos = \"...\"}} (`sacctmgr show assoc user=$USER`)"),
-    ("time limit", "time_min = {time_min} is more than the partition allows (`sinfo -o '%P %l'`): lower "
-     "[executor] time_min or --time-min; a run that needs longer is requeued and resumes"),
-    ("Invalid --time", "[executor] time_min = {time_min} is not a time limit sbatch accepts"),
-    ("unrecognized option", "sbatch does not know an option of [executor] extra: remove it"),
-    ("accounting/QOS policy", "the array breaks a limit of your account or QOS (jobs, CPUs, GPUs or time): lower "
-     "[executor] array_parallelism, time_min or the resources, or submit fewer runs with --only"),
-    ("job array", "the array is larger than the cluster allows (MaxArraySize): submit fewer runs at once with --only"),
-    ("Unable to contact slurm controller", "the cluster's controller does not answer (`scontrol ping`)"),
-)
-
-
-def sbatch_error(stderr: str, params: ExecutorSettings) -> ClusterError:
-    """One line for sbatch's refusal: its own words, then the setting to change."""
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    # the first line names the cause ("Invalid generic resource"); "Batch job submission failed: ..." follows
-    said = (lines[0] if lines else "no output").removeprefix("sbatch: ").removeprefix("error: ").removeprefix(
-        "Batch job submission failed: ")
-    for pattern, hint in SBATCH_HINTS:
-        if any(pattern.lower() in ln.lower() for ln in lines):
-            return ClusterError(f"sbatch refused the job array: {said}: {hint.format(**dataclasses.asdict(params))}")
-    return ClusterError(f"sbatch refused the job array: {said} (its parameters: `labreport run --executor slurm "
-                        "--dry-run`; [executor] in the TOML sets them)")
-
-
 @dataclass
 class Submission:
     kind: str
@@ -244,19 +187,19 @@ class Submission:
 
 
 def task_threads(config: Config, params: ExecutorSettings, kind: str, threads: int, tasks: int) -> int:
-    """torch threads per task: --threads, [run] threads, else a cluster task's cpus_per_task; local
-    tasks run at once here and share the cores."""
-    return threads or config.run.threads or (
-        params.cpus_per_task if kind == "slurm" else max(1, (os.cpu_count() or 1) // tasks))
+    """torch threads per task (executors.cpu_threads): a cluster task has its own CPUs; local tasks
+    run at once here and share the cores."""
+    return cpu_threads(threads, config.run.threads, sharing=tasks,
+                       cpus_per_task=params.cpus_per_task if kind == "slurm" else None)
 
 
 def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] = (), device: str = "auto",
            threads: int = 0, overrides: dict[str, Any] | None = None) -> Submission:
     """Submit the runs that are not done (or diverged) as one job array and record it in submitted.json."""
-    _submitit(kind)  # fail first, even with nothing to do: the option needs the extra
+    submitit_module(kind)  # fail first, even with nothing to do: the option needs the extra
     params = dataclasses.replace(config.executor, **{k: v for k, v in (overrides or {}).items() if v is not None})
     folder = executor_folder(config, store)
-    todo, final = pending(store, select_runs(config, only))
+    todo, final = pending(store, config.select(only))
     sub = Submission(kind, folder, cached=[r.label for r in final])
     if not todo:
         return sub
@@ -290,76 +233,61 @@ def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] 
 
 
 # pending reasons (squeue %r) that no wait cures: the setting that makes a task unrunnable
-NEVER_STARTS = {
-    "PartitionConfig": "no node of the partition has what a task asks ([executor] cpus_per_task, mem_gb, gpus_per_task)",
-    "PartitionNodeLimit": "no node of the partition has what a task asks ([executor] cpus_per_task, mem_gb, gpus_per_task)",
-    "BadConstraints": "no node has what a task asks ([executor] cpus_per_task, mem_gb, gpus_per_task, extra)",
-    "PartitionTimeLimit": "[executor] time_min is more than the partition allows",
-    "QOSMaxWallDurationPerJobLimit": "[executor] time_min is more than your QOS allows",
-    "InvalidAccount": "the account in [executor] extra is not yours",
-    "InvalidQOS": "the QOS in [executor] extra is not yours",
-}
-
-
-def pending_reasons(sub: Submission) -> Counter:
-    """Why the array's pending tasks wait (squeue's reasons: Priority, Resources, BeginTime, ...)."""
-    arrays = sorted({j.job_id.split("_")[0] for j in sub.jobs})
-    if sub.kind != "slurm" or not arrays or shutil.which("squeue") is None:
-        return Counter()
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-t", "PD", "-j", ",".join(arrays), "-o", "%r"], capture_output=True,
-                             text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return Counter()
-    return Counter(r for line in out.splitlines() if (r := line.strip()) and r != "None")  # None: not looked at yet
-
-
-def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 5.0) -> Summary:
+def follow(sub: Submission, store: RunStore, *, echo, poll_s: float = 5.0) -> Outcome:
     """Wait for every job of the submission, echoing a progress line whenever it changes, and a
-    warning when the cluster will never start a task as it was asked for."""
-    n, last, warned = len(sub.jobs), None, set()
+    warning when the cluster will never start a task as it was asked for; then what each job did."""
+    last, warned = None, set()
     while True:
         running = sum(not j.done() for j in sub.jobs)  # a result file, else sacct (throttled by submitit)
-        states = [store.state(r.key) for r in sub.runs]
-        final = sum(s.status in FINAL_STATES for s in states)
-        training = [f"{r.label} {s.epochs_done}/{r.spec.epochs}" for r, s in zip(sub.runs, states)
-                    if s.leased_by and s.status not in FINAL_STATES]
-        reasons = pending_reasons(sub) if running > len(training) else Counter()
-        line = f"array: {final}/{n} runs finished, {running} task(s) queued or running" + (
-            f" (pending: {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})" if reasons else "") + (
-            f"; training {', '.join(training)}" if training else "")
+        line, reasons = _progress(sub, store, running)
         if line != last:
             echo(line)
             last = line
         for reason in set(reasons) & set(NEVER_STARTS) - warned:
             warned.add(reason)
-            job = sub.job_ids.split("_")[0]
             echo(f"warning: Slurm will not start these tasks ({reason}): {NEVER_STARTS[reason]}; "
-                 f"`scancel {job}`, change it and submit again")
+                 f"`scancel {sub.job_ids.split('_')[0]}`, change it and submit again")
         if not running:
             break
         time.sleep(poll_s)
+    out = Outcome(cached=list(sub.cached))
+    for run, job in zip(sub.runs, sub.jobs):
+        _job_outcome(run, job, out)
+    return out
+
+
+def _progress(sub: Submission, store: RunStore, running: int) -> tuple[str, Counter]:
+    """The array's progress line, and why its pending tasks wait (squeue's reasons)."""
+    states = [store.state(r.key) for r in sub.runs]
+    training = [f"{r.label} {s.epochs_done}/{r.spec.epochs}" for r, s in zip(sub.runs, states)
+                if s.leased_by and not s.final]
+    reasons = pending_reasons(sub.kind, [j.job_id for j in sub.jobs]) if running > len(training) else Counter()
+    pending_text = f" (pending: {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))})" if reasons else ""
+    line = (f"array: {sum(s.final for s in states)}/{len(sub.jobs)} runs finished, {running} task(s) queued or "
+            f"running{pending_text}" + (f"; training {', '.join(training)}" if training else ""))
+    return line, reasons
+
+
+def _job_outcome(run: Run, job, out: Outcome) -> None:
+    """What one finished job did, added to `out`."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    out = Summary(cached=list(sub.cached))
-    for run, job in zip(sub.runs, sub.jobs):
-        state = job.state  # sacct's (CANCELLED by 0, FAILED, TIMEOUT, OUT_OF_MEMORY...), as last seen
-        if state.startswith("CANCELLED") and not job.paths.result_pickle.exists():
-            # no result will come: result() would wait 15 s for one (a slow shared file system), per task
-            out.failed.append((run.label, f"job {job.job_id} {state} (log: {job.paths.stderr})"))
-            continue
-        try:
-            res = job.result()
-        except (FailedJobError, UncompletedJobError) as e:  # crashed, cancelled, or out of requeues
-            first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
-            out.failed.append((run.label, f"job {job.job_id} {job.state}: {first} (log: {job.paths.stderr})"))
-            continue
-        status = res.get("status")
-        if status == "diverged":
-            out.diverged.append(run.label)
-        elif status == "done":
-            (out.trained if res.get("trained") else out.cached).append(run.label)
-        else:
-            msg = res.get("message") or f"ended {status}"
-            out.failed.append((run.label, f"job {job.job_id}: {msg} (log: {job.paths.stdout})"))
-    return out
+    state = job.state  # sacct's (CANCELLED by 0, FAILED, TIMEOUT, OUT_OF_MEMORY...), as last seen
+    if state.startswith("CANCELLED") and not job.paths.result_pickle.exists():
+        # no result will come: result() would wait 15 s for one (a slow shared file system), per task
+        out.failed.append((run.label, f"job {job.job_id} {state} (log: {job.paths.stderr})"))
+        return
+    try:
+        res = job.result()
+    except (FailedJobError, UncompletedJobError) as e:  # crashed, cancelled, or out of requeues
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+        out.failed.append((run.label, f"job {job.job_id} {job.state}: {first} (log: {job.paths.stderr})"))
+        return
+    status = res.get("status")
+    if status == "diverged":
+        out.diverged.append(run.label)
+    elif status == "done":
+        (out.trained if res.get("trained") else out.cached).append(run.label)
+    else:
+        msg = res.get("message") or f"ended {status}"
+        out.failed.append((run.label, f"job {job.job_id}: {msg} (log: {job.paths.stdout})"))

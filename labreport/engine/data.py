@@ -391,3 +391,4 @@ def iterate_batches(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, 
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         yield xb, y[idx_src].to(device, non_blocking=True)
+

@@ -1,102 +1,237 @@
 """Run the matrix: train every run that is not done, skip the rest, never train one twice.
 
+    run_matrix(config, store) -> Outcome
+      1. what is left: the matrix less the runs the store has final (and, unless retried, failed)
+      2. open a session: torch, the device, the data set (only now: nothing left, no torch)
+      3. train each run left under its lease; a run another live worker holds is busy: skipped,
+         or with `wait` polled until it is final, failed there, or its holder died (then resumed here)
+
 The store is read first and torch is imported only when something is left to train, so a second
-`labreport run` over a finished matrix answers in a fraction of a second.
+`labreport run` over a finished matrix answers in a fraction of a second. Every executor trains
+through here in the end (a --jobs worker and a Slurm task are `labreport run` processes too), and
+reports what it did as an Outcome.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 from labreport.config import Config
-from labreport.spec import Run
 from labreport.errors import LabreportError
 from labreport.faults import point as fault_point
+from labreport.spec import Run
 from labreport.store import RunStore
-from labreport.store.records import FINAL_STATES
 
-HEARTBEAT_EVERY_S = 30.0  # lease refresh while training, also mid-epoch; RunStore.acquire's stale_after is 600 s
+HEARTBEAT_EVERY_S = 30.0  # lease refresh while training, also mid-epoch; a lease goes stale after 600 s
 
 
 @dataclass
-class Summary:
+class Outcome:
+    """What training the matrix did, the same for every executor (labels of runs)."""
+
     trained: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)  # final already, or finished by another worker
     diverged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (label, message)
-    skipped_busy: list[str] = field(default_factory=list)  # leased by another live worker
-    interrupted: str | None = None
+    busy: list[str] = field(default_factory=list)  # claimed by a live worker elsewhere, skipped
+    crashed: list[tuple[int, int, Path]] = field(default_factory=list)  # --jobs workers: (index, exit code, log)
+    interrupted: bool = False
+    interrupted_run: str | None = None  # the run in training when it was interrupted
 
     @property
-    def ok(self) -> bool:
-        return not self.failed and self.interrupted is None
+    def exit_code(self) -> int:
+        """0 ok, 1 some runs failed (or a worker crashed), 130 interrupted."""
+        return 130 if self.interrupted else 1 if self.failed or self.crashed else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """What a --jobs worker leaves for its parent (crashes are the parent's to see)."""
+        return {k: v for k, v in asdict(self).items() if k in ("trained", "cached", "diverged", "failed")}
 
 
-def select_runs(config: Config, only: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> list[Run]:
-    """Distinct runs of the matrix, restricted to the experiments named in `only` and to the run
-    keys in `keys` (if given), first occurrence and matrix order kept."""
-    names = {e.name for e in config.experiments}
-    unknown = [o for o in only if o not in names]
-    if unknown:
-        from labreport.errors import ConfigError  # noqa: E402
-        raise ConfigError(f"--only: no experiment named '{unknown[0]}' "
-                          f"(experiments: {', '.join(e.name for e in config.experiments)})")
-    first: dict[str, Run] = {}
-    for r in config.runs:
-        if (not only or r.experiment in only) and (not keys or r.key in keys):
-            first.setdefault(r.key, r)
-    return list(first.values())
+def loader_for(config: Config, warn: Callable[[str], None]) -> Callable:
+    """The one way a worker loads the data set of a config ([data], LABREPORT_DATA): a loader that
+    reads the files at its first call only (training and the gradient-flow measurement of one
+    `run` share it: torch and the data only when something is left to do) and passes the data
+    set's warnings to `warn` once."""
+    cache: list = []
+
+    def load():
+        if not cache:
+            from labreport.engine.data import load_cifar10, resolve_root
+
+            cache.append(load_cifar10(resolve_root(config.data.root, config.base_dir), download=config.data.download))
+            for w in cache[0].warnings:
+                warn(f"warning: {w}")
+        return cache[0]
+
+    return load
 
 
 def pending(store: RunStore, runs: list[Run]) -> tuple[list[Run], list[Run]]:
     """(to train, already final) according to the store."""
     todo, final = [], []
     for r in runs:
-        (final if store.state(r.key).status in FINAL_STATES else todo).append(r)
+        (final if store.state(r.key).final else todo).append(r)
     return todo, final
 
 
 def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: tuple[str, ...] = (),
-               keys: tuple[str, ...] = (), reporter=None, data_loader=None, retry_failed: bool = True,
-               wait: bool = False, poll_s: float = 5.0, threads: int = 0) -> Summary:
+               keys: tuple[str, ...] = (), reporter=None, data_loader: Callable | None = None,
+               retry_failed: bool = True, wait: bool = False, poll_s: float = 5.0, threads: int = 0) -> Outcome:
     """Train what is missing. `data_loader()` returns a Cifar10 (called at most once, and only if
     something is left to train; by default the data set of the config). Failed runs are retried,
-    unless retry_failed=False: then they are left alone and listed in Summary.failed.
+    unless retry_failed=False: then they are left alone and listed as failed.
 
     Runs claimed by another live worker are skipped; with `wait`, this worker keeps polling them
     every `poll_s` seconds until each is finished, failed elsewhere, or claimable (its holder died:
     the run resumes here from its checkpoint). `threads` > 0 sets torch's CPU threads."""
-    runs = select_runs(config, only, keys)
-    todo, final = pending(store, runs)
-    for r in final:  # a worker killed between its result and its lease release left a lease behind
-        store.tidy_finished(r.key)
-    summary = Summary(cached=[r.label for r in final])
-    if not retry_failed:  # leave failed runs as they are, and say so
-        states = {r.key: store.state(r.key) for r in todo}
-        summary.failed = [(r.label, f"{states[r.key].error} (not retried)") for r in todo
-                          if states[r.key].status == "failed"]
-        todo = [r for r in todo if states[r.key].status != "failed"]
+    outcome = Outcome()
+    todo = _left_to_train(config.select(only, keys), store, retry_failed, outcome)
     if not todo:
-        return summary
+        return outcome
+    session = _Session.open(config, store, device, reporter, data_loader, threads, len(todo))
+    while todo:
+        busy = session.train_all(todo, outcome)
+        if outcome.interrupted or not busy:
+            break
+        if not wait:
+            outcome.busy = [r.label for r in busy]
+            for r in busy:
+                session.reporter.message(f"{r.label}: being trained by another worker, skipped")
+            break
+        time.sleep(poll_s)
+        todo = _still_wanted(busy, store, outcome)
+    return outcome
 
-    import torch  # from here on, there is work to do
 
-    fault_point("runner.start")  # test hook (LABREPORT_FAULT_AT): a kill during start-up
+def _left_to_train(runs: list[Run], store: RunStore, retry_failed: bool, outcome: Outcome) -> list[Run]:
+    """The runs not final yet; final ones are counted as cached (and tidied: a worker killed between
+    its result and its lease release left the lease behind)."""
+    todo, final = pending(store, runs)
+    for r in final:
+        store.tidy_finished(r.key)
+    outcome.cached = [r.label for r in final]
+    if retry_failed:
+        return todo
+    states = {r.key: store.state(r.key) for r in todo}  # failed runs are left as they are, and said so
+    outcome.failed = [(r.label, f"{states[r.key].error} (not retried)") for r in todo if states[r.key].status == "failed"]
+    return [r for r in todo if states[r.key].status != "failed"]
 
-    from labreport.engine.data import load_cifar10, resolve_root
-    from labreport.engine.device import RunOptions, describe, resolve_device
-    from labreport.engine.splits import prepare, prepare_key
-    from labreport.engine.trainer import SilentReporter
 
-    reporter = reporter or SilentReporter()
-    dev = resolve_device(device if device != "auto" else config.run.device)
-    threads = threads or config.run.threads
-    if threads > 0:
-        torch.set_num_threads(threads)
+def _still_wanted(busy: list[Run], store: RunStore, outcome: Outcome) -> list[Run]:
+    """The busy runs worth waiting for: a run that failed in another worker is that worker's
+    failure, not retried here."""
+    todo = []
+    for r in busy:
+        st = store.state(r.key)
+        if st.status == "failed" and not st.leased_by:
+            outcome.failed.append((r.label, f"{st.error} (in another worker; log: {store.run_dir(r.key) / 'error.json'})"))
+        else:
+            todo.append(r)
+    return todo
+
+
+class _Session:
+    """What training the runs left needs once: torch, the device, the data set, the splits of the
+    last spec (one on the device at a time), and the count of runs trained here."""
+
+    def __init__(self, store: RunStore, dev, reporter, data, options, total: int):
+        self.store, self.dev, self.reporter, self.data, self.options = store, dev, reporter, data, options
+        self.total, self.done_here, self.prepared = total, 0, {}
+
+    @classmethod
+    def open(cls, config: Config, store: RunStore, device: str, reporter, data_loader, threads: int,
+             total: int) -> "_Session":
+        import torch  # from here on, there is work to do
+
+        from labreport.engine.device import RunOptions, describe, resolve_device
+        from labreport.engine.trainer import SilentReporter
+
+        fault_point("runner.start")  # test hook (LABREPORT_FAULT_AT): a kill during start-up
+        reporter = reporter or SilentReporter()
+        dev = resolve_device(device if device != "auto" else config.run.device)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        _check_writable(store)
+        data = (data_loader or loader_for(config, reporter.message))()
+        options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile)
+        reporter.message(describe(dev, options.compile))
+        return cls(store, dev, reporter, data, options, total)
+
+    def train_all(self, todo: list[Run], outcome: Outcome) -> list[Run]:
+        """Train each run of `todo` this worker can claim; returns the runs other workers hold."""
+        busy = []
+        for run in todo:
+            claimed = self._claim(run, outcome)
+            if claimed is None:
+                busy.append(run)
+            elif claimed:
+                self._train(run, outcome)
+                if outcome.interrupted:
+                    break
+        return busy
+
+    def _claim(self, run: Run, outcome: Outcome) -> bool | None:
+        """True: this worker holds the run's lease now; False: the run is final (cached); None: busy."""
+        store, key = self.store, run.key
+        if store.state(key).final:  # another worker finished it meanwhile
+            outcome.cached.append(run.label)
+            return False
+        if not store.acquire(key):
+            return None
+        if store.state(key).final:  # finished between our check and our claim
+            store.release(key)
+            outcome.cached.append(run.label)
+            return False
+        return True
+
+    def _train(self, run: Run, outcome: Outcome) -> None:
+        """Train a claimed run to its result; one failed run must not stop the matrix."""
+        store, key = self.store, run.key
+        fault_point("runner.acquired")  # test hook: a kill right after the claim
+        if (store.run_dir(key) / "result.json").exists():  # there, yet not a valid result
+            self.reporter.message(f"warning: {run.label}: {store.run_dir(key) / 'result.json'} is damaged "
+                                  "(truncated or not a result): the run is resumed from its checkpoint")
+        store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
+        self.done_here += 1
+        try:
+            result = _train_with_oom_fallback(run, self._splits(run), self.dev, store, self.options, self.reporter,
+                                              f"[{self.done_here}/{self.total}] {run.label}")
+            store.prune_checkpoints(key)
+            (outcome.diverged if result["status"] == "diverged" else outcome.trained).append(run.label)
+        except KeyboardInterrupt:
+            outcome.interrupted, outcome.interrupted_run = True, run.label
+        except Exception as e:  # noqa: BLE001
+            self._failed(run, e, outcome)
+        finally:
+            store.release(key)
+
+    def _splits(self, run: Run):
+        from labreport.engine.splits import prepare, prepare_key
+
+        pk = prepare_key(run.spec)
+        if pk not in self.prepared:
+            self.prepared = {pk: prepare(self.data, run.spec, self.dev)}  # keep one on the device at a time
+        return self.prepared[pk]
+
+    def _failed(self, run: Run, e: Exception, outcome: Outcome) -> None:
+        msg = f"{type(e).__name__}: {e}"
+        try:
+            self.store.write_error(run.key, msg, traceback.format_exc())
+        except OSError as e2:  # e.g. the full disk that failed the run: still report it, go on
+            msg += f" (error.json not written either: {e2.strerror})"
+        outcome.failed.append((run.label, f"{msg} (log: {self.store.run_dir(run.key) / 'error.json'})"))
+        self.reporter.message(f"{run.label}: FAILED: {msg}")
+
+
+def _check_writable(store: RunStore) -> None:
+    import os
+
     try:
         store.root.mkdir(parents=True, exist_ok=True)
         probe = store.root / f".write-test.{os.getpid()}"
@@ -104,83 +239,15 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
         probe.unlink()
     except OSError as e:
         raise LabreportError(f"run store {store.root} is not a writable folder ({e.strerror})") from None
-    data = (data_loader or (lambda: load_cifar10(resolve_root(config.data.root, config.base_dir),
-                                                 download=config.data.download)))()
-    prepared: dict[tuple, object] = {}
-    base = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile)
-    if todo:
-        reporter.message(describe(dev, base.compile))
-    total = len(todo)
-    done_here = 0
-    while True:
-        busy: list[Run] = []
-        for run in todo:
-            key = run.key
-            state = store.state(key)
-            if state.status in FINAL_STATES:  # another worker finished it meanwhile
-                summary.cached.append(run.label)
-                continue
-            if not store.acquire(key):
-                busy.append(run)
-                continue
-            if store.state(key).status in FINAL_STATES:  # finished between our check and our claim
-                store.release(key)
-                summary.cached.append(run.label)
-                continue
-            fault_point("runner.acquired")  # test hook: a kill right after the claim
-            if (store.run_dir(key) / "result.json").exists():  # there, yet not a valid result
-                reporter.message(f"warning: {run.label}: {store.run_dir(key) / 'result.json'} is damaged "
-                                 "(truncated or not a result): the run is resumed from its checkpoint")
-            store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
-            done_here += 1
-            try:
-                pk = prepare_key(run.spec)
-                if pk not in prepared:
-                    prepared = {pk: prepare(data, run.spec, dev)}  # keep one on the device at a time
-                result = _train_with_oom_fallback(run, prepared[pk], dev, store, base, reporter,
-                                                  f"[{done_here}/{total}] {run.label}")
-                store.prune_checkpoints(key)
-                (summary.diverged if result["status"] == "diverged" else summary.trained).append(run.label)
-            except KeyboardInterrupt:
-                summary.interrupted = run.label
-                break
-            except Exception as e:  # one failed run must not stop the matrix
-                msg = f"{type(e).__name__}: {e}"
-                try:
-                    store.write_error(key, msg, traceback.format_exc())
-                except OSError as e2:  # e.g. the full disk that failed the run: still report it, go on
-                    msg += f" (error.json not written either: {e2.strerror})"
-                summary.failed.append((run.label, f"{msg} (log: {store.run_dir(key) / 'error.json'})"))
-                reporter.message(f"{run.label}: FAILED: {msg}")
-            finally:
-                store.release(key)
-        if summary.interrupted or not busy:
-            break
-        if not wait:
-            summary.skipped_busy = [r.label for r in busy]
-            for r in busy:
-                reporter.message(f"{r.label}: being trained by another worker, skipped")
-            break
-        time.sleep(poll_s)
-        todo = []
-        for r in busy:  # a run that failed in another worker is that worker's failure, not retried here
-            st = store.state(r.key)
-            if st.status == "failed" and not st.leased_by:
-                summary.failed.append((r.label, f"{st.error} (in another worker; log: "
-                                                 f"{store.run_dir(r.key) / 'error.json'})"))
-            else:
-                todo.append(r)
-        if not todo:
-            break
-    return summary
 
 
 def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporter, label: str) -> dict:
     """train(), retried with half the micro-batch (gradient accumulation keeps the effective batch)
     after a CUDA out-of-memory error, down to one image per micro-batch."""
+    import dataclasses
+
     import torch
 
-    from labreport.engine.device import RunOptions
     from labreport.engine.trainer import train
 
     options = base
@@ -201,7 +268,7 @@ def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporte
                 torch.cuda.empty_cache()
             reporter.message(f"{run.label}: out of memory; retrying with micro-batch {micro} "
                              f"and gradient accumulation (effective batch {run.spec.batch_size})")
-            options = RunOptions(**{**base.__dict__, "micro_batch": micro})
+            options = dataclasses.replace(base, micro_batch=micro)
 
 
 class _LeaseKeeper:

@@ -1,0 +1,85 @@
+"""The local executor: `labreport run` trains the runs left in this process, one after the other,
+and then measures task 1's gradient flow ([gradflow]) with the data set it already loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from labreport.cluster.executors import RESUME_HINT, Console, Executor, Outcome, Request, cpu_threads, print_summary
+from labreport.config import Config
+from labreport.store import RunStore, atomic_write_json
+
+
+@dataclass
+class Local(Executor):
+    """In this process, one run after the other (`labreport run`)."""
+
+    name: ClassVar[str] = "local"
+    summary_json: Path | None = None  # a --jobs worker: its parent reads the outcome here, and asked already
+
+    @property
+    def confirms(self) -> bool:
+        return self.summary_json is None
+
+    def execute(self, req: Request, console: Console) -> Outcome:
+        from labreport.engine.runner import loader_for
+
+        load = loader_for(req.config, console.err)
+        out = self._train(req, load, console)
+        if out is None:  # Ctrl-C outside a run's training (loading the data, say)
+            console.err(f"\ninterrupted: {RESUME_HINT}")
+            return Outcome(interrupted=True)
+        if self.summary_json is not None:
+            atomic_write_json(self.summary_json, out.to_json())
+        print_summary(console, out, req.store)
+        if req.config.gradflow.enabled and not req.only and self.summary_json is None and not out.interrupted:
+            _gradflow_after_training(req, load, console, out)
+        if out.interrupted and out.interrupted_run:
+            console.err(f"interrupted during {out.interrupted_run}: run the same command again to resume")
+        return out
+
+    @staticmethod
+    def _train(req: Request, load, console: Console) -> Outcome | None:
+        from labreport.cluster.progress import LineReporter, RichReporter
+        from labreport.engine import runner  # looked up at call time (tests replace runner.run_matrix)
+
+        reporter = RichReporter(len(req.config.select(req.only))) if console.tty else LineReporter()
+        try:
+            with reporter:
+                return runner.run_matrix(req.config, req.store, device=req.device, only=req.only, reporter=reporter,
+                                         data_loader=load, wait=req.wait,
+                                         threads=cpu_threads(req.threads, req.config.run.threads))
+        except KeyboardInterrupt:
+            return None
+
+
+def _gradflow_after_training(req: Request, load, console: Console, out: Outcome) -> None:
+    """Task 1's measurement; cached: a JSON read. Its failure does not undo the training."""
+    try:
+        measure_gradflow(req.config, req.store, load, req.device, console)
+    except KeyboardInterrupt:
+        console.err("\ninterrupted: finished measurements are saved; run the same command again")
+        out.interrupted = True
+    except Exception as e:  # noqa: BLE001
+        console.err(f"warning: gradflow: {e} (`labreport gradflow` retries; [gradflow] enabled = false skips it)")
+
+
+def measure_gradflow(config: Config, store: RunStore, load_data: Callable, device: str, console: Console) -> dict:
+    """Task 1's gradient-flow measurement ([gradflow]): what is not cached yet, a line per cell."""
+    from labreport.engine.gradflow import ensure
+    from labreport.science.gradflow import network_label
+
+    measured: list[float] = []
+
+    def progress(cell, res, was_cached):
+        if not was_cached:
+            measured.append(res["time_s"])
+            console.err(f"gradflow: {network_label(cell.family, cell.norm, cell.depth)}, init {cell.init}: "
+                        f"{res['time_s']:.1f} s")
+
+    m = ensure(store.root, config.gradflow, load_data, device, on_cell=progress)
+    console.out(f"gradflow: {len(measured)} measured ({sum(measured):.0f} s), "
+                f"{len(m['cells']) - len(measured)} cached  (store: {store.root})")
+    return m
