@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labreport.catalog import CATALOG, init_problem, model_info
+from labreport.catalog import CATALOG, OPTIONS, init_problem, model_info
 from labreport.errors import ConfigError, ModelError
 from labreport.fields import canonical, is_type
 from labreport.settings import (AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings, ReportSettings,
@@ -373,31 +373,36 @@ def _epochs_for(ctx: Ctx, where: str, point: dict) -> int:
 
 def _expand(ctx: Ctx, where: str, name: str, task: str | None, merged: dict[str, list],
             seeds: tuple[int, ...]) -> list[Run]:
+    """The runs of an experiment: one per point of its grid (the product of its list-valued keys) and seed."""
     grid_keys = [k for k, v in merged.items() if len(v) > 1]
     n_runs = math.prod(len(merged[k]) for k in grid_keys) * len(seeds)
     if n_runs > MAX_RUNS:  # checked before expanding: 10 keys of 10 values must not take hours to refuse
         raise ctx.err(where, f"the grid expands to {n_runs:,} runs, over the limit of {MAX_RUNS:,}: "
                              "is a grid or 'seeds' a typo?")
     fixed = {k: v[0] for k, v in merged.items() if len(v) == 1}
-    info = model_info(fixed["model"]) if "model" in fixed else None
     out = []
     for combo in itertools.product(*(merged[k] for k in grid_keys)):
-        point = dict(fixed, **dict(zip(grid_keys, combo)))
-        minfo = info or model_info(point["model"])
-        for opt in ("norm", "dropout", "init"):
-            if opt not in minfo.supports and opt in point and point[opt] != FIELDS[opt].default:
-                raise ctx.err(where, f"model '{minfo.name}' does not support {opt}={point[opt]!r}")
-        if problem := init_problem(minfo, point.get("init", FIELDS["init"].default),
-                                   point.get("norm", FIELDS["norm"].default)):
-            raise ctx.err(where, problem)
-        if point.get("schedule") == "step" and not point.get("milestones"):
-            raise ctx.err(where, "schedule = 'step' needs 'milestones'")
-        if point.get("max_iters"):  # max_iters replaces epochs: as many as it takes, the last one partial
-            point["epochs"] = _epochs_for(ctx, where, point)
+        point = _checked_point(ctx, where, dict(fixed, **dict(zip(grid_keys, combo))))
         for seed in seeds:
-            spec = TrainSpec(**{k: v for k, v in point.items() if k != "seed"}, seed=seed)
-            varying = tuple((k, point[k]) for k in grid_keys)
-            if len(seeds) > 1:
-                varying += (("seed", seed),)
-            out.append(Run(name, task, spec, varying))
+            varying = tuple((k, point[k]) for k in grid_keys) + ((("seed", seed),) if len(seeds) > 1 else ())
+            out.append(Run(name, task, TrainSpec(**{k: v for k, v in point.items() if k != "seed"}, seed=seed), varying))
     return out
+
+
+def _checked_point(ctx: Ctx, where: str, point: dict) -> dict:
+    """One point of a grid, checked as a whole (what its model takes, what the schedule needs);
+    with max_iters, its epochs are as many as it takes, the last one partial."""
+    def value(k):
+        return point.get(k, FIELDS[k].default)
+
+    info = model_info(point["model"])
+    for opt in OPTIONS:
+        if opt not in info.supports and opt in point and point[opt] != FIELDS[opt].default:
+            raise ctx.err(where, f"model '{info.name}' does not support {opt}={point[opt]!r}")
+    if problem := init_problem(info, value("init"), value("norm")):
+        raise ctx.err(where, problem)
+    if point.get("schedule") == "step" and not point.get("milestones"):
+        raise ctx.err(where, "schedule = 'step' needs 'milestones'")
+    if point.get("max_iters"):
+        point["epochs"] = _epochs_for(ctx, where, point)
+    return point

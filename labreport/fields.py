@@ -52,16 +52,10 @@ def _toml_types(hint: Any) -> tuple[tuple[type, ...], tuple | None]:
     if origin is Literal:
         args = typing.get_args(hint)
         return tuple(dict.fromkeys(type(a) for a in args)), args
-    if origin in (typing.Union, types.UnionType):
-        parts = [_toml_types(a) for a in typing.get_args(hint) if a is not type(None)]
-        kinds = tuple(dict.fromkeys(t for ts, _ in parts for t in ts))
-        choices = [c for _, cs in parts if cs for c in cs]
-        return kinds, (tuple(choices) if choices and all(cs for _, cs in parts) else None)
-    if origin in (tuple, list):
-        return (list,), None
-    if origin is dict:
-        return (dict,), None
-    return (hint,), None
+    if origin in (typing.Union, types.UnionType):  # int | str; str | None (None: a default, not a TOML value)
+        parts = [_toml_types(a)[0] for a in typing.get_args(hint) if a is not type(None)]
+        return tuple(dict.fromkeys(t for ts in parts for t in ts)), None
+    return ({tuple: list, list: list, dict: dict}.get(origin, hint),), None
 
 
 @functools.cache

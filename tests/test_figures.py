@@ -78,18 +78,29 @@ def test_curves_draws_val_and_test_per_group_and_marks_partial(grid):
     assert not any("0.001" in lbl and "dropout=0.3" in lbl for lbl in labels)
 
 
-def test_curves_many_groups_test_only_russian():
-    views = [_view("reg", {"dropout": d, "weight_decay": wd}, 0.8) for d in (0.0, 0.15, 0.3)
-             for wd in (0.0, 1e-5, 1e-4, 1e-3)]
+def test_curves_of_a_big_grid_are_small_multiples_russian():
+    """dropout x L2 = 3 x 4 (task 4): a panel per dropout, a colour per L2, test and validation in each."""
+    views = [_view("reg", {"dropout": d, "weight_decay": wd}, 0.8, "partial" if (d, wd) == (0.3, 1e-3) else "done", 2)
+             for d in (0.0, 0.15, 0.3) for wd in (0.0, 1e-5, 1e-4, 1e-3)]
     fig = figures.curves(group_runs(views), L=RU)
-    (ax,) = fig.axes
-    assert len(ax.get_lines()) == 12
-    assert ax.get_ylabel() == "Точность на тесте" and ax.get_xlabel() == "Эпоха"
-    # grid styling: colour follows one factor (4 levels), line style the other (3 levels)
-    styles = {(line.get_color(), line.get_linestyle()) for line in ax.get_lines()}
-    assert len(styles) == 12
-    assert len({c for c, _ in styles}) == 4 and len({s for _, s in styles}) == 3
-    assert not fig.axes[0].get_title()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["dropout 0", "dropout 0,15", "dropout 0,3"]
+    for ax in axes:
+        colours = {line.get_color() for line in ax.get_lines() if line.get_linestyle() != "None"}
+        assert len(colours) == 4 and {line.get_linestyle() for line in ax.get_lines()} >= {"-", "--"}
+        assert ax.get_ylim() == (0, 1)
+    assert axes[0].get_ylabel() == "Точность" and axes[0].get_xlabel() == "Эпоха"
+    markers = [line for line in axes[2].get_lines() if line.get_marker() == "x"]
+    assert len(markers) == 1  # the partial run's curve ends in an x
+    assert _legend_texts(fig) == ["L2 0", "L2 1·10⁻⁵", "L2 1·10⁻⁴", "L2 1·10⁻³", "тест", "валидация", "не завершено"]
+
+
+def test_curves_of_many_unrelated_groups_are_a_panel_each():
+    views = [_view(f"e{i}", {}, 0.5 + i / 100) for i in range(8)]
+    fig = figures.curves(group_runs(views), L=EN)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == [f"e{i}" for i in range(8)]
+    assert all(len(ax.get_lines()) == 2 for ax in axes)
 
 
 def test_curves_multi_seed_partial_group_and_no_validation():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -24,13 +24,12 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from labreport.science.conclusions import Group, Resource
-from labreport.report.labels import axis_name, init_name
+from labreport.report.labels import axis_name, factor_value, init_name
 from labreport.store.gradflow import NETWORKS
 
 PAGE_WIDTH = 6.3  # inches: A4 minus 2 x 2.5 cm margins, minus a little
-MANY = 6  # more groups than this: test accuracy only, compact legend below
+MANY = 6  # more groups than this: small multiples, a few lines per panel
 PALETTE = matplotlib.colormaps["tab10"].colors  # colour-blind-safe, 10 colours
-LINESTYLES = ("-", "--", ":", "-.")
 
 _RC = {
     "font.family": "DejaVu Sans",  # has Cyrillic glyphs
@@ -96,9 +95,8 @@ def _mean_curve(runs: Sequence, key: str) -> tuple[list, list]:
     return epochs, [statistics.fmean(per_epoch[e]) for e in epochs]
 
 
-def _legend_label(g: Group, groups: Sequence[Group], L, names=None, wrap: bool = False) -> str:
-    """Grid coordinates only when every group is from one experiment; a marker when incomplete
-    (on its own line with `wrap`, so that legend columns stay narrow)."""
+def _legend_label(g: Group, groups: Sequence[Group], L, names=None) -> str:
+    """Grid coordinates only when every group is from one experiment; a marker when incomplete."""
     one_experiment = g.coords and len({x.experiment for x in groups}) == 1
     if names is not None:
         label = names.coords(g) if one_experiment else names(g)
@@ -113,68 +111,154 @@ def _legend_label(g: Group, groups: Sequence[Group], L, names=None, wrap: bool =
             run = g.runs[0]
             done = max((h.get("epoch", 0) for h in run.history), default=0)
             marker = L._("incomplete: %(k)s of %(n)s epochs", k=done, n=run.spec.get("epochs", "?"))
-        label += f"{chr(10) if wrap else ' '}({marker})"
+        label += f" ({marker})"
     return label
-
-
-def _styles(groups: Sequence[Group]) -> list[tuple]:
-    """(colour, linestyle) per group. A two-factor grid: colour = one factor, line = the other,
-    so a 3 x 4 grid reads as 'colour is L2, dash is dropout' instead of 12 unrelated colours."""
-    n = len(groups)
-    names = [k for k, _ in groups[0].coords] if groups else []
-    if n > len(PALETTE) and len(names) == 2 and all([k for k, _ in g.coords] == names for g in groups):
-        a, b = (_sorted_levels(g.coord(k) for g in groups) for k in names)
-        if len(a) < len(b):
-            names, a, b = names[::-1], b, a
-        if len(a) <= len(PALETTE) and len(b) <= len(LINESTYLES):
-            return [(PALETTE[a.index(g.coord(names[0]))], LINESTYLES[b.index(g.coord(names[1]))]) for g in groups]
-    return [(PALETTE[i % len(PALETTE)], LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]) for i in range(n)]
 
 
 @_styled
 def curves(groups: Sequence[Group], L, names=None, title: str | None = None) -> Figure | None:
     """Validation (dashed) and test (solid) accuracy per epoch, mean over each group's runs.
 
-    More than MANY groups: test accuracy only, one style per group, legend below in columns.
-    None when no group has any history.
+    Up to MANY groups share one axis. More are drawn as small multiples, so that no axis holds more
+    than a few lines: a two-factor grid as one panel per level of the factor with fewer levels,
+    colour the other factor (task 4: a panel per dropout, a colour per L2 coefficient); anything
+    else as one panel per group. None when no group has any history.
     """
     drawn = [g for g in groups if any(r.history for r in g.runs)]
     if not drawn:
         return None
-    many = len(drawn) > MANY
-    fig = Figure(figsize=(PAGE_WIDTH, 4.0 if many else 3.3), layout="constrained")
-    ax = fig.add_subplot()
-    handles, any_val = [], False
-    for g, (colour, ls) in zip(drawn, _styles(drawn)):
-        runs = [r for r in g.runs if r.history]
-        label = _legend_label(g, drawn, L, names, wrap=many)
-        ax.plot(*_mean_curve(runs, "test_acc"), color=colour, ls=ls if many else "-", lw=1.2)
-        if not many:
-            ve, vv = _mean_curve(runs, "val_acc")
-            if ve:
-                ax.plot(ve, vv, color=colour, ls="--", lw=1.0)
-                any_val = True
-        handles.append(Line2D([], [], color=colour, ls=ls if many else "-", lw=1.2, label=label))
-    if not many:
-        handles.append(Line2D([], [], color="0.3", ls="-", lw=1.0, label=L._("test")))
-        if any_val:
-            handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=L._("validation")))
-    ax.set_xlabel(L._("Epoch"))
-    ax.set_ylabel(L._("Test accuracy") if many else L._("Accuracy"))
+    if len(drawn) <= MANY:
+        return _curves_one_axis(drawn, L, names, title)
+    return _curves_panels(drawn, L, names)
+
+
+def _draw_curves(ax, g: Group, colour, lw: float = 1.2, mark_incomplete: bool = False) -> bool:
+    """A group's mean test (solid) and validation (dashed) curves, with `mark_incomplete` an x at the
+    end of an incomplete group's (where no legend entry can say so). Whether it had a validation curve."""
+    runs = [r for r in g.runs if r.history]
+    te, tv = _mean_curve(runs, "test_acc")
+    ax.plot(te, tv, color=colour, ls="-", lw=lw)
+    if mark_incomplete and not g.complete and te:
+        ax.plot(te[-1:], tv[-1:], color=colour, marker="x", ms=5, ls="none")
+    ve, vv = _mean_curve(runs, "val_acc")
+    if ve:
+        ax.plot(ve, vv, color=colour, ls="--", lw=lw - 0.2)
+    return bool(ve)
+
+
+def _accuracy_axis(ax, L) -> None:
     ax.set_ylim(0, 1)
     ax.yaxis.set_major_formatter(_pct_axis(L))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ncol = 3 if many else min(len(handles), 4)
-    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
-               fontsize=7 if many else 7.5, handlelength=2.5, columnspacing=1.2)
+
+
+def _val_test_handles(L, any_val: bool) -> list[Line2D]:
+    handles = [Line2D([], [], color="0.3", ls="-", lw=1.0, label=L._("test"))]
+    if any_val:
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=L._("validation")))
+    return handles
+
+
+def _curves_one_axis(drawn: list[Group], L, names, title: str | None) -> Figure:
+    fig = Figure(figsize=(PAGE_WIDTH, 3.3), layout="constrained")
+    ax = fig.add_subplot()
+    handles, any_val = [], False
+    for i, g in enumerate(drawn):
+        colour = PALETTE[i % len(PALETTE)]
+        any_val |= _draw_curves(ax, g, colour)
+        handles.append(Line2D([], [], color=colour, lw=1.2, label=_legend_label(g, drawn, L, names)))
+    handles += _val_test_handles(L, any_val)
+    ax.set_xlabel(L._("Epoch"))
+    ax.set_ylabel(L._("Accuracy"))
+    _accuracy_axis(ax, L)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False,
+               handlelength=2.5, columnspacing=1.2)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def _grid_split(groups: Sequence[Group]) -> tuple[str, str] | None:
+    """(panel factor, colour factor) when every group is a point of the same two-factor grid with
+    at most len(PALETTE) colours; the factor with fewer levels makes the panels."""
+    names = [k for k, _ in groups[0].coords]
+    if len(names) != 2 or any([k for k, _ in g.coords] != names for g in groups):
+        return None
+    a, b = names
+    if len(_sorted_levels(g.coord(a) for g in groups)) > len(_sorted_levels(g.coord(b) for g in groups)):
+        a, b = b, a
+    return (a, b) if len(_sorted_levels(g.coord(b) for g in groups)) <= len(PALETTE) else None
+
+
+def _panels(drawn: list[Group], L, names) -> tuple[list[tuple[str, list[Group]]], Callable, list[Line2D]]:
+    """The small multiples' panels (title, groups), each group's colour, and the colours' legend."""
+    split = _grid_split(drawn)
+    if split is None:
+        return [(names(g) if names else g.label, [g]) for g in drawn], lambda g: PALETTE[0], []
+    panel_f, colour_f = split
+    colours = _sorted_levels(g.coord(colour_f) for g in drawn)
+    panels = [(factor_value(panel_f, lvl, L), [g for g in drawn if g.coord(panel_f) == lvl])
+              for lvl in _sorted_levels(g.coord(panel_f) for g in drawn)]
+    handles = [Line2D([], [], color=PALETTE[i], lw=1.5, label=factor_value(colour_f, c, L)) for i, c in enumerate(colours)]
+    return panels, lambda g: PALETTE[colours.index(g.coord(colour_f))], handles
+
+
+def _curves_panels(drawn: list[Group], L, names) -> Figure:
+    """Small multiples: see curves()."""
+    panels, colour_of, handles = _panels(drawn, L, names)
+    ncols = min(len(panels), 3 if handles else 4)
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(PAGE_WIDTH, 2.1 * nrows + 0.7), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    any_val = False
+    for ax, (panel_title, gs) in zip(axes.flat, panels):
+        for g in gs:
+            any_val |= _draw_curves(ax, g, colour_of(g), lw=1.1, mark_incomplete=True)
+        ax.set_title(panel_title, fontsize=8)
+        _accuracy_axis(ax, L)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(L._("Epoch"))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(L._("Accuracy"))
+    handles = handles + _val_test_handles(L, any_val)
+    if not all(g.complete for g in drawn):
+        handles.append(Line2D([], [], color="0.3", marker="x", ls="none", label=L._("incomplete")))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
     return fig
 
 
 # --------------------------------------------------------------------------------------------
 # Two-factor grid
 # --------------------------------------------------------------------------------------------
+def _grid_values(groups: Sequence[Group], row: str, col: str) -> tuple[list, list, np.ndarray] | None:
+    """Row levels, column levels and the mean test accuracy (%) of each cell (NaN: no finished run);
+    None when either factor has fewer than 2 levels or nothing finished."""
+    grid = [g for g in groups if g.coord(row) is not None and g.coord(col) is not None]
+    rows = _sorted_levels(g.coord(row) for g in grid)
+    cols = _sorted_levels(g.coord(col) for g in grid)
+    cells: dict[tuple, list[float]] = {}
+    for g in grid:
+        if g.mean is not None:
+            cells.setdefault((g.coord(row), g.coord(col)), []).append(g.mean)
+    if len(rows) < 2 or len(cols) < 2 or not cells:
+        return None
+    values = np.full((len(rows), len(cols)), np.nan)
+    for (r, c), means in cells.items():
+        values[rows.index(r), cols.index(c)] = 100 * statistics.fmean(means)
+    return rows, cols, values
+
+
+def _annotate(ax, values: np.ndarray, lo: float, hi: float, L) -> None:
+    """Each cell's value in it, dark on the light (yellow) end of viridis, light elsewhere."""
+    for (i, j), v in np.ndenumerate(values):
+        if math.isnan(v):
+            ax.text(j, i, "—", ha="center", va="center", color="0.35")
+        else:
+            ax.text(j, i, L.pct(v / 100, 1), ha="center", va="center", color="0.1" if (v - lo) / (hi - lo) > 0.6 else "white")
+
+
 @_styled
 def heatmap(groups: Sequence[Group], row: str, col: str, L) -> Figure | None:
     """Mean test accuracy (at the validation-chosen epoch) over a row x col grid, in %.
@@ -182,36 +266,18 @@ def heatmap(groups: Sequence[Group], row: str, col: str, L) -> Figure | None:
     Cells average the groups at that grid point (other factors, if any, pooled); a cell with no
     finished run says n/a. None when either factor has fewer than 2 levels or nothing finished.
     """
-    grid = [g for g in groups if g.coord(row) is not None and g.coord(col) is not None]
-    rows = _sorted_levels(g.coord(row) for g in grid)
-    cols = _sorted_levels(g.coord(col) for g in grid)
-    if len(rows) < 2 or len(cols) < 2:
+    if (grid := _grid_values(groups, row, col)) is None:
         return None
-    cells: dict[tuple, list[float]] = {}
-    for g in grid:
-        if g.mean is not None:
-            cells.setdefault((g.coord(row), g.coord(col)), []).append(g.mean)
-    if not cells:
-        return None
-    values = np.full((len(rows), len(cols)), np.nan)
-    for (r, c), means in cells.items():
-        values[rows.index(r), cols.index(c)] = 100 * statistics.fmean(means)
+    rows, cols, values = grid
     fig = Figure(figsize=(min(PAGE_WIDTH, 1.1 * len(cols) + 2.2), 0.5 * len(rows) + 1.3), layout="constrained")
     ax = fig.add_subplot()
     ax.grid(False)
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.9")
     lo, hi = np.nanmin(values), np.nanmax(values)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.9")
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            v = values[i, j]
-            if math.isnan(v):
-                ax.text(j, i, "—", ha="center", va="center", color="0.35")
-            else:  # dark text on the light (yellow) end of viridis, light text elsewhere
-                dark = (v - lo) / (hi - lo) > 0.6
-                ax.text(j, i, L.pct(v / 100, 1), ha="center", va="center", color="0.1" if dark else "white")
+    _annotate(ax, values, lo, hi, L)
     ax.set_xticks(range(len(cols)), [L.sci(c) for c in cols])
     ax.set_yticks(range(len(rows)), [L.sci(r) for r in rows])
     ax.set_xlabel(axis_name(col, L))
@@ -351,36 +417,47 @@ def gradient_flow(measurement: dict, L) -> Figure | None:
     results = measurement.get("cells") or []
     if not results:
         return None
-    depths = sorted({int(c["cell"]["model"].removeprefix(family_of(c["cell"]))) for c in results})
-    inits = [i for i in INIT_STYLES if any(c["cell"]["init"] == i for c in results)]
+    depths = sorted({_depth(r["cell"]) for r in results})
     steps = results[0]["cell"]["steps"]
     fig = Figure(figsize=(PAGE_WIDTH, 2.5 * len(depths) + 0.9), layout="constrained")
     axes = fig.subplots(len(depths), 2, sharey="row", squeeze=False)
     for row, depth in enumerate(depths):
         for col, key in enumerate(("grad_init", "grad_trained")):
-            ax = axes[row][col]
-            ax.set_yscale("log")
-            for res in results:
-                c = res["cell"]
-                fam = family_of(c)
-                if int(c["model"].removeprefix(fam)) != depth or not res.get(key):
-                    continue
-                colour = PALETTE[NETWORKS.index((fam, c["norm"]))]
-                ys = _positive(res[key])
-                ax.plot(range(1, len(ys) + 1), ys, color=colour, ls=INIT_STYLES.get(c["init"], ":"), lw=1.1)
             title = L._("At initialisation") if col == 0 else L._("After %(k)s Adam steps", k=steps)
-            ax.set_title(L._("%(title)s, depth %(d)s", title=title, d=depth) if len(depths) > 1 else title)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _gradient_panel(axes[row][col], [r for r in results if _depth(r["cell"]) == depth], key)
+            axes[row][col].set_title(L._("%(title)s, depth %(d)s", title=title, d=depth) if len(depths) > 1 else title)
             if row == len(depths) - 1:
-                ax.set_xlabel(L._("Layer (by depth)"))
+                axes[row][col].set_xlabel(L._("Layer (by depth)"))
         axes[row][0].set_ylabel(L._("‖∂L/∂W‖ of the layer"))
-    handles = [Line2D([], [], color=PALETTE[i], lw=1.5,
-                      label=("ResNet" if fam == "resnet" else L._("plain")) + ", "
-                      + ("BN" if norm == "batch" else L._("no BN")))
-               for i, (fam, norm) in enumerate(NETWORKS)]
-    handles += [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=init_name(i, L)) for i in inits]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
+    fig.legend(handles=_gradflow_handles(results, L), loc="outside lower center", ncol=3, frameon=False)
     return fig
+
+
+def _gradflow_handles(results: list[dict], L) -> list[Line2D]:
+    """The legend: a colour per network, a line style per init measured."""
+    def network(fam, norm):
+        return ("ResNet" if fam == "resnet" else L._("plain")) + ", " + ("BN" if norm == "batch" else L._("no BN"))
+
+    handles = [Line2D([], [], color=PALETTE[i], lw=1.5, label=network(*net)) for i, net in enumerate(NETWORKS)]
+    inits = [i for i in INIT_STYLES if any(r["cell"]["init"] == i for r in results)]
+    return handles + [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=init_name(i, L)) for i in inits]
+
+
+def _depth(cell: dict) -> int:
+    return int(cell["model"].removeprefix(family_of(cell)))
+
+
+def _gradient_panel(ax, results: list[dict], key: str) -> None:
+    """One depth's measurements at one moment (grad_init or grad_trained) on a log axis."""
+    ax.set_yscale("log")
+    for res in results:
+        if not res.get(key):
+            continue
+        c = res["cell"]
+        ys = _positive(res[key])
+        ax.plot(range(1, len(ys) + 1), ys, color=PALETTE[NETWORKS.index((family_of(c), c["norm"]))],
+                ls=INIT_STYLES.get(c["init"], ":"), lw=1.1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,6 +54,19 @@ def docx_bytes(html: str, font: dict, allowed: list[Path]) -> bytes:
     return buf.getvalue()
 
 
+def _table_rows(el) -> tuple[list, set[int]]:
+    """A table's tr elements in order (in thead, tbody, tfoot or bare), and the ids of the header's."""
+    rows, header = [], set()
+    for part in el:
+        group = part if part.tag in ("thead", "tbody", "tfoot") else [part]
+        for tr in group:
+            if tr.tag == "tr":
+                rows.append(tr)
+                if part.tag == "thead":
+                    header.add(id(tr))
+    return rows, header
+
+
 # --------------------------------------------------------------------------------------------
 class _Writer:
     def __init__(self, font: dict, allowed: list[Path]):
@@ -62,7 +75,6 @@ class _Writer:
         self.doc = Document()
         self.bookmarks = 0
         self.section_fresh = True  # no page break before an h1 that opens a section
-        self.ol_counter = 0
         self._styles()
         self._page(self.doc.sections[0], landscape=False)
         self._footer(self.doc.sections[0])
@@ -283,9 +295,7 @@ class _Writer:
         return sec.page_width - sec.left_margin - sec.right_margin
 
     def table(self, el, landscape: bool) -> None:
-        rows = [tr for part in el for tr in (part if part.tag in ("thead", "tbody", "tfoot") else [part])
-                if tr.tag == "tr"]
-        header = {id(tr) for part in el if part.tag == "thead" for tr in part if tr.tag == "tr"}
+        rows, header = _table_rows(el)
         if not rows:
             return
         grid = ox.grid(rows)
@@ -295,30 +305,32 @@ class _Writer:
         table.alignment = WD_TABLE_ALIGNMENT.CENTER
         ox.cell_margins(table)
         size = Pt(self.size_table.pt - (2 if landscape else 0))
-        done = set()
+        done: set[int] = set()
         for ri, (tr, cells) in enumerate(zip(rows, grid)):
-            row = table.rows[ri]
             if id(tr) in header:
-                ox.repeat_header(row)
-            ox.cant_split(row)
+                ox.repeat_header(table.rows[ri])
+            ox.cant_split(table.rows[ri])
+            bold = "best" in (tr.get("class") or "").split()
             for ci, slot in enumerate(cells):
-                if slot is None or id(slot[0]) in done:
-                    continue
-                td, rs, cs = slot
-                done.add(id(td))
-                cell = table.cell(ri, ci)
-                if rs > 1 or cs > 1:
-                    cell = cell.merge(table.cell(ri + rs - 1, ci + cs - 1))
-                p = cell.paragraphs[0]
-                pf = p.paragraph_format
-                pf.first_line_indent, pf.line_spacing = Cm(0), 1.0
-                tcls = set((td.get("class") or "").split())
-                pf.alignment = (WD_ALIGN_PARAGRAPH.CENTER if td.tag == "th" else
-                                WD_ALIGN_PARAGRAPH.RIGHT if "n" in tcls else WD_ALIGN_PARAGRAPH.LEFT)
-                bold = "best" in (tr.get("class") or "").split()
-                self.fill(p, td, size=size, bold=bold, mono="mono" in tcls)
+                if slot is not None and id(slot[0]) not in done:
+                    done.add(id(slot[0]))
+                    self._cell(table, ri, ci, slot, size, bold)
         self._widths(table, grid, n_cols, size)
         self.doc.add_paragraph().paragraph_format.line_spacing = 1.0  # the gap after a table
+
+    def _cell(self, table, ri: int, ci: int, slot: tuple, size, bold: bool) -> None:
+        """One td or th where it starts, merged over its spans."""
+        td, rs, cs = slot
+        cell = table.cell(ri, ci)
+        if rs > 1 or cs > 1:
+            cell = cell.merge(table.cell(ri + rs - 1, ci + cs - 1))
+        p = cell.paragraphs[0]
+        pf = p.paragraph_format
+        pf.first_line_indent, pf.line_spacing = Cm(0), 1.0
+        tcls = set((td.get("class") or "").split())
+        pf.alignment = (WD_ALIGN_PARAGRAPH.CENTER if td.tag == "th" else
+                        WD_ALIGN_PARAGRAPH.RIGHT if "n" in tcls else WD_ALIGN_PARAGRAPH.LEFT)
+        self.fill(p, td, size=size, bold=bold, mono="mono" in tcls)
 
     def _widths(self, table, grid, n_cols: int, size) -> None:
         """Column widths by content, as a browser lays a table out: every column first gets its

@@ -140,6 +140,30 @@ def _budget(spec: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in spec.items() if k not in NOT_BUDGET))
 
 
+def _by_init(arms: dict[tuple, list], norm: str, budget: tuple) -> list[tuple[str, list]]:
+    """(init, runs) of the arms with this normalisation and budget, in INIT_ORDER."""
+    found = [(i, runs) for (n, i, b), runs in arms.items() if n == norm and b == budget]
+    return sorted(found, key=lambda ir: INIT_ORDER.index(ir[0]) if ir[0] in INIT_ORDER else len(INIT_ORDER))
+
+
+def _control_verdict(k: int, n: int) -> str:
+    return "no data" if not n else "trains" if k > n / 2 else "does not train"
+
+
+def _claim(model: str, arms: dict[tuple, list], budget: tuple, threshold: float, claim_rate: float, alpha: float,
+           confidence: float) -> BnClaim:
+    """The BN-less arms of one budget against their control: the BN arm of that budget (the first
+    init in INIT_ORDER, if several)."""
+    controls = _by_init(arms, "batch", budget)
+    control = _rate(controls[0][1], model, "batch", controls[0][0], threshold, claim_rate, confidence,
+                    _control_verdict) if controls else None
+    control_trains = None if control is None or not control.n else control.verdict == "trains"
+    rates = tuple(_rate(runs, model, "none", init, threshold, claim_rate, confidence,
+                        lambda k, n: arm_verdict(k, n, claim_rate, alpha, control_trains))
+                  for init, runs in _by_init(arms, "none", budget))
+    return BnClaim(model, control, rates, claim_rate, alpha, threshold)
+
+
 def bn_claims(views: Sequence, threshold: float, claim_rate: float, alpha: float = 0.05,
               confidence: float = 0.95) -> list[BnClaim]:
     """A BnClaim per (model, budget) that has a BN-less arm, for models that also ran with BN,
@@ -147,24 +171,10 @@ def bn_claims(views: Sequence, threshold: float, claim_rate: float, alpha: float
     claims = []
     models = [m for m in CATALOG if {v.spec.get("norm") for v in views if v.spec["model"] == m} >= {"batch", "none"}]
     for m in sorted(models, key=lambda m: CATALOG[m].depth or 0):
-        mine = [v for v in views if v.spec["model"] == m]
-        arms: dict[tuple, list] = {}
-        for v in mine:
-            arms.setdefault((v.spec.get("norm"), v.spec.get("init", "he"), _budget(v.spec)), []).append(v)
-        budgets = list(dict.fromkeys(b for (norm, _, b) in arms if norm == "none"))
-        for budget in budgets:
-            controls = sorted(((i, runs) for (norm, i, b), runs in arms.items() if norm == "batch" and b == budget),
-                              key=lambda ir: INIT_ORDER.index(ir[0]) if ir[0] in INIT_ORDER else 99)
-            control = None
-            if controls:
-                init, runs = controls[0]
-                control = _rate(runs, m, "batch", init, threshold, claim_rate, confidence,
-                                lambda k, n: "no data" if not n else "trains" if k > n / 2 else "does not train")
-            control_trains = None if control is None or not control.n else control.verdict == "trains"
-            nobn = sorted(((i, runs) for (norm, i, b), runs in arms.items() if norm == "none" and b == budget),
-                          key=lambda ir: INIT_ORDER.index(ir[0]) if ir[0] in INIT_ORDER else 99)
-            rates = tuple(_rate(runs, m, "none", i, threshold, claim_rate, confidence,
-                                lambda k, n: arm_verdict(k, n, claim_rate, alpha, control_trains))
-                          for i, runs in nobn)
-            claims.append(BnClaim(m, control, rates, claim_rate, alpha, threshold))
+        arms: dict[tuple, list] = {}  # (norm, init, budget) -> runs
+        for v in views:
+            if v.spec["model"] == m:
+                arms.setdefault((v.spec.get("norm"), v.spec.get("init", "he"), _budget(v.spec)), []).append(v)
+        for budget in dict.fromkeys(b for (norm, _, b) in arms if norm == "none"):
+            claims.append(_claim(m, arms, budget, threshold, claim_rate, alpha, confidence))
     return claims

@@ -95,6 +95,39 @@ def change(row: dict | None, when: str = "init") -> float | None:
     return math.inf if row[f"first_{when}"] == 0 and _finite_positive(row[f"last_{when}"]) else None
 
 
+def _nets(rows: list[dict], depth: int, init: str | None) -> dict[str, dict | None]:
+    """"resnet_batch", "plain_none", ...: each network's row at this depth and init."""
+    return {f"{f}_{n}": _find(rows, family=f, depth=depth, norm=n, init=init) for f, n in NETWORKS}
+
+
+def _steadier(nets: dict[str, dict | None]) -> dict[str, bool | None]:
+    """Per norm, at init and trained: does the ResNet's gradient change less over depth than the plain net's?"""
+    out = {}
+    for norm in ("batch", "none"):
+        for when in ("init", "trained"):
+            a, b = change(nets[f"resnet_{norm}"], when), change(nets[f"plain_{norm}"], when)
+            out[f"{norm}_{when}"] = None if a is None or b is None else a < b
+    return out
+
+
+def _gains(rows: list[dict], depth: int, init: str) -> dict[str, float | None]:
+    """gain_bn, gain_nobn, gain_bn_trained, gain_nobn_trained: the skip connections' gain at the first layer."""
+    out = {}
+    for norm, name in (("batch", "bn"), ("none", "nobn")):
+        out[f"gain_{name}"] = skip_gain(rows, depth, norm, init)
+        out[f"gain_{name}_trained"] = skip_gain(rows, depth, norm, init, "trained")
+    return out
+
+
+def _nobn_logits_std(rows: list[dict], depth: int, inits: list[str]) -> dict[str, float]:
+    """init -> the std of the BN-less ResNet's logits at initialisation."""
+    out = {}
+    for i in inits:
+        if r := _find(rows, family="resnet", depth=depth, norm="none", init=i):
+            out[i] = r["logits_std_init"]
+    return out
+
+
 def facts(measurement: dict, lab_inits: list[str]) -> dict:
     """What the report's theory section says, for the deepest measured depth: per network the
     orders of magnitude at init and after training under the init the lab runs use (`lab_inits`,
@@ -103,31 +136,16 @@ def facts(measurement: dict, lab_inits: list[str]) -> dict:
     rows = summary_rows(measurement["cells"])
     if not rows:
         return {"rows": [], "depth": None}
-    depth = max(r["depth"] for r in rows)
-    measured_inits = [i for i in measurement["settings"]["inits"] if any(r["init"] == i for r in rows)]
+    settings, depth = measurement["settings"], max(r["depth"] for r in rows)
+    measured_inits = [i for i in settings["inits"] if any(r["init"] == i for r in rows)]
     init = next((i for i in lab_inits if i in measured_inits), measured_inits[0])
-    nets = {}
-    for family, norm in NETWORKS:
-        r = _find(rows, family=family, depth=depth, norm=norm, init=init)
-        nets[f"{family}_{norm}"] = r
-    # the ResNet's gradient changes less over depth than the plain net's (per norm, at init and trained)
-    steadier = {f"{norm}_{when}": (a < b) if (a := change(nets[f"resnet_{norm}"], when)) is not None
-                and (b := change(nets[f"plain_{norm}"], when)) is not None else None
-                for norm in ("batch", "none") for when in ("init", "trained")}
+    nets = _nets(rows, depth, init)
     # the other init measured on every network (Fixup is measured on the BN-less ResNet only)
     other = next((i for i in measured_inits if i not in (init, "fixup")), None)
-    other_nets = {f"{f}_{n}": _find(rows, family=f, depth=depth, norm=n, init=other) for f, n in NETWORKS} \
-        if other else None
-    nobn_std = {i: r["logits_std_init"] for i in measured_inits
-                if (r := _find(rows, family="resnet", depth=depth, norm="none", init=i))}
     return {
         "rows": rows, "depth": depth, "init": init, "inits": measured_inits, "nets": nets,
-        "steps": measurement["settings"]["steps"], "lr": measurement["settings"]["lr"],
-        "batch": measurement["settings"]["batch"],
-        "gain_bn": skip_gain(rows, depth, "batch", init), "gain_nobn": skip_gain(rows, depth, "none", init),
-        "gain_bn_trained": skip_gain(rows, depth, "batch", init, "trained"),
-        "gain_nobn_trained": skip_gain(rows, depth, "none", init, "trained"),
-        "steadier": steadier, "other_init": other, "other_nets": other_nets, "nobn_logits_std": nobn_std, "missing": len(measurement["missing"]),
-        "probe": measurement["settings"]["probe"],
+        "steps": settings["steps"], "lr": settings["lr"], "batch": settings["batch"], "probe": settings["probe"],
+        **_gains(rows, depth, init), "steadier": _steadier(nets), "other_init": other, "other_nets": _nets(rows, depth, other) if other else None,
+        "nobn_logits_std": _nobn_logits_std(rows, depth, measured_inits), "missing": len(measurement["missing"]),
         "total": len(measurement["cells"]) + len(measurement["missing"]),
     }
