@@ -34,7 +34,7 @@ def ensure_data(path: Path) -> tuple[Path, str]:
     if builder.exists():
         subprocess.run([sys.executable, str(builder), str(path)], check=True)
         return path, "CIFAR-10 built from the shared JPEG archive"
-    from labreport.engine.data import write_synthetic_cifar10
+    from labreport.testing import write_synthetic_cifar10
 
     write_synthetic_cifar10(path, n_train=5000, n_test=1000)
     return path, "synthetic CIFAR-10 look-alike (no real data found)"

@@ -133,7 +133,7 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
     """Step 0: what auto resolves to here, and a BN-less ResNet-110's logits at init per precision."""
     import torch
 
-    from labreport.engine.data import iterate_batches, load_cifar10
+    from labreport.engine.data import load_cifar10, normalize
     from labreport.engine.networks import build_model
     from labreport.engine.precision import autocast, resolve_precision
     from labreport.engine.device import resolve_device
@@ -141,8 +141,7 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
     dev = resolve_device(device)
     fig = {"auto": {norm: resolve_precision("auto", dev, norm) for norm in ("batch", "none")}, "logits": {}}
     cifar = load_cifar10(data, download=False)
-    x, _ = next(iterate_batches(cifar.train_x[:16], cifar.train_y[:16], 16, shuffle=False, augment=False,
-                                generator=None, device=dev))
+    x = normalize(cifar.train_x[:16].to(dev))
     torch.manual_seed(0)
     model = build_model("resnet110", norm="none", init="he").to(dev)
     for p in ("fp32", "bf16", "fp16"):  # forward passes only: fast enough on a CPU too

@@ -1,61 +1,31 @@
-"""experiments.toml -> frozen, typed specs: one `Run` per point of every experiment's grid.
+"""experiments.toml -> Config: the settings sections (settings.py) and the experiment matrix
+(matrix.py: one frozen `Run` per point of every experiment's grid and seed).
 
-Resolution order for a training setting, later layers win:
-
-    FIELDS defaults < [defaults] < [[experiment]] < [profile.NAME] < [profile.NAME.experiment.EXP]
-
-A profile is an override layer (``--profile quick`` must shorten every run, even one whose
-experiment sets its own epochs). A list value expands as a grid (the Cartesian product over all
-list-valued keys), except for keys whose value is itself a list (``milestones``), where a list of
-lists is the grid. ``seeds = N`` means seeds 0..N-1; ``seeds = [3, 7]`` names them.
-
-The run key hashes the resolved training settings and TRAIN_VERSION only: experiment names, tasks,
-report text and templates never change it, so renaming an experiment or editing the title never
-retrains, and two experiments asking for the same training share one run.
-
-Nothing here imports torch: `plan` and `status` must stay instant.
+The file is read within limits that keep a hostile or mistaken file from taking the machine down;
+every error is one line naming the file and the place in it. Nothing here imports torch: `plan`
+and `status` must stay instant.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from labreport.catalog import CATALOG, OPTIONS, init_problem, model_info
-from labreport.errors import ConfigError, ModelError
-from labreport.fields import canonical, is_type
+from labreport.errors import ConfigError
+from labreport.matrix import Experiment, expand
 from labreport.settings import (AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings, ReportSettings,
-                                RunSettings, StoreSettings, read_sections, section_table, unknown)
-from labreport.spec import FIELDS, GRID_KEYS_WITH_LIST_VALUES, Run, TrainSpec, train_images
+                                RunSettings, StoreSettings, read_sections, unknown)
+from labreport.spec import Run
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
 MAX_CONFIG_BYTES = 1_000_000  # experiments.toml is a few kB; bigger is a mistake (or hostile), refused unparsed
-MAX_RUNS = 100_000  # runs one file may expand to (disabled experiments included): beyond, surely a typo
 # tomllib takes quadratic time in the parts of a dotted key (a.a.a...: 40 kB take ~5 s): refuse deep ones unparsed
 _KEY_PART = r"""(?:[A-Za-z0-9_-]++|"[^"\n]*+"|'[^'\n]*+')"""
 DEEP_KEY_RE = re.compile(rf"(?<![A-Za-z0-9_-]){_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART}){{64}}")
-
-
-EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled"}
-PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training settings
 SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
             "gradflow"}
-TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", list: "a list"}
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    task: str | None
-    settings: dict[str, Any]  # as written (before profiles), lists are grids
-    seeds: tuple[int, ...]
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,67 +78,9 @@ def load_config(path: str | Path, profile: str | None = None) -> Config:
         if section not in SECTIONS:
             raise ctx.err("top level", unknown(section, SECTIONS, "section"))
     sections = read_sections(ctx, doc)
-    defaults, default_seeds = _defaults(ctx, doc)
-    profiles = _check_profiles(ctx, doc)
-    above = tuple(layer for layer in (_profile_layer(ctx, profiles, profile),) if layer is not None)
-    tables = _experiment_tables(ctx, doc, above)
-    selected = _profile_experiments(ctx, profiles, profile, [t.get("name") for t in tables])
-    experiments, runs = _expand_experiments(ctx, tables, _Layers(defaults, default_seeds, above), selected)
-    return Config(path=path, profile=profile, experiments=tuple(experiments), runs=tuple(runs),
-                  profiles=tuple(profiles), **sections)
-
-
-def _check_value(ctx: Ctx, where: str, key: str, value: Any) -> Any:
-    """Type-check and range-check one training setting; returns the canonical value (int lr -> float)."""
-    s = FIELDS[key]
-    try:
-        value = canonical(s, value) if not isinstance(value, list) else value
-    except OverflowError:
-        raise ctx.err(where, f"'{key}' is too large") from None
-    if not is_type(s, value):
-        raise ctx.err(where, f"'{key}' must be {TYPE_WORDS[s.types[0]]}, got {value!r}")
-    if key == "model":
-        try:
-            model_info(value)
-        except ModelError as e:
-            raise ctx.err(where, str(e)) from None
-    problem = (None if s.choices is None or value in s.choices else
-               f"must be one of {', '.join(map(repr, s.choices))}") or (s.check(value) if s.check else None)
-    if problem:
-        raise ctx.err(where, f"'{key}' {problem}, got {value!r}")
-    return tuple(value) if key in GRID_KEYS_WITH_LIST_VALUES else value
-
-
-def _settings(ctx: Ctx, where: str, table: dict, extra_keys=()) -> dict[str, list]:
-    """Validate a table of training settings; every value becomes a list of grid values."""
-    out: dict[str, list] = {}
-    for key, raw in table.items():
-        if key in extra_keys:
-            continue
-        if key not in FIELDS:
-            raise ctx.err(where, unknown(key, set(FIELDS) | set(extra_keys)))
-        is_grid = isinstance(raw, list) and (
-            key not in GRID_KEYS_WITH_LIST_VALUES or any(isinstance(x, list) for x in raw))
-        values = raw if is_grid else [raw]
-        if is_grid and not values:
-            raise ctx.err(where, f"'{key}' is an empty grid: give at least one value")
-        checked = [_check_value(ctx, where, key, v) for v in values]
-        if len(set(map(repr, checked))) != len(checked):
-            raise ctx.err(where, f"'{key}' lists the same value twice: {raw!r}")
-        out[key] = checked
-    return out
-
-
-def _seeds(ctx: Ctx, where: str, raw: Any) -> tuple[int, ...]:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        if not 1 <= raw <= 10_000:
-            raise ctx.err(where, f"'seeds' must be between 1 and 10000, got {raw}")
-        return tuple(range(raw))
-    if isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw):
-        if len(set(raw)) != len(raw):
-            raise ctx.err(where, f"'seeds' lists the same seed twice: {raw}")
-        return tuple(raw)
-    raise ctx.err(where, f"'seeds' must be a count (seeds = 3) or a non-empty list of seeds >= 0, got {raw!r}")
+    experiments, runs, profiles = expand(ctx, doc, profile)
+    return Config(path=path, profile=profile, experiments=tuple(experiments), runs=tuple(runs), profiles=profiles,
+                  **sections)
 
 
 def _read_toml(path: Path) -> dict:
@@ -200,209 +112,3 @@ def _read_toml(path: Path) -> dict:
     except RecursionError:  # arrays or inline tables nested hundreds deep
         raise ConfigError(f"{path}: TOML syntax error: values nested too deeply") from None
     return doc
-
-
-@dataclass(frozen=True)
-class Layer:
-    """Settings layered above every experiment's own: a profile."""
-
-    where: str  # "[profile.quick]": where its errors point
-    settings: dict[str, list] = field(default_factory=dict)  # its training settings, for every experiment
-    seeds: tuple[int, ...] | None = None
-    per_experiment: dict = field(default_factory=dict)  # experiment name -> its table of overrides
-
-
-@dataclass(frozen=True)
-class _Layers:
-    """What an experiment's own settings are layered between: [defaults] below, the layers above."""
-
-    defaults: dict[str, list]
-    default_seeds: tuple[int, ...]
-    above: tuple[Layer, ...] = ()
-
-
-def _defaults(ctx: Ctx, doc: dict) -> tuple[dict[str, list], tuple[int, ...]]:
-    """[defaults]: training settings (no grids) and seeds every experiment starts from."""
-    table = section_table(ctx, doc, "defaults")
-    defaults = _settings(ctx, "[defaults]", table, extra_keys={"seeds"})
-    for k, v in defaults.items():
-        if len(v) > 1:
-            raise ctx.err("[defaults]", f"'{k}' is a list: grids belong in an [[experiment]]")
-    return defaults, _seeds(ctx, "[defaults]", table["seeds"]) if "seeds" in table else (0,)
-
-
-def _check_profiles(ctx: Ctx, doc: dict) -> dict[str, dict]:
-    """Every [profile.NAME], checked (not only the one asked for)."""
-    profiles = section_table(ctx, doc, "profile")
-    for pname, ptable in profiles.items():
-        if not isinstance(ptable, dict):
-            raise ctx.err(f"[profile.{pname}]", "must be a table")
-        _settings(ctx, f"[profile.{pname}]", ptable, extra_keys=PROFILE_KEYS)
-    return profiles
-
-
-def _profile_layer(ctx: Ctx, profiles: dict, profile: str | None) -> Layer | None:
-    if profile is None:
-        return None
-    if profile not in profiles:
-        known = ", ".join(profiles) or "none defined"
-        raise ctx.err("--profile", f"unknown profile '{profile}' (profiles: {known})")
-    table, where = profiles[profile], f"[profile.{profile}]"
-    per_experiment = table.get("experiment", {})
-    if not isinstance(per_experiment, dict):
-        raise ctx.err(where, "'experiment' must be a table of per-experiment overrides")
-    seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else None
-    return Layer(where, _settings(ctx, where, table, extra_keys=PROFILE_KEYS), seeds, per_experiment)
-
-
-def _experiment_tables(ctx: Ctx, doc: dict, above: tuple[Layer, ...]) -> list[dict]:
-    """The [[experiment]] array, and that the layers above override only experiments it has."""
-    tables = doc.get("experiment", [])
-    if not isinstance(tables, list) or not tables:
-        raise ctx.err("top level", "no [[experiment]] tables: add at least one")
-    if not all(isinstance(t, dict) for t in tables):
-        raise ctx.err("top level", "'experiment' must be an array of tables: write [[experiment]]")
-    names = {t.get("name") for t in tables if isinstance(t.get("name"), str)}
-    for layer in above:
-        if extra := set(layer.per_experiment) - names:
-            raise ctx.err(layer.where, f"overrides unknown experiment '{sorted(extra)[0]}'")
-    return tables
-
-
-def _expand_experiments(ctx: Ctx, tables: list[dict], layers: _Layers,
-                        selected: set[str] | None) -> tuple[list[Experiment], list[Run]]:
-    """Every experiment checked, those of the matrix (`selected`, else the enabled ones) expanded."""
-    experiments: list[Experiment] = []
-    runs: list[Run] = []
-    names: set[str] = set()
-    expanded = 0
-    for i, table in enumerate(tables, 1):
-        exp, exp_runs, enabled = _experiment(ctx, i, table, names, layers)
-        expanded += len(exp_runs)
-        if expanded > MAX_RUNS:
-            raise ctx.err(f"experiment '{exp.name}'", f"the experiments up to this one expand to {expanded:,} runs, "
-                                                      f"over the limit of {MAX_RUNS:,}: is a grid or 'seeds' a typo?")
-        if (exp.name in selected) if selected is not None else enabled:  # disabled ones are still checked
-            experiments.append(exp)
-            runs.extend(exp_runs)
-    if not runs:
-        raise ctx.err("top level", "every [[experiment]] has enabled = false: enable one, or pick a profile "
-                                   "that lists some in 'experiments'")
-    return experiments, runs
-
-
-def _header(ctx: Ctx, i: int, table: dict, names: set[str]) -> tuple[str, str | None, str, bool]:
-    """An [[experiment]]'s own keys: (name, task, description, enabled)."""
-    name = table.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ctx.err(f"experiment #{i}", f"'name' must be 1-64 letters, digits, '.', '_' or '-' "
-                                          f"(starting with a letter or digit), got {name!r}")
-    where = f"experiment '{name}'"
-    if name in names:
-        raise ctx.err(where, "duplicate experiment name")
-    names.add(name)
-    if "model" not in table:
-        raise ctx.err(where, f"'model' is missing (one of {', '.join(CATALOG)})")
-    task = table.get("task")
-    if task is not None and (not isinstance(task, (int, str)) or isinstance(task, bool)):
-        raise ctx.err(where, f"'task' must be a number or text, got {task!r}")
-    desc = table.get("description", "")
-    if not isinstance(desc, str):
-        raise ctx.err(where, "'description' must be text")
-    enabled = table.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ctx.err(where, f"'enabled' must be true or false, got {enabled!r}")
-    return name, None if task is None else str(task), desc, enabled
-
-
-def _experiment(ctx: Ctx, i: int, table: dict, names: set[str], lay: _Layers) -> tuple[Experiment, list[Run], bool]:
-    """One [[experiment]] table, checked and expanded: (experiment, its runs, enabled)."""
-    name, task, desc, enabled = _header(ctx, i, table, names)
-    where = f"experiment '{name}'"
-    own = _settings(ctx, where, table, extra_keys=EXPERIMENT_KEYS)
-    seeds = _seeds(ctx, where, table["seeds"]) if "seeds" in table else lay.default_seeds
-    layers = [lay.defaults, own]
-    for layer in lay.above:
-        layers.append(layer.settings)
-        if name in layer.per_experiment:
-            per, pwhere = layer.per_experiment[name], f"{layer.where[:-1]}.experiment.{name}]"
-            if not isinstance(per, dict):
-                raise ctx.err(pwhere, "must be a table")
-            layers.append(_settings(ctx, pwhere, per, extra_keys={"seeds"}))
-            seeds = _seeds(ctx, pwhere, per["seeds"]) if "seeds" in per else layer.seeds or seeds
-        elif layer.seeds is not None:
-            seeds = layer.seeds
-    merged: dict[str, list] = {}
-    for settings in layers:
-        merged.update(settings)
-    # grid coordinates in the order the experiment writes them
-    merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
-    return Experiment(name, task, dict(table), seeds, desc), _expand(ctx, where, name, task, merged, seeds), enabled
-
-
-def _profile_experiments(ctx: Ctx, profiles: dict, profile: str | None, names: list) -> set[str] | None:
-    """Check every profile's `experiments` list; return the chosen profile's (None: it has none, and
-    the matrix is every experiment without enabled = false)."""
-    chosen = None
-    for pname, ptable in profiles.items():
-        if "experiments" not in ptable:
-            continue
-        listed, where = ptable["experiments"], f"[profile.{pname}]"
-        if not isinstance(listed, list) or not listed or not all(isinstance(n, str) for n in listed):
-            raise ctx.err(where, f"'experiments' must be a non-empty list of experiment names, got {listed!r}")
-        if len(set(listed)) != len(listed):
-            raise ctx.err(where, f"'experiments' lists the same experiment twice: {listed!r}")
-        for n in listed:
-            if n not in names:
-                known = [x for x in names if isinstance(x, str)]
-                raise ctx.err(where, f"'experiments': {unknown(n, known, 'experiment')}")
-        if pname == profile:
-            chosen = set(listed)
-    return chosen
-
-
-def _epochs_for(ctx: Ctx, where: str, point: dict) -> int:
-    """ceil(max_iters / steps per epoch) on CIFAR-10's 50,000 training images (the trainer, which
-    knows the real data, stops at max_iters whatever this says)."""
-    n_train = train_images(point.get("val_size", FIELDS["val_size"].default), point.get("train_subset", 0))
-    per_epoch = n_train // point.get("batch_size", FIELDS["batch_size"].default)  # the last partial batch is dropped
-    if per_epoch == 0:
-        raise ctx.err(where, f"batch_size is larger than the {n_train} training images")
-    return math.ceil(point["max_iters"] / per_epoch)
-
-
-def _expand(ctx: Ctx, where: str, name: str, task: str | None, merged: dict[str, list],
-            seeds: tuple[int, ...]) -> list[Run]:
-    """The runs of an experiment: one per point of its grid (the product of its list-valued keys) and seed."""
-    grid_keys = [k for k, v in merged.items() if len(v) > 1]
-    n_runs = math.prod(len(merged[k]) for k in grid_keys) * len(seeds)
-    if n_runs > MAX_RUNS:  # checked before expanding: 10 keys of 10 values must not take hours to refuse
-        raise ctx.err(where, f"the grid expands to {n_runs:,} runs, over the limit of {MAX_RUNS:,}: "
-                             "is a grid or 'seeds' a typo?")
-    fixed = {k: v[0] for k, v in merged.items() if len(v) == 1}
-    out = []
-    for combo in itertools.product(*(merged[k] for k in grid_keys)):
-        point = _checked_point(ctx, where, dict(fixed, **dict(zip(grid_keys, combo))))
-        for seed in seeds:
-            varying = tuple((k, point[k]) for k in grid_keys) + ((("seed", seed),) if len(seeds) > 1 else ())
-            out.append(Run(name, task, TrainSpec(**{k: v for k, v in point.items() if k != "seed"}, seed=seed), varying))
-    return out
-
-
-def _checked_point(ctx: Ctx, where: str, point: dict) -> dict:
-    """One point of a grid, checked as a whole (what its model takes, what the schedule needs);
-    with max_iters, its epochs are as many as it takes, the last one partial."""
-    def value(k):
-        return point.get(k, FIELDS[k].default)
-
-    info = model_info(point["model"])
-    for opt in OPTIONS:
-        if opt not in info.supports and opt in point and point[opt] != FIELDS[opt].default:
-            raise ctx.err(where, f"model '{info.name}' does not support {opt}={point[opt]!r}")
-    if problem := init_problem(info, value("init"), value("norm")):
-        raise ctx.err(where, problem)
-    if point.get("schedule") == "step" and not point.get("milestones"):
-        raise ctx.err(where, "schedule = 'step' needs 'milestones'")
-    if point.get("max_iters"):
-        point["epochs"] = _epochs_for(ctx, where, point)
-    return point

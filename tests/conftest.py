@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from labreport.engine.data import write_synthetic_cifar10
+from labreport.testing import write_synthetic_cifar10
 
 
 def pytest_collection_modifyitems(config, items):

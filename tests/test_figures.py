@@ -6,6 +6,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from labreport.report import figures
+from labreport.report.style import save_figure
 from labreport.science.conclusions import Resource, group_runs, resources
 from labreport.science.bnclaim import RunOutcome, bn_claims
 from labreport.report.i18n import Lang
@@ -195,7 +196,7 @@ def test_resources_chart_cpu_memory_and_empty():
 
 # --- files ------------------------------------------------------------------------------------
 def test_save_figure_is_byte_identical_and_undated(grid, tmp_path):
-    outs = [figures.save_figure(figures.curves(grid, L=RU), tmp_path / d, "curves") for d in ("a", "b")]
+    outs = [save_figure(figures.curves(grid, L=RU), tmp_path / d, "curves") for d in ("a", "b")]
     for kind in ("svg", "png"):
         assert outs[0][kind] == tmp_path / "a" / f"curves.{kind}"
         assert outs[0][kind].read_bytes() == outs[1][kind].read_bytes()
@@ -212,5 +213,5 @@ def test_every_figure_renders_in_both_languages(grid, tmp_path):
         figs = {"curves": figures.curves(grid, L), "heatmap": figures.heatmap(grid, "dropout", "weight_decay", L),
                 "seeds": figures.seeds_strip(arms, 0.2, L), "resources": figures.resources_chart(resources(grid), L)}
         for name, fig in figs.items():
-            paths = figures.save_figure(fig, tmp_path, f"{name}_{lang}")
+            paths = save_figure(fig, tmp_path, f"{name}_{lang}")
             assert paths["png"].stat().st_size > 1000

@@ -302,7 +302,7 @@ def test_a_failed_measurement_does_not_fail_the_run(tmp_path, cifar_dir, monkeyp
 
 
 def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):
-    from labreport.report.figures import gradient_flow
+    from labreport.report.diagrams import gradient_flow
 
     assert gradient_flow({"cells": []}, Lang("en")) is None
     settings = replace(HAND, depths=(20, 110))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from labreport import testing
 from labreport.engine import data
 from labreport.cli import CONFIRM_RUNS, main
 
@@ -216,7 +217,7 @@ def _empty_meta(root: Path) -> Path:
 
 def _truncated_tarball(root: Path) -> Path:
     shutil.rmtree(root / data.CIFAR_DIR)
-    tarball = data.write_synthetic_cifar10(root, n_train=50, n_test=10, tar="only")
+    tarball = testing.write_synthetic_cifar10(root, n_train=50, n_test=10, tar="only")
     tarball.write_bytes(tarball.read_bytes()[:2000])
     return tarball
 

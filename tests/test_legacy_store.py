@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from labreport.cli import main
-from labreport.engine.data import write_synthetic_cifar10  # moves to labreport.testing
+from labreport.testing import write_synthetic_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy"

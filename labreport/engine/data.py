@@ -9,7 +9,6 @@ Files are the canonical python layout (https://www.cs.toronto.edu/~kriz/cifar.ht
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -20,7 +19,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -134,18 +133,13 @@ def locate(root: Path, *, download: bool = True) -> Path:
     return folder
 
 
-def _fingerprint(named_bytes: Iterable[tuple[str, bytes]]) -> str:
+def fingerprint(named_bytes: Iterable[tuple[str, bytes]]) -> str:
     h = hashlib.sha256()
     for name, data in sorted(named_bytes, key=lambda item: item[0]):  # sorted: independent of listing order
         # Length prefixes make the byte stream unambiguous (no two file sets hash the same stream).
         h.update(len(name).to_bytes(8, "little") + name.encode() + len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()[:16]  # 64 bits: plenty to tell data sets apart, short enough for a report
-
-
-def fingerprint_files(paths: Iterable[str | Path]) -> str:
-    """sha256 over (file name, bytes) pairs sorted by name; folders do not matter, so it is stable across machines."""
-    return _fingerprint((Path(p).name, Path(p).read_bytes()) for p in paths)
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -212,7 +206,7 @@ def load_cifar10(root: Path, *, download: bool = True) -> Cifar10:
     # Hashing (~0.6 s for the real set) releases the GIL: overlap it with unpickling (~0.8 s).
     with ThreadPoolExecutor(max_workers=1) as pool:
         md5s = pool.submit(lambda: {n: hashlib.md5(b).hexdigest() for n, b in raw.items()})
-        fingerprint = pool.submit(_fingerprint, raw.items())
+        fingerprint_ = pool.submit(fingerprint, raw.items())
         names = _get(_unpickle(folder / META_FILE, raw[META_FILE]), "label_names") or ()
         if tuple(n.decode() if isinstance(n, bytes) else n for n in names) != CLASSES:
             # a different class order would silently mislabel every per-class result
@@ -229,67 +223,8 @@ def load_cifar10(root: Path, *, download: bool = True) -> Cifar10:
         warnings = (f"{', '.join(differing)} in {folder} differ from the official CIFAR-10 files (md5 check): "
                     "accepted, results may differ from the paper's data",)
     (train_x, train_y), (test_x, test_y) = _stack(train), _stack(test)
-    return Cifar10(train_x, train_y, test_x, test_y, fingerprint=fingerprint.result(),
+    return Cifar10(train_x, train_y, test_x, test_y, fingerprint=fingerprint_.result(),
                    official=not differing, root=folder, warnings=warnings)
-
-
-def _synthetic_images(labels: np.ndarray, rng: np.random.Generator, styles: np.ndarray) -> np.ndarray:
-    """Learnable images: a class colour plus class stripes (survive crop and flip) plus pixel noise."""
-    n = len(labels)
-    yy, xx = np.mgrid[0:32, 0:32]
-    img = np.empty((n, 3, 32, 32), np.float32)
-    for k in range(len(CLASSES)):
-        period = 4 + 2 * (k % 5)  # pixels; five periods, horizontal for classes 0-4, vertical for 5-9
-        coord = yy if k < 5 else xx
-        stripes = 40.0 * np.sign(np.sin(2 * np.pi * coord / period))  # +-40 grey levels
-        img[labels == k] = styles[k][:, None, None] + stripes[None]
-    img += rng.normal(0.0, 30.0, img.shape)  # noise std 30 grey levels: not trivially separable by one pixel
-    return np.clip(img, 0, 255).astype(np.uint8).reshape(n, -1)
-
-
-def write_synthetic_cifar10(root: Path, *, n_train: int = 500, n_test: int = 100, seed: int = 0,
-                            tar: bool | Literal["only"] = False) -> Path:
-    """Write a small learnable CIFAR-10 look-alike in the official pickle layout; deterministic for `seed`.
-
-    n_train is split evenly over the 5 data_batch files. tar=True also writes root/cifar-10-python.tar.gz;
-    tar="only" writes only the tarball. Returns the folder written, or the tarball for tar="only".
-    """
-    if n_train < len(TRAIN_FILES) or n_test < 1:
-        raise ValueError(f"need n_train >= {len(TRAIN_FILES)} (one per batch file) and n_test >= 1")
-    rng = np.random.default_rng(seed)
-    styles = rng.uniform(60, 195, size=(len(CLASSES), 3))  # grey levels; room for stripes and noise
-    blobs: dict[str, bytes] = {}
-
-    def batch(label: str, n: int) -> bytes:
-        labels = rng.permutation(np.arange(n) % len(CLASSES))  # balanced classes, shuffled
-        names = [f"synthetic_{CLASSES[y]}_{rng.integers(1 << 30):09d}.png".encode() for y in labels]
-        obj = {b"batch_label": label.encode(), b"labels": labels.tolist(),
-               b"data": _synthetic_images(labels, rng, styles), b"filenames": names}
-        return pickle.dumps(obj, protocol=2)  # protocol 2, like the official (Python 2 era) files
-
-    for i, part in enumerate(np.array_split(np.arange(n_train), len(TRAIN_FILES))):
-        blobs[TRAIN_FILES[i]] = batch(f"training batch {i + 1} of 5 (synthetic)", len(part))
-    blobs[TEST_FILE] = batch("testing batch 1 of 1 (synthetic)", n_test)
-    meta = {b"num_cases_per_batch": n_train // len(TRAIN_FILES), b"label_names": [c.encode() for c in CLASSES],
-            b"num_vis": int(np.prod(IMAGE_SHAPE))}
-    blobs[META_FILE] = pickle.dumps(meta, protocol=2)
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    if tar:  # mtime 0 in gzip and tar headers: the tarball's bytes are deterministic too
-        with open(root / TARBALL, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w") as t:
-            for name, blob in blobs.items():
-                info = tarfile.TarInfo(f"{CIFAR_DIR}/{name}")
-                info.size, info.mode = len(blob), 0o644
-                t.addfile(info, io.BytesIO(blob))
-        if tar == "only":
-            return root / TARBALL
-    folder = root / CIFAR_DIR
-    folder.mkdir(exist_ok=True)
-    for name, blob in blobs.items():
-        (folder / name).write_bytes(blob)
-    return folder
 
 
 # --- device-side batching -------------------------------------------------------------------------
@@ -361,34 +296,27 @@ def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
 
 
 def iterate_batches(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, augment: bool,
-                    generator: torch.Generator | None, device: torch.device | str | None = None,
-                    dtype: torch.dtype = torch.float32, channels_last: bool = False, drop_last: bool = False,
-                    start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of (normalised images, labels) on `device` (default: x's device, where x should already live).
+                    generator: torch.Generator | None, channels_last: bool = False,
+                    drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (normalised float32 images, labels) on the device the images live on.
 
-    Randomness comes only from `generator` (on `device`), in a fixed order: one randperm of the epoch,
-    then one crop/flip draw per batch. So the epoch is reproducible from the generator's state, and
-    `start` = k skips the first k batches while replaying their draws: a run resumed mid-epoch sees
-    exactly the batches it would have seen.
+    Randomness comes only from `generator` (on that device), in a fixed order: one randperm of the
+    epoch, then one crop/flip draw per batch. So the epoch is reproducible from the generator's state
+    (a resumed run restores it from its checkpoint).
     """
-    device = torch.device(device) if device is not None else x_uint8.device
+    device = x_uint8.device
     if (shuffle or augment) and generator is None:
         raise ValueError("shuffle and augment need a torch.Generator")
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device}, batches are made on {device}")
-    n, (scale, shift) = len(x_uint8), _affine(MEAN, STD, device, dtype)
+    n, (scale, shift) = len(x_uint8), _affine(MEAN, STD, device, torch.float32)
     order = torch.randperm(n, generator=generator, device=device) if shuffle else torch.arange(n, device=device)
     for b in range(num_batches(n, batch_size, drop_last)):
         idx = order[b * batch_size:(b + 1) * batch_size]
-        if b < start:
-            if augment:
-                _draw_crop_flip(len(idx), AUG_PAD, True, generator, device)
-            continue
-        idx_src = idx.to(x_uint8.device)
-        xb = x_uint8[idx_src].to(device, non_blocking=True).to(dtype).mul_(scale).sub_(shift)  # = normalize()
+        xb = x_uint8[idx].float().mul_(scale).sub_(shift)  # = normalize()
         if augment:
             xb = random_crop_flip(xb, pad=AUG_PAD, generator=generator)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        yield xb, y[idx_src].to(device, non_blocking=True)
+        yield xb, y[idx]
 

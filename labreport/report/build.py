@@ -69,33 +69,34 @@ class _NoResult(dict):
 def make_figures(study: Study, out_dir: Path, L: Lang, names: lb.Labels,
                  gradflow: dict | None = None) -> dict[str, FigureRef]:
     """Render every figure the study (and the gradient-flow measurement, if any) has data for."""
-    from labreport.report import figures as F
+    from labreport.report import diagrams, figures
+    from labreport.report.style import save_figure
 
     refs: dict[str, FigureRef] = {}
 
     def add(name, fig, caption):
         if fig is not None:
-            paths = F.save_figure(fig, out_dir, name)
+            paths = save_figure(fig, out_dir, name)
             refs[name] = FigureRef(name, caption, paths["svg"], paths["png"])
 
     for t in study.tasks:
         title = task_title(t.task, L)
-        add(f"curves_{t.task or 'extra'}", F.curves(t.groups, L, names),
+        add(f"curves_{t.task or 'extra'}", figures.curves(t.groups, L, names),
             L._("Validation and test accuracy per epoch: %(title)s", title=title))
         if t.heatmap:
             row, col = t.heatmap
-            add(f"heatmap_{t.task or 'extra'}", F.heatmap(t.groups, row, col, L),
+            add(f"heatmap_{t.task or 'extra'}", figures.heatmap(t.groups, row, col, L),
                 L._("Test accuracy (epoch chosen on validation) by %(row)s and %(col)s",
                     row=lb.factor_name(row, L), col=lb.factor_name(col, L)))
     arms = [a for c in study.bn for a in (c.control, *c.arms) if a is not None]
     if arms:
-        add("bn_seeds", F.seeds_strip([(_arm_label(a, L), a.per_run) for a in arms], study.threshold, L),
+        add("bn_seeds", figures.seeds_strip([(_arm_label(a, L), a.per_run) for a in arms], study.threshold, L),
             L._("Best validation accuracy of every seed, with and without BatchNorm; dashed: the threshold of "
                 "“trained”"))
-    add("resources", F.resources_chart(study.resources, L, names),
+    add("resources", figures.resources_chart(study.resources, L, names),
         L._("Time per epoch and peak device memory per configuration"))
     if gradflow and gradflow["cells"]:
-        add("gradflow", F.gradient_flow(gradflow, L),
+        add("gradflow", diagrams.gradient_flow(gradflow, L),
             L._("Gradient norm ‖∂L/∂W‖ per layer (log scale) at initialisation and after %(k)s Adam steps; "
                 "colour: the network, line style: the initialisation; a gap: a gradient of 0 in float32",
                 k=gradflow["settings"]["steps"]))

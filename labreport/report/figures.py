@@ -1,21 +1,17 @@
-"""Results -> matplotlib Figures for the report (no torch; no I/O except `save_figure`).
+"""Results -> matplotlib Figures for the report (no torch, no I/O): accuracy curves, the grid's
+heatmap, every seed against the threshold of "trained", and the cost of training.
 
-Every function takes what `analysis` computed (groups, success rates, resources) and an
+Every function takes what the science computed (groups, success rates, resources) and an
 `i18n.Lang` (the words come from the message catalogue, the numbers follow the language: "40 %"
-and decimal commas in Russian), and returns a `matplotlib.figure.Figure`, or None when there is
-nothing to draw, so the report can skip the figure and say why. Figures are built with the object-oriented API only: no pyplot, no global
-backend, rcParams changed only inside `rc_context`. Sizes fit an A4 text column (6.3 in wide);
-titles are left to the report's numbered captions. `save_figure` writes byte-identical SVG and
-PNG files for equal input, so a rebuilt report does not change when the results did not.
+and decimal commas in Russian), and returns a `matplotlib.figure.Figure` in the house style
+(style.py), or None when there is nothing to draw, so the report can skip the figure and say why.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -23,54 +19,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from labreport.report.labels import axis_name, factor_value
+from labreport.report.style import PAGE_WIDTH, PALETTE, finite, pct_axis, styled
 from labreport.science.conclusions import Group, Resource
-from labreport.report.labels import axis_name, factor_value, init_name
-from labreport.store.gradflow import NETWORKS
 
-PAGE_WIDTH = 6.3  # inches: A4 minus 2 x 2.5 cm margins, minus a little
 MANY = 6  # more groups than this: small multiples, a few lines per panel
-PALETTE = matplotlib.colormaps["tab10"].colors  # colour-blind-safe, 10 colours
-
-_RC = {
-    "font.family": "DejaVu Sans",  # has Cyrillic glyphs
-    "font.size": 8,
-    "axes.labelsize": 8,
-    "axes.titlesize": 9,
-    "xtick.labelsize": 7.5,
-    "ytick.labelsize": 7.5,
-    "legend.fontsize": 7.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    "svg.hashsalt": "labreport",  # fixed element ids: reproducible SVG
-    "svg.fonttype": "path",  # glyphs as paths: renders the same without the font installed
-}
-
 _SHORT = {"weight_decay": "wd", "batch_size": "bs"}  # raw labels, where no human names are given
-
-
-def _pct_axis(L):
-    """Accuracy axis ticks as percentages in the report's language: 40 % / 40%."""
-    return FuncFormatter(lambda v, _pos: L.pct(v, 0))
-
-
-def _styled(fn):
-    """Build the figure under the house rcParams (restored afterwards: no global state)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with matplotlib.rc_context(_RC):
-            return fn(*args, **kwargs)
-    return wrapper
 
 
 def _fmt(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _sorted_levels(values) -> list:
@@ -89,7 +47,7 @@ def _mean_curve(runs: Sequence, key: str) -> tuple[list, list]:
     per_epoch: dict = {}
     for r in runs:
         for h in r.history:
-            if (e := h.get("epoch")) is not None and _finite(v := h.get(key)):
+            if (e := h.get("epoch")) is not None and finite(v := h.get(key)):
                 per_epoch.setdefault(e, []).append(v)
     epochs = sorted(per_epoch)
     return epochs, [statistics.fmean(per_epoch[e]) for e in epochs]
@@ -115,7 +73,7 @@ def _legend_label(g: Group, groups: Sequence[Group], L, names=None) -> str:
     return label
 
 
-@_styled
+@styled
 def curves(groups: Sequence[Group], L, names=None, title: str | None = None) -> Figure | None:
     """Validation (dashed) and test (solid) accuracy per epoch, mean over each group's runs.
 
@@ -148,7 +106,7 @@ def _draw_curves(ax, g: Group, colour, lw: float = 1.2, mark_incomplete: bool = 
 
 def _accuracy_axis(ax, L) -> None:
     ax.set_ylim(0, 1)
-    ax.yaxis.set_major_formatter(_pct_axis(L))
+    ax.yaxis.set_major_formatter(pct_axis(L))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -259,7 +217,7 @@ def _annotate(ax, values: np.ndarray, lo: float, hi: float, L) -> None:
             ax.text(j, i, L.pct(v / 100, 1), ha="center", va="center", color="0.1" if (v - lo) / (hi - lo) > 0.6 else "white")
 
 
-@_styled
+@styled
 def heatmap(groups: Sequence[Group], row: str, col: str, L) -> Figure | None:
     """Mean test accuracy (at the validation-chosen epoch) over a row x col grid, in %.
 
@@ -299,7 +257,7 @@ def heatmap(groups: Sequence[Group], row: str, col: str, L) -> Figure | None:
 PerRun = Sequence  # bnclaim.RunOutcome: .best_val, .trained
 
 
-@_styled
+@styled
 def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, L) -> Figure | None:
     """Best validation accuracy of every seed, one column per arm, with the 'trained' threshold.
 
@@ -318,7 +276,7 @@ def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, L) -> Figu
         offsets = np.linspace(-0.22, 0.22, len(per_run)) if len(per_run) > 1 else [0.0]
         for dx, o in zip(offsets, per_run):
             acc, ok = o.best_val, o.trained
-            if not _finite(acc):
+            if not finite(acc):
                 bad_pts.append((x + dx, 0.0))
             elif ok:
                 trained_pts.append((x + dx, acc))
@@ -340,7 +298,7 @@ def seeds_strip(arms: Sequence[tuple[str, PerRun]], threshold: float, L) -> Figu
     ax.set_xlim(-0.5, len(arms) - 0.5)
     ax.set_ylim(-0.03, 1.0)
     ax.set_ylabel(L._("Best validation accuracy"))
-    ax.yaxis.set_major_formatter(_pct_axis(L))
+    ax.yaxis.set_major_formatter(pct_axis(L))
     fig.legend(loc="outside lower center", ncol=2, frameon=False)
     return fig
 
@@ -356,22 +314,22 @@ def _compact(label: str) -> str:
 
 def _bar_panel(ax, values: list, fmt) -> None:
     y = np.arange(len(values))
-    ax.barh(y, [v if _finite(v) else 0 for v in values], color=PALETTE[0], height=0.65)
-    top = max((v for v in values if _finite(v)), default=1.0) or 1.0
+    ax.barh(y, [v if finite(v) else 0 for v in values], color=PALETTE[0], height=0.65)
+    top = max((v for v in values if finite(v)), default=1.0) or 1.0
     for yi, v in zip(y, values):
-        ax.text((v if _finite(v) else 0) + 0.02 * top, yi, fmt(v) if _finite(v) else "—",
-                va="center", fontsize=7, color="0.2" if _finite(v) else "0.5")
+        ax.text((v if finite(v) else 0) + 0.02 * top, yi, fmt(v) if finite(v) else "—",
+                va="center", fontsize=7, color="0.2" if finite(v) else "0.5")
     ax.set_xlim(0, top * 1.25)
     ax.set_axisbelow(True)  # grid lines behind the bars
     ax.grid(False, axis="y")
     ax.tick_params(axis="y", length=0)
 
 
-@_styled
+@styled
 def resources_chart(rows: Sequence[Resource], L, names=None) -> Figure | None:
     """Seconds per epoch and peak device memory per group: two horizontal bar panels."""
     rows = list(rows)
-    if not rows or all(not _finite(r.epoch_time_s) and not _finite(r.peak_mem_mib) for r in rows):
+    if not rows or all(not finite(r.epoch_time_s) and not finite(r.peak_mem_mib) for r in rows):
         return None
     fig = Figure(figsize=(PAGE_WIDTH, 0.2 * len(rows) + 1.0), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
@@ -380,7 +338,7 @@ def resources_chart(rows: Sequence[Resource], L, names=None) -> Figure | None:
     left.set_yticks(range(len(rows)), [names.of(r.label) if names else _compact(r.label) for r in rows])
     left.invert_yaxis()
     mem = [r.peak_mem_mib for r in rows]
-    if any(_finite(m) for m in mem):
+    if any(finite(m) for m in mem):
         _bar_panel(right, mem, L.int)
     else:
         right.text(0.5, 0.5, L._("not measured on a CPU"), transform=right.transAxes, ha="center", va="center",
@@ -392,84 +350,3 @@ def resources_chart(rows: Sequence[Resource], L, names=None) -> Figure | None:
     right.set_xlabel(L._("Peak memory, MiB"))
     right.tick_params(axis="y", length=0, labelleft=False)
     return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Gradient flow (task 1)
-# --------------------------------------------------------------------------------------------
-INIT_STYLES = {"he": "-", "torch": "--", "fixup": ":"}
-
-
-def family_of(cell: dict) -> str:
-    return "resnet" if cell["model"].startswith("resnet") else "plain"
-
-
-def _positive(values) -> list[float]:
-    """Norms for a log axis: zero (vanished below float32) and non-finite ones become gaps."""
-    return [v if _finite(v) and v > 0 else math.nan for v in values]
-
-
-@_styled
-def gradient_flow(measurement: dict, L) -> Figure | None:
-    """||dL/dW|| per layer against its depth, log scale: at initialisation (left) and after the
-    training steps (right), one row per measured depth. Colour: the network (ResNet / plain, with or
-    without BN); line style: the init. `measurement` is gradflow.cached(...); None when it is empty."""
-    results = measurement.get("cells") or []
-    if not results:
-        return None
-    depths = sorted({_depth(r["cell"]) for r in results})
-    steps = results[0]["cell"]["steps"]
-    fig = Figure(figsize=(PAGE_WIDTH, 2.5 * len(depths) + 0.9), layout="constrained")
-    axes = fig.subplots(len(depths), 2, sharey="row", squeeze=False)
-    for row, depth in enumerate(depths):
-        for col, key in enumerate(("grad_init", "grad_trained")):
-            title = L._("At initialisation") if col == 0 else L._("After %(k)s Adam steps", k=steps)
-            _gradient_panel(axes[row][col], [r for r in results if _depth(r["cell"]) == depth], key)
-            axes[row][col].set_title(L._("%(title)s, depth %(d)s", title=title, d=depth) if len(depths) > 1 else title)
-            if row == len(depths) - 1:
-                axes[row][col].set_xlabel(L._("Layer (by depth)"))
-        axes[row][0].set_ylabel(L._("‖∂L/∂W‖ of the layer"))
-    fig.legend(handles=_gradflow_handles(results, L), loc="outside lower center", ncol=3, frameon=False)
-    return fig
-
-
-def _gradflow_handles(results: list[dict], L) -> list[Line2D]:
-    """The legend: a colour per network, a line style per init measured."""
-    def network(fam, norm):
-        return ("ResNet" if fam == "resnet" else L._("plain")) + ", " + ("BN" if norm == "batch" else L._("no BN"))
-
-    handles = [Line2D([], [], color=PALETTE[i], lw=1.5, label=network(*net)) for i, net in enumerate(NETWORKS)]
-    inits = [i for i in INIT_STYLES if any(r["cell"]["init"] == i for r in results)]
-    return handles + [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=init_name(i, L)) for i in inits]
-
-
-def _depth(cell: dict) -> int:
-    return int(cell["model"].removeprefix(family_of(cell)))
-
-
-def _gradient_panel(ax, results: list[dict], key: str) -> None:
-    """One depth's measurements at one moment (grad_init or grad_trained) on a log axis."""
-    ax.set_yscale("log")
-    for res in results:
-        if not res.get(key):
-            continue
-        c = res["cell"]
-        ys = _positive(res[key])
-        ax.plot(range(1, len(ys) + 1), ys, color=PALETTE[NETWORKS.index((family_of(c), c["norm"]))],
-                ls=INIT_STYLES.get(c["init"], ":"), lw=1.1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-# --------------------------------------------------------------------------------------------
-# Output
-# --------------------------------------------------------------------------------------------
-def save_figure(fig: Figure, out_dir: Path, name: str) -> dict[str, Path]:
-    """Write out_dir/name.svg and out_dir/name.png (150 dpi), byte-identical for equal figures:
-    no date in the SVG, no software tag in the PNG, fixed SVG ids."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"svg": out_dir / f"{name}.svg", "png": out_dir / f"{name}.png"}
-    with matplotlib.rc_context(_RC):
-        fig.savefig(paths["svg"], format="svg", metadata={"Date": None, "Creator": None})
-        fig.savefig(paths["png"], format="png", dpi=150, metadata={"Software": None})
-    return paths

@@ -27,19 +27,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from docx import Document
-from docx.enum.section import WD_ORIENT, WD_SECTION
-from docx.enum.style import WD_STYLE_TYPE
+from docx.enum.section import WD_SECTION
 from docx.enum.table import WD_TABLE_ALIGNMENT
-from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK, WD_LINE_SPACING, WD_TAB_ALIGNMENT
-from docx.shared import Cm, Mm, Pt, RGBColor
+from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK, WD_TAB_ALIGNMENT
+from docx.shared import Cm, Mm, Pt
 
 from labreport.report import ooxml as ox
+from labreport.report.wordlayout import INDENT, add_page_number, column_widths, set_page, set_styles
 
-DOCX_FONT = "Times New Roman"  # what ГОСТ names; the PDF uses its metric twin, Liberation Serif
 MONO_FONT = "Courier New"
 _SPACE = re.compile(r"[ \t\r\n]+")  # HTML white space (not the non-breaking space of "25,90 %")
-INDENT = Cm(1.25)  # paragraph indent, ГОСТ 7.32 6.1.1
-TEXT_WIDTH = Mm(210 - 30 - 15)  # A4 portrait less the left and right margins: the contents' page numbers
 
 
 def docx_bytes(html: str, font: dict, allowed: list[Path]) -> bytes:
@@ -75,72 +72,13 @@ class _Writer:
         self.doc = Document()
         self.bookmarks = 0
         self.section_fresh = True  # no page break before an h1 that opens a section
-        self._styles()
-        self._page(self.doc.sections[0], landscape=False)
-        self._footer(self.doc.sections[0])
+        set_styles(self.doc, self.size, self.size_table)
+        set_page(self.doc.sections[0], landscape=False)
+        add_page_number(self.doc.sections[0])
         self.doc.sections[0].different_first_page_header_footer = True  # the title page has no number
         ox.update_fields_on_open(self.doc)  # Word refreshes the contents' page references on opening
         self.doc.core_properties.author = ""
         self.doc.core_properties.comments = ""
-
-    # ---- set-up ------------------------------------------------------------------------------
-    def _styles(self) -> None:
-        st = self.doc.styles
-        normal = st["Normal"]
-        normal.font.size = self.size
-        normal.font.color.rgb = RGBColor(0, 0, 0)
-        ox.set_fonts(normal.element, DOCX_FONT)
-        pf = normal.paragraph_format
-        pf.line_spacing_rule, pf.line_spacing = WD_LINE_SPACING.MULTIPLE, 1.5
-        pf.space_before = pf.space_after = Pt(0)
-        pf.first_line_indent = INDENT
-        pf.alignment = WD_ALIGN_PARAGRAPH.JUSTIFY
-        pf.widow_control = True
-        for level in (1, 2, 3):
-            h = st[f"Heading {level}"]
-            h.font.size, h.font.bold, h.font.italic = self.size, True, level == 3
-            h.font.color.rgb = RGBColor(0, 0, 0)
-            ox.set_fonts(h.element, DOCX_FONT)
-            hf = h.paragraph_format
-            hf.first_line_indent, hf.left_indent = INDENT, Cm(0)
-            hf.alignment = WD_ALIGN_PARAGRAPH.LEFT
-            hf.space_before, hf.space_after = Pt(0 if level == 1 else 12), Pt(12)
-            hf.keep_with_next = True
-            hf.line_spacing_rule, hf.line_spacing = WD_LINE_SPACING.MULTIPLE, 1.5
-        caption = st["Caption"]
-        caption.font.size, caption.font.bold, caption.font.italic = self.size_table, False, False
-        caption.font.color.rgb = RGBColor(0, 0, 0)
-        ox.set_fonts(caption.element, DOCX_FONT)
-        cf = caption.paragraph_format
-        cf.first_line_indent, cf.space_before, cf.space_after = Cm(0), Pt(4), Pt(8)
-        cf.line_spacing_rule, cf.line_spacing = WD_LINE_SPACING.SINGLE, None
-        for name, indent in (("toc 1", Cm(0)), ("toc 2", Cm(1.25))):
-            s = st.add_style(name, WD_STYLE_TYPE.PARAGRAPH)
-            s.base_style = normal
-            s.paragraph_format.first_line_indent, s.paragraph_format.left_indent = Cm(0), indent
-            s.paragraph_format.alignment = WD_ALIGN_PARAGRAPH.LEFT
-            s.paragraph_format.tab_stops.add_tab_stop(TEXT_WIDTH, WD_TAB_ALIGNMENT.RIGHT, 1)  # dot leader
-
-    def _page(self, section, landscape: bool) -> None:
-        if landscape:
-            section.orientation = WD_ORIENT.LANDSCAPE
-            section.page_width, section.page_height = Mm(297), Mm(210)
-            section.top_margin, section.bottom_margin = Mm(30), Mm(15)  # the binding edge is on top
-            section.left_margin = section.right_margin = Mm(20)
-        else:
-            section.orientation = WD_ORIENT.PORTRAIT
-            section.page_width, section.page_height = Mm(210), Mm(297)
-            section.top_margin = section.bottom_margin = Mm(20)  # ГОСТ 7.32 6.1.1
-            section.left_margin, section.right_margin = Mm(30), Mm(15)
-        section.footer_distance = Mm(10)
-
-    def _footer(self, section) -> None:
-        p = section.footer.paragraphs[0]
-        p.alignment = WD_ALIGN_PARAGRAPH.CENTER
-        p.paragraph_format.first_line_indent = Cm(0)
-        ox.field(p, "PAGE", "1")
-        for r in p.runs:
-            r.font.size = Pt(12)
 
     # ---- the walk ----------------------------------------------------------------------------
     def write(self, body) -> None:
@@ -153,7 +91,7 @@ class _Writer:
             self.title_page(el)
         elif tag == "section" and "landscape" in cls:
             sec = self.doc.add_section(WD_SECTION.NEW_PAGE)
-            self._page(sec, landscape=True)
+            set_page(sec, landscape=True)
             self.section_fresh = True
             for child in el:
                 self.block(child)
@@ -333,30 +271,8 @@ class _Writer:
         self.fill(p, td, size=size, bold=bold, mono="mono" in tcls)
 
     def _widths(self, table, grid, n_cols: int, size) -> None:
-        """Column widths by content, as a browser lays a table out: every column first gets its
-        longest word (so no word is broken), the room left goes to the columns with longer texts."""
-        char = size.pt * 0.56 / 72 * 25.4  # mm per character of a serif font (Cyrillic is wide), roughly
-        pad = 8 / 72 * 25.4  # mm: the cell's left and right padding
-        longest = [1.0] * n_cols
-        desired = [1.0] * n_cols
-        for cells in grid:
-            for ci, slot in enumerate(cells):
-                if slot is None or slot[2] > 1:
-                    continue
-                text = self.text(slot[0])
-                longest[ci] = max(longest[ci], 1 + max((len(w) for w in text.split()), default=1))
-                desired[ci] = max(desired[ci], min(len(text), 45))
-        width_mm = self._text_width() / Mm(1)
-        base = [w * char + pad for w in longest]
-        if sum(base) >= width_mm:
-            mm = [width_mm * b / sum(base) for b in base]
-        else:
-            extra = [max(0.0, d - w) * char for d, w in zip(desired, longest)]
-            room = width_mm - sum(base)
-            share = min(1.0, room / sum(extra)) if sum(extra) else 0.0
-            mm = [b + e * share for b, e in zip(base, extra)]
-            spare = width_mm - sum(mm)  # the table spans the text width, as in the PDF
-            mm = [m + spare * m / sum(mm) for m in mm]
+        texts = [[None if slot is None or slot[2] > 1 else self.text(slot[0]) for slot in cells] for cells in grid]
+        mm = column_widths(texts, n_cols, size.pt, self._text_width() / Mm(1))
         table.autofit = False
         for ci, col in enumerate(table.columns):
             col.width = Mm(mm[ci])
