@@ -27,7 +27,7 @@ there are any. ResNet-20, batch 128, Adam, augmentation on, over the same N trai
                   (tuned allocator on the CPU): the compute limit. Also shown, for the breakdown:
                   channels_last with the default allocator, and NCHW with the default allocator.
 
-Targets (the issue): labreport >= 1.5x reference and >= 0.9x bare (channels_last). Last, the wall
+Targets: labreport >= 1.5x reference and >= 0.9x bare (channels_last). Last, the wall
 time of `labreport run` when every run is already done (target < 1 s, no torch, no data).
 """
 

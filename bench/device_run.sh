@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything a lent GPU machine should run, as one command (issue 14): the CIFAR-10 copy built from
+# Everything a lent GPU machine should run, as one command: the CIFAR-10 copy built from
 # the carried archive, bench/gpu_check.sh, then the CUDA tests. From the repository root there:
 #   bash bench/device_run.sh OUT_DIR [BUDGET_S]      (BUDGET_S: gpu_check's, default 420)
 # Before the call, here: mkdir -p .devdata && cp ../shared/data/build_cifar10.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU readiness check (issues 7, 14): one command, under 8 minutes on one H100 (gpu_check.py
+# GPU readiness check: one command, under 8 minutes on one H100 (gpu_check.py
 # --budget-s 450 by default; measurements that do not fit are skipped and say so).
 #   bench/gpu_check.sh OUT_DIR [DATA_SOURCE] [gpu_check.py options, e.g. --budget-s 900 on a T4]
 # DATA_SOURCE: a folder holding cifar-10-batches-py/, or the folder holding build_cifar10.py and

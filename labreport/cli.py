@@ -170,7 +170,8 @@ def models(as_json):
     Example:
         labreport models
     """
-    from labreport.catalog import CATALOG  # torch-free: the counts are exact (tests/test_models.py builds each model)
+    # torch-free: the counts are exact (tests/test_models.py builds each model)
+    from labreport.catalog import CATALOG
 
     rows = []
     for name, info in CATALOG.items():

@@ -272,7 +272,8 @@ def _epochs_for(ctx: Ctx, where: str, point: dict) -> int:
     """ceil(max_iters / steps per epoch) on CIFAR-10's 50,000 training images (the trainer, which
     knows the real data, stops at max_iters whatever this says)."""
     n_train = train_images(point.get("val_size", FIELDS["val_size"].default), point.get("train_subset", 0))
-    per_epoch = n_train // point.get("batch_size", FIELDS["batch_size"].default)  # the last partial batch is dropped
+    # the last partial batch is dropped
+    per_epoch = n_train // point.get("batch_size", FIELDS["batch_size"].default)
     if per_epoch == 0:
         raise ctx.err(where, f"batch_size is larger than the {n_train} training images")
     return math.ceil(point["max_iters"] / per_epoch)

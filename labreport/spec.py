@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from labreport.fields import Setting, between, setting, settings_of
 
-# Bump when train.py changes what a run computes (not how fast): every key changes, so old
+# Bump when the trainer changes what a run computes (not how fast): every key changes, so old
 # results are kept on disk but no longer count as done.
 TRAIN_VERSION = 1
 
@@ -104,7 +104,8 @@ class TrainSpec:
 
 
 FIELDS: dict[str, Setting] = settings_of(TrainSpec)  # the training settings a TOML table may set
-GRID_KEYS_WITH_LIST_VALUES = {k for k, s in FIELDS.items() if s.types == (list,)}  # a list of lists is their grid
+# settings whose value is a list (milestones): a list of lists is their grid
+GRID_KEYS_WITH_LIST_VALUES = {k for k, s in FIELDS.items() if s.types == (list,)}
 # Training settings added after TRAIN_VERSION 1: left out of the spec dict (and so of the key) while
 # at their default, so that the keys and results of existing runs stay valid.
 OMITTED_AT_DEFAULT = ("max_iters",)

@@ -23,7 +23,8 @@ from labreport.spec import TRAIN_VERSION
 class RunOptions:
     """How a run is executed, never what it computes: none of this enters the run key."""
 
-    channels_last: bool = True  # NHWC: faster oneDNN convolutions (ResNet-20 step 1.17x on the 2-core CPU) and tensor cores
+    # NHWC: faster oneDNN convolutions (the ResNet-20 step 1.17x on the 2-core CPU) and tensor cores
+    channels_last: bool = True
     compile: bool | str = False  # [run] compile: False, True or a torch.compile mode (see compile_mode)
     micro_batch: int | None = None  # split each batch into micro-batches (set by the OOM fallback)
     checkpoint_every: int = 1  # epochs between checkpoints

@@ -6,7 +6,7 @@ with loss scaling (torch.amp.GradScaler): a step whose scaled gradients overflow
 the scale lowered, which is normal and not a divergence. A run diverges when its loss is not
 finite; `divergence_reason` says so in words, and whether the precision's range was the cause.
 
-The rule of `auto` (issue 14), by compute capability:
+The rule of `auto`, by compute capability:
   >= 8.0 (A100, H100, RTX 30xx/40xx): bf16 autocast, native there; fp32's exponent range.
   7.x (V100 7.0, Colab's T4 7.5): fp16 autocast + loss scaling: their tensor cores compute fp16
       (T4: 65 TFLOPS fp16 against 8 TFLOPS fp32) but only emulate bf16. Except norm = "none":

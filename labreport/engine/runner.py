@@ -39,7 +39,8 @@ class Outcome:
     diverged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (label, message)
     busy: list[str] = field(default_factory=list)  # claimed by a live worker elsewhere, skipped
-    crashed: list[tuple[int, int, Path]] = field(default_factory=list)  # --jobs workers: (index, exit code, log)
+    # --jobs workers that left no outcome: (index, exit code, log)
+    crashed: list[tuple[int, int, Path]] = field(default_factory=list)
     interrupted: bool = False
     interrupted_run: str | None = None  # the run in training when it was interrupted
 

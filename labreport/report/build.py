@@ -3,7 +3,7 @@
 `build` reads only experiments.toml and the run store: no training, no data set, no torch. The
 templates (Jinja, one per section, every word in the message catalogues) render one HTML
 document: the report's content model. The PDF is that HTML laid out by WeasyPrint (pdf.py), the
-DOCX the same HTML written by docx.py, so both carry the same sentences, tables and figures.
+DOCX the same HTML written by word.py, so both carry the same sentences, tables and figures.
 Every user string reaches the HTML through Jinja's autoescaping.
 """
 

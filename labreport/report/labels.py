@@ -4,7 +4,7 @@ The run key and the raw grid coordinates ("resnet20-reg[dropout=0.15, weight_dec
 in the all-runs table and summary.json; prose, tables and figure legends use these. A
 configuration is named by its model and the settings that tell it apart from the other
 configurations of the same model in the study, so "ResNet-110, no BN" needs no grid to say so.
-Pure functions over analysis.Group and an i18n.Lang (the words come from the catalogue).
+Pure functions over conclusions.Group and an i18n.Lang (the words come from the catalogue).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What python-docx has no API for: fields (PAGE, PAGEREF), bookmarks, links, repeated header rows,
 borders and margins as raw OOXML, and the geometry of an HTML table with row and column spans.
-Used by docx.py only; each function changes the python-docx object it is given.
+Used by word.py only; each function changes the python-docx object it is given.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which differences between configurations are noise: the best and its ties, and factor effects.
 
-Pure functions over analysis.Group (no I/O). Two sources of noise, two tests:
+Pure functions over conclusions.Group (no I/O). Two sources of noise, two tests:
 
 - **Test-set noise** (one seed per configuration): two trained models are scored on the same test
   images, so they are compared image by image. McNemar's exact test uses only the discordant
@@ -72,7 +72,7 @@ def paired_counts(first, second, *, all_seeds: bool = False) -> Paired | None:
 class Comparison:
     """The best configuration against another one."""
 
-    other: object  # analysis.Group
+    other: object  # conclusions.Group
     diff: float  # best mean - other mean (accuracy, 0..1)
     test: str  # "mcnemar" | "welch" | "none"
     p: float | None
@@ -124,7 +124,7 @@ def _se(c) -> float | None:
 class Ranking:
     """The configuration with the highest mean test accuracy, and how every other one compares."""
 
-    best: object  # analysis.Group
+    best: object  # conclusions.Group
     comparisons: tuple[Comparison, ...]  # in order of decreasing mean
     alpha: float
     considered: int  # configurations with a finished run
