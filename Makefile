@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,slurm]"  # slurm: submitit, for tests/test_slurm.py
+	$(PY) -m pip install -q -e ".[test,slurm]"  # slurm: submitit, for tests/cluster/test_slurm.py
 	touch $@
 
 # -n 2: two pytest workers; a third of the suite waits on the labreport processes it starts
@@ -44,7 +44,7 @@ report: data
 
 # Every word of the report is in the templates (English) and in labreport/report/locale/<lang>/LC_MESSAGES/
 # labreport.po: extract them again and merge them into each catalogue; new messages then need a
-# translation (tests/test_i18n.py fails until every Russian one has it).
+# translation (tests/report/test_i18n.py fails until every Russian one has it).
 messages: install
 	$(VENV)/bin/pybabel -q extract -F babel.cfg -k _ -k n_:1,2 --no-location --sort-output \
 		--project labreport --copyright-holder labreport -o labreport/report/locale/labreport.pot .

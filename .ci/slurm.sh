@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A single-node Slurm cluster for tests/test_slurm_cluster.py, from Debian's packages, as root,
+# A single-node Slurm cluster for tests/cluster/test_slurm_cluster.py, from Debian's packages, as root,
 # without systemd (CI containers and VMs have none).
 #
 #   .ci/slurm.sh install   apt-get the packages (skipped when they are there)

@@ -1,6 +1,6 @@
 """The figures of bench/gpu_check.py, as pure functions of what it measured: MFU against the
 vendor's peaks, the lab's matrix at the measured speeds, a labreport/cluster/eta.py MEASURED entry, and
-the Markdown table the README takes. Tested on hand-made figures (tests/test_gpu_check.py)."""
+the Markdown table the README takes. Tested on hand-made figures (tests/cluster/test_gpu_check.py)."""
 
 from __future__ import annotations
 

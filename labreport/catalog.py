@@ -4,7 +4,7 @@
 second, and importing torch alone costs more than that. So an entry names its builder as text
 ("labreport.engine.networks:CifarResNet" and the arguments it is called with): the config
 validator and the report read the facts here without torch, and engine/networks.py imports the
-builder only when a network is built. tests/test_models.py builds every entry and checks its
+builder only when a network is built. tests/engine/test_models.py builds every entry and checks its
 parameter count and its options against the facts.
 
 Paper figures are from He et al. 2015, "Deep Residual Learning for Image Recognition"

@@ -170,7 +170,7 @@ def models(as_json):
     Example:
         labreport models
     """
-    # torch-free: the counts are exact (tests/test_models.py builds each model)
+    # torch-free: the counts are exact (tests/engine/test_models.py builds each model)
     from labreport.catalog import CATALOG
 
     rows = []

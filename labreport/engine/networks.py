@@ -9,7 +9,7 @@ zero-pad the new channels: no parameters), global average pooling, a 10-way FC.
 The ``plainN`` nets are the same layers with the shortcut removed.
 
 Trainable parameters with the defaults: the catalogue's `params` (`labreport models` lists
-them beside the paper's), measured by tests/test_models.py. With norm="none" the CIFAR ResNets
+them beside the paper's), measured by tests/engine/test_models.py. With norm="none" the CIFAR ResNets
 drop BatchNorm and give every conv a bias, e.g. resnet20 = 269,034.
 
 Options (``build_model``; each model lists the ones it honours in ``supports``):

@@ -12,7 +12,7 @@ finally to the English text of the template. Numbers follow the language's conve
 Babel (CLDR): "25,90 %" and "10 000" in Russian, "25.90%" and "10,000" in English.
 
 `make messages` (pybabel extract + update, see babel.cfg) refreshes the catalogues after a
-template changes; tests/test_i18n.py fails when a message has no Russian translation.
+template changes; tests/report/test_i18n.py fails when a message has no Russian translation.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pure statistics for the conclusions: intervals, exact tests, multiple-comparison correction.
 
 No I/O, no numpy, no scipy: every function is a few lines of the standard library, and
-tests/test_stats.py checks each against values from textbooks or computed once with scipy and
+tests/science/test_stats.py checks each against values from textbooks or computed once with scipy and
 written down. Probabilities are plain floats in [0, 1]; accuracies are fractions, not percent.
 
 - wilson_interval, binom_sf: a success rate k/n (how often BN-less ResNet-110 trains).

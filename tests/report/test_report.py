@@ -445,7 +445,7 @@ def test_the_bn_claim_profile_shows_one_table_of_arms_per_init(tmp_path):
     """A hand-made store of the shipped bn-claim profile: the BN control trains; He 0/10, PyTorch 1/10,
     Fixup 8/10 without BN. The task-5 section has one table (arm, init, k/N, share, Wilson, p, verdict)
     and a sentence per arm that follows from its numbers."""
-    shipped = (Path(__file__).resolve().parents[1] / "experiments.toml").read_text(encoding="utf-8")
+    shipped = (Path(__file__).resolve().parents[2] / "experiments.toml").read_text(encoding="utf-8")
     (tmp_path / "experiments.toml").write_text(shipped, encoding="utf-8")  # no gradflow measured: a hint instead
     config = load_config(tmp_path / "experiments.toml", "bn-claim")
     store = RunStore(tmp_path / "runs")

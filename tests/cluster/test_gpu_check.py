@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def gpu_check():
@@ -153,7 +153,7 @@ def test_the_device_command_runs_every_cuda_test_and_ends_in_one_exit_code(tmp_p
     """bench/device_run.sh is what a lent GPU machine runs: without CUDA its check fails in one line,
     its CUDA tests are collected and skipped, and it still ends with both exit codes said."""
     listed = (ROOT / "bench" / "gpu_tests.txt").read_text().split()
-    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
+    marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
                     if "\n@pytest.mark.gpu\n" in p.read_text())
     assert sorted(listed) == marked  # a CUDA test outside the list would never run on a GPU
     env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DEVICE_DATA": str(cifar_dir), "HOME": str(tmp_path)}

@@ -23,7 +23,7 @@ from labreport.store import RunStore
 from labreport.engine.splits import prepare
 from labreport.engine.trainer import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "experiments.toml"
 
 # `labreport plan --json` of the shipped experiments.toml before max_iters and profile experiment

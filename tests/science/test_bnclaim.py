@@ -7,7 +7,7 @@ import pytest
 
 from labreport.science.bnclaim import arm_verdict, bn_claims
 from labreport.science.stats import binom_sf
-from test_analysis import view
+from views import view
 
 
 def arm(k_trained, n, *, norm="none", init="he", pending=0, epochs=3, **kw):

@@ -309,7 +309,7 @@ def test_a_crash_between_the_last_checkpoint_and_the_result(reference, resume_co
     assert res["test_acc_at_best"] == ref_result["test_acc_at_best"]
 
 
-# (the precision rule and fp16 loss scaling: tests/test_precision.py)
+# (the precision rule and fp16 loss scaling: tests/engine/test_precision.py)
 def test_result_carries_its_provenance(reference, data):
     store, key, res, _ = reference
     prov = res["provenance"]

@@ -7,7 +7,7 @@ import pytest
 from labreport.science.conclusions import group_runs
 from labreport.report.i18n import Lang
 from labreport.report.labels import Labels, factor_value, model_name
-from test_analysis import view
+from views import view
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from labreport.report.i18n import CatalogueError, Lang, available_languages
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PO = ROOT / "labreport" / "report" / "locale" / "ru" / "LC_MESSAGES" / "labreport.po"
 FIELD = re.compile(r"%\((\w+)\)[sd]")
 

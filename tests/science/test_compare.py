@@ -8,7 +8,7 @@ import pytest
 from labreport.science.conclusions import group_runs
 from labreport.science.compare import factor_effect, paired_counts, rank
 from labreport.science.stats import holm, mcnemar_exact, welch_t
-from test_analysis import view
+from views import view
 
 N = 1000  # test images of the hand-made runs
 

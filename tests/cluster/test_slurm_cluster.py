@@ -1,7 +1,7 @@
 """`run --executor slurm` against a real Slurm: the single-node cluster of `.ci/slurm.sh up`.
 
 Skipped, with the reason, where that cluster is not running (`.ci/run` starts it; as root:
-`.ci/slurm.sh up`, then `pytest tests/test_slurm_cluster.py`). Only a cluster named labreport-ci
+`.ci/slurm.sh up`, then `pytest tests/cluster/test_slurm_cluster.py`). Only a cluster named labreport-ci
 is used: these tests submit jobs, requeue them and change their time limits.
 
 The requeue and time-limit test holds a task still with SIGSTOP once it has finished an epoch:
