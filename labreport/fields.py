@@ -81,6 +81,23 @@ def canonical(s: Setting, value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def check_value(s: Setting, value: Any, expects: str) -> tuple[Any, str | None]:
+    """The canonical value of a TOML value for the setting, and what is wrong with it (the words
+    after "'key' ", None: nothing): too large, not of the setting's type (`expects` says what it
+    takes), not one of its choices, or what its check says."""
+    try:
+        value = canonical(s, value) if not isinstance(value, list) else value
+    except OverflowError:
+        return value, "is too large"
+    if not is_type(s, value):
+        return value, f"must be {expects}, got {value!r}"
+    if s.choices is not None and value not in s.choices:
+        return value, f"must be one of {', '.join(map(repr, s.choices))}, got {value!r}"
+    if s.check is not None and (problem := s.check(value)):
+        return value, f"{problem}, got {value!r}"
+    return value, None
+
+
 def is_type(s: Setting, value: Any) -> bool:
     """Whether a (canonical) value has one of the setting's types; true and false are not numbers."""
     if isinstance(value, bool):

@@ -25,7 +25,7 @@ from typing import Any
 
 from labreport.catalog import CATALOG, OPTIONS, init_problem, model_info
 from labreport.errors import ModelError
-from labreport.fields import canonical, is_type
+from labreport.fields import check_value
 from labreport.settings import Ctx, section_table, unknown
 from labreport.spec import FIELDS, GRID_KEYS_WITH_LIST_VALUES, Run, TrainSpec, train_images
 
@@ -59,21 +59,14 @@ def expand(ctx: Ctx, doc: dict, profile: str | None) -> tuple[list[Experiment], 
 def _check_value(ctx: Ctx, where: str, key: str, value: Any) -> Any:
     """Type-check and range-check one training setting; returns the canonical value (int lr -> float)."""
     s = FIELDS[key]
-    try:
-        value = canonical(s, value) if not isinstance(value, list) else value
-    except OverflowError:
-        raise ctx.err(where, f"'{key}' is too large") from None
-    if not is_type(s, value):
-        raise ctx.err(where, f"'{key}' must be {TYPE_WORDS[s.types[0]]}, got {value!r}")
+    value, problem = check_value(s, value, TYPE_WORDS[s.types[0]])
+    if problem:
+        raise ctx.err(where, f"'{key}' {problem}")
     if key == "model":
         try:
             model_info(value)
         except ModelError as e:
             raise ctx.err(where, str(e)) from None
-    problem = (None if s.choices is None or value in s.choices else
-               f"must be one of {', '.join(map(repr, s.choices))}") or (s.check(value) if s.check else None)
-    if problem:
-        raise ctx.err(where, f"'{key}' {problem}, got {value!r}")
     return tuple(value) if key in GRID_KEYS_WITH_LIST_VALUES else value
 
 

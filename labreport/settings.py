@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from labreport.catalog import CATALOG
 from labreport.errors import ConfigError
-from labreport.fields import Setting, between, canonical, is_type, open_unit, setting, settings_of
+from labreport.fields import Setting, between, check_value, open_unit, setting, settings_of
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # never in a path, a device name or a partition
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?\Z")  # a catalogue's name: ru, en, de, pt_BR
@@ -303,14 +303,9 @@ def _value(ctx: Ctx, where: str, cls: type, s: Setting, v: Any) -> Any:
         if not any(type(v) is type(c) and v == c for c in s.choices):
             raise ctx.err(where, f"'{s.name}' must be one of {', '.join(_toml(c) for c in s.choices)}, got {v!r}")
         return v
-    try:
-        value = canonical(s, v) if not isinstance(v, list) else v
-    except OverflowError:
-        raise ctx.err(where, f"'{s.name}' is too large") from None
-    if not is_type(s, value):
-        raise ctx.err(where, f"'{s.name}' must be {cls.expects(s)}, got {v!r}")
-    if s.check is not None and (problem := s.check(value)):
-        raise ctx.err(where, f"'{s.name}' {problem}, got {value!r}")
+    value, problem = check_value(s, v, cls.expects(s))
+    if problem:
+        raise ctx.err(where, f"'{s.name}' {problem}")
     return tuple(value) if isinstance(value, list) else value
 
 

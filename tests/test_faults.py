@@ -26,24 +26,9 @@ from labreport.cli import main
 from labreport.config import load_config
 from labreport.store.views import collect
 from labreport.store import RunStore
+from procs import tiny_toml
 
-TOML = """
-[data]
-root = "{data}"
-download = false
-[defaults]
-epochs = 3
-batch_size = 32
-lr = 1e-3
-val_size = 64
-train_subset = 128
-test_subset = 64
-deterministic = true
-[run]
-threads = 1
-[gradflow]
-enabled = false
-[[experiment]]
+TOML = tiny_toml("{data}", epochs=3) + """[[experiment]]
 name = "small"
 model = "cifarnet"
 dropout = [0.0, 0.1]

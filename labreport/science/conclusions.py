@@ -1,4 +1,4 @@
-"""Pure functions: run results -> conclusions. No I/O, no matplotlib, no torch.
+"""Pure functions: run results -> the study's conclusions. No I/O, no matplotlib, no torch.
 
 Every number a sentence of the report states comes from here (and from compare.py: which
 differences are noise; bnclaim.py: the BatchNorm claim; stats.py: the tests), and every function

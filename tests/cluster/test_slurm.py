@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,26 +21,11 @@ import pytest
 from click.testing import CliRunner
 
 from labreport.cli import main
-from procs import labreport
+from procs import history, labreport, results, tiny_toml, trainings
 from labreport.config import load_config
 from labreport.errors import ConfigError
 
-TOML = """
-[data]
-root = "{data}"
-download = false
-[defaults]
-epochs = 2
-batch_size = 32
-lr = 1e-3
-val_size = 64
-train_subset = 128
-test_subset = 64
-deterministic = true
-[run]
-threads = 1
-{executor}
-[[experiment]]
+TOML = tiny_toml("{data}", epochs=2, more="{executor}") + """[[experiment]]
 name = "small"
 model = "cifarnet"
 dropout = {dropouts}
@@ -60,18 +44,7 @@ def task_logs(runs: Path) -> str:
     return "".join(p.read_text() for p in sorted((runs / ".slurm").glob("*_log.*")))
 
 
-def trainings(output: str) -> Counter:
-    """How many times each run key was (re)started for training, from the per-run header lines."""
-    return Counter(line.split(" run ", 1)[1].split(":")[0] for line in output.splitlines()
-                   if " run " in line and " steps" in line and " x " in line)
 
-
-def results(runs: Path) -> dict[str, dict]:
-    return {d.name: json.loads((d / "result.json").read_text()) for d in runs.iterdir() if (d / "result.json").exists()}
-
-
-def history(runs: Path, key: str) -> list[dict]:
-    return json.loads((runs / key / "history.json").read_text())
 
 
 @pytest.mark.slow

@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -30,28 +29,13 @@ from click.testing import CliRunner
 
 from labreport.cli import main
 from labreport.config import load_config
-from procs import labreport
+from procs import history, labreport, results, tiny_toml, trainings
 
 pytestmark = pytest.mark.slow
 
 CLUSTER = "labreport-ci"  # .ci/slurm.sh's ClusterName
 
-TOML = """
-[data]
-root = "{data}"
-download = false
-[defaults]
-batch_size = 32
-lr = 1e-3
-val_size = 64
-train_subset = 128
-test_subset = 64
-deterministic = true
-[run]
-threads = 1
-[gradflow]
-enabled = false
-{executor}
+TOML = tiny_toml("{data}", more="{executor}") + """
 # array order = matrix order: the two tasks that are held still first, so that they start at once
 [[experiment]]
 name = "timelimit"
@@ -103,18 +87,7 @@ def task_log(runs: Path, job_id: str) -> str:
     return "".join(p.read_text() for p in sorted((runs / ".slurm").glob(f"{job_id}_0_log.*")))
 
 
-def trainings(output: str) -> Counter:
-    """How many times each run key was (re)started for training, from the per-run header lines."""
-    return Counter(line.split(" run ", 1)[1].split(":")[0] for line in output.splitlines()
-                   if " run " in line and " steps" in line and " x " in line)
 
-
-def results(runs: Path) -> dict[str, dict]:
-    return {d.name: json.loads((d / "result.json").read_text()) for d in runs.iterdir() if (d / "result.json").exists()}
-
-
-def history(runs: Path, key: str) -> list[dict]:
-    return json.loads((runs / key / "history.json").read_text())
 
 
 def job_state(job_id: str) -> str:
