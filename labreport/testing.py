@@ -5,6 +5,7 @@ itself."""
 from __future__ import annotations
 
 import gzip
+import math
 import io
 import pickle
 import tarfile
@@ -88,3 +89,127 @@ def write_synthetic_cifar10(root: Path, *, n_train: int = 500, n_test: int = 100
     for name, blob in blobs.items():
         (folder / name).write_bytes(blob)
     return folder
+
+
+# --------------------------------------------------------------------------------------------
+# A full-size study, made up: the store a GPU run of the lab leaves, for tests and benches
+# --------------------------------------------------------------------------------------------
+# Final test accuracy of each model at the lab's budget (50 epochs of Adam at lr 1e-4), roughly as
+# this machine's JPEG copy of CIFAR-10 gives them: made-up numbers of a plausible size, not results.
+FINAL_ACC = {"resnet18": 0.76, "cifarnet": 0.80, "resnet20": 0.84, "resnet110": 0.86}
+EPOCH_S = {"resnet18": 31.0, "cifarnet": 8.0, "resnet20": 12.0, "resnet110": 58.0}  # seconds per epoch, a T4's order
+PEAK_MIB = {"resnet18": 1450.0, "cifarnet": 420.0, "resnet20": 610.0, "resnet110": 2900.0}
+TRAINS = {"he": 0.1, "torch": 0.8, "fixup": 1.0}  # share of BN-less seeds that train, per init (the claim: <= 10 %)
+
+
+def write_study_store(root: Path, config_path: Path, profiles: tuple[str | None, ...] = (None, "bn-claim"), *,
+                      n_test: int = 10_000, seed: int = 0) -> list[str]:
+    """A run store with a made-up, plausible result of every run of `profiles` of the matrix at
+    `config_path` (the lab's: 27 runs, 33 with the bn-claim arms, 47 distinct in all), laid out as
+    the trainer lays it out (spec.json, history.json, result.json; no checkpoints), with `n_test`
+    per-image test predictions each, correlated between runs as real models' are, and a gradient-
+    flow measurement. Deterministic for `seed`. Returns the run keys written."""
+    import random
+
+    from labreport.config import load_config
+    from labreport.store import RunStore
+
+    rng = random.Random(seed)
+    runs = {r.key: r for p in profiles for r in load_config(config_path, p).runs}
+    labels = [i % 10 for i in range(n_test)]
+    rng.shuffle(labels)
+    hardness = [rng.random() for _ in range(n_test)]  # shared by every model: hard images are hard for all
+    store = RunStore(root)
+    for key, run in runs.items():
+        _write_made_up_run(store, run.spec, labels, hardness, rng)
+    _write_made_up_gradflow(Path(root), load_config(config_path).gradflow, rng)
+    return list(runs)
+
+
+def _made_up_target(spec: TrainSpec, rng) -> tuple[float, str]:
+    """The run's final test accuracy and its fate: "trains", "stuck" (at chance) or "diverges"."""
+    acc = FINAL_ACC[spec.model] - 0.006 * spec.dropout / 0.15 * (spec.model == "resnet20") - 20 * spec.weight_decay
+    if spec.norm == "none":
+        fate = "trains" if rng.random() < TRAINS[spec.init] else rng.choice(("stuck", "stuck", "diverges"))
+        acc = {"he": 0.55, "torch": 0.62, "fixup": 0.80}[spec.init] if fate == "trains" else 0.10
+        return acc + rng.gauss(0, 0.01) * (fate == "trains"), fate
+    return acc + rng.gauss(0, 0.004), "trains"
+
+
+def _made_up_history(spec: TrainSpec, target: float, fate: str, rng) -> list[dict]:
+    epochs = 3 if fate == "diverges" else spec.epochs
+    history = []
+    for e in range(1, epochs + 1):
+        test = 0.1 if fate != "trains" else target - (target - 0.1) * 0.92 ** (e * 1.6) + rng.gauss(0, 0.004)
+        val = 0.1 + rng.gauss(0, 0.002) if fate != "trains" else test + rng.gauss(0, 0.006)
+        train = min(0.999, test + 0.12 * e / epochs) if fate == "trains" else 0.1
+        t = EPOCH_S[spec.model] * (1 + rng.gauss(0, 0.02))
+        history.append({
+            "epoch": e, "lr": spec.lr, "train_loss": -math.log(max(train, 0.1)) * 1.1, "train_acc": train,
+            "val_loss": -math.log(max(val, 0.05)), "val_acc": val, "test_loss": -math.log(max(test, 0.05)),
+            "test_acc": test, "train_time_s": 0.85 * t, "epoch_time_s": t, "images_per_s": 45_000 / (0.85 * t),
+            "grad_norm_mean": 1.5, "grad_norm_max": 4.0, "steps": e * (45_000 // spec.batch_size),
+            "mem_alloc_mib": PEAK_MIB[spec.model], "mem_reserved_mib": 1.2 * PEAK_MIB[spec.model],
+            "micro_batch": spec.batch_size, "precision": "fp16" if spec.norm == "batch" else "fp32",
+            "skipped_steps": 0, "loss_scale": 65536.0 if spec.norm == "batch" else None})
+    return history
+
+
+def _predictions(acc: float, labels: list[int], hardness: list[float], rng) -> str:
+    """Per-image predicted classes with accuracy `acc` exactly: the images easiest for this run
+    (shared hardness plus the run's own noise) right, the others a wrong class."""
+    n = len(labels)
+    order = sorted(range(n), key=lambda i: hardness[i] + rng.gauss(0, 0.15))
+    right = set(order[:round(acc * n)])
+    return "".join(str(labels[i] if i in right else (labels[i] + 1 + rng.randrange(9)) % 10) for i in range(n))
+
+
+def _write_made_up_run(store, spec: TrainSpec, labels: list[int], hardness: list[float], rng) -> None:
+    from labreport.engine.trainer import summarize
+
+    target, fate = _made_up_target(spec, rng)
+    history = _made_up_history(spec, target, fate, rng)
+    n = len(labels)
+    if fate == "diverges":
+        result = summarize(spec, history, "diverged", 3, "non-finite loss at epoch 3, step 1024")
+    else:
+        best = max(history, key=lambda h: (h["val_acc"], -h["epoch"]))
+        best["test_acc"] = round(best["test_acc"] * n) / n  # the predictions below score exactly this
+        result = summarize(spec, history, "completed", None)
+    result.update(provenance={"labreport": "0.1.0", "train_version": 1, "device": "Tesla T4 (made up)",
+                              "device_type": "cuda", "precision": history[-1]["precision"], "data_official": False,
+                              "data_fingerprint": "made-up-study", "threads": 4, "torch": "2.14.1"},
+                  oom_events=[], params=0, steps=history[-1]["steps"] if history else 0, skipped_steps=0,
+                  n_train=45_000, n_val=5_000, n_test=n)
+    from labreport.catalog import CATALOG
+
+    result["params"] = CATALOG[spec.model].params
+    if result["test_acc_at_best"] is not None:
+        result.update(test_predictions=_predictions(result["test_acc_at_best"], labels, hardness, rng),
+                      test_labels="".join(map(str, labels)))
+    store.write_spec(spec.key, spec.to_dict(), 1)
+    store.write_history(spec.key, history)
+    store.write_result(spec.key, result)
+
+
+def _write_made_up_gradflow(root: Path, settings, rng) -> None:
+    """A measurement of every gradient-flow cell the settings ask for: the plain nets' gradients
+    fall by orders of magnitude towards the first layer, the ResNets' do not, the BN-less ResNet
+    under He init explodes."""
+    from dataclasses import asdict
+
+    from labreport.store import atomic_write_json
+    from labreport.store.gradflow import GRADFLOW_VERSION, cell_dir, cells
+
+    for cell in cells(settings):
+        layers = cell.depth  # conv layers and the classifier
+        fall = {("resnet", "batch"): 0.2, ("resnet", "none"): -6.0 if cell.init == "he" else 0.3,
+                ("plain", "batch"): 2.5, ("plain", "none"): 9.0}[(cell.family, cell.norm)]
+        grads = [10 ** (-fall * (1 - i / (layers - 1)) + rng.gauss(0, 0.05)) for i in range(layers)]
+        trained = [g * 0.3 for g in grads]
+        atomic_write_json(cell_dir(root, cell) / "result.json", {
+            "key": cell.key, "cell": asdict(cell), "version": GRADFLOW_VERSION,
+            "layers": [{"name": f"layer{i}", "kind": "conv", "numel": 2304} for i in range(layers)],
+            "grad_init": grads, "loss_init": 2.3, "logits_std_init": 1.6e8 if fall < 0 else 0.3,
+            "grad_trained": trained, "loss_trained": 2.0, "logits_std_trained": 1.0, "diverged_at_step": None,
+            "time_s": 4.0, "provenance": {"labreport": "0.1.0", "device": "made up"}})

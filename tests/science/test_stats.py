@@ -96,3 +96,37 @@ def test_detectable_difference_and_paired_se():
     # 300 discordant images of 1,000: se = sqrt(300) / 1000
     assert paired_se(150, 150, 1000) == pytest.approx(math.sqrt(300) / 1000)
     assert paired_se(0, 0, 0) == math.inf
+
+
+# --- at the size of a full study: 10,000 test images, thousands of discordant pairs ----------------------
+# Written down from SciPy 1.17: scipy.stats.binom.sf(k - 1, n, p) and scipy.stats.binomtest(min(b, c), b + c).pvalue
+SCIPY_SF = [((3, 10, 0.1), 0.0701908264), ((100, 1030, 0.1), 0.637359701658881),
+            ((150, 1000, 0.1), 4.489442859450041e-07), ((1100, 10_000, 0.1), 0.0005299417355567868),
+            ((1200, 10_000, 0.1), 4.802632937312988e-11), ((5200, 10_000, 0.5), 3.2967577993361714e-05),
+            ((130_000, 1_000_000, 0.125), 2.2466405780278485e-51)]
+SCIPY_MCNEMAR = [((5, 1), 0.21875), ((100, 160), 0.00023894190306813953), ((1500, 1700), 0.00043334035939974455),
+                 ((2400, 2600), 0.004883649737517494), ((3000, 2000), 1.3002310005205326e-45),
+                 ((499_000, 501_000), 0.0456082998653896)]
+
+
+@pytest.mark.parametrize("args, want", SCIPY_SF)
+def test_binom_sf_matches_scipy_at_any_n(args, want):
+    assert binom_sf(*args) == pytest.approx(want, rel=1e-8)
+
+
+@pytest.mark.parametrize("bc, want", SCIPY_MCNEMAR)
+def test_mcnemar_exact_matches_scipy_at_any_n(bc, want):
+    assert mcnemar_exact(*bc) == pytest.approx(want, rel=1e-8)
+    assert mcnemar_exact(*bc[::-1]) == mcnemar_exact(*bc)
+
+
+def test_tails_at_the_edges_and_beyond_a_float():
+    assert binom_sf(11, 10, 0.1) == 0.0 and binom_sf(-3, 10, 0.1) == 1.0 and binom_sf(1, 1, 0.5) == 0.5
+    assert mcnemar_exact(2500, 2500) == 1.0 and mcnemar_exact(1, 0) == 1.0
+    assert mcnemar_exact(0, 5000) == 0.0  # 2 / 2^5000: below the smallest float, not an OverflowError
+    assert binom_sf(2000, 100_000, 0.1) == 1.0
+
+
+def test_smallest_rejecting_k_at_large_n_is_the_boundary():
+    k = smallest_rejecting_k(100_000, 0.1, 0.05)
+    assert binom_sf(k, 100_000, 0.1) < 0.05 <= binom_sf(k - 1, 100_000, 0.1)
