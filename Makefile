@@ -46,7 +46,7 @@ report: data
 # labreport.po: extract them again and merge them into each catalogue; new messages then need a
 # translation (tests/report/test_i18n.py fails until every Russian one has it).
 messages: install
-	$(VENV)/bin/pybabel -q extract -F babel.cfg -k _ -k n_:1,2 --no-location --sort-output \
+	$(VENV)/bin/pybabel -q extract -F babel.cfg -k _ -k n_:1,2 -k N_ --no-location --sort-output \
 		--project labreport --copyright-holder labreport -o labreport/report/locale/labreport.pot .
 	$(VENV)/bin/pybabel -q update -i labreport/report/locale/labreport.pot -d labreport/report/locale -D labreport \
 		--no-fuzzy-matching --ignore-obsolete

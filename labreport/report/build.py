@@ -21,7 +21,7 @@ import jinja2
 from labreport import __version__
 from labreport.report import labels as lb
 from labreport.science.conclusions import Study, conclude
-from labreport.report.document import Numbering, outline, task_title
+from labreport.report.document import Numbering, outline, task_title, tidy_punctuation
 from labreport.report.summary import summary
 from labreport.catalog import CATALOG
 from labreport.config import Config
@@ -69,7 +69,7 @@ class _NoResult(dict):
 def make_figures(study: Study, out_dir: Path, L: Lang, names: lb.Labels,
                  gradflow: dict | None = None) -> dict[str, FigureRef]:
     """Render every figure the study (and the gradient-flow measurement, if any) has data for."""
-    from labreport.report import diagrams, figures
+    from labreport.report import diagrams, drawings, figures
     from labreport.report.style import save_figure
 
     refs: dict[str, FigureRef] = {}
@@ -79,6 +79,13 @@ def make_figures(study: Study, out_dir: Path, L: Lang, names: lb.Labels,
             paths = save_figure(fig, out_dir, name)
             refs[name] = FigureRef(name, caption, paths["svg"], paths["png"])
 
+    add("residual_block", drawings.residual_block(L),
+        L._("The residual block: two weight layers compute F(x), the identity shortcut adds the input x"))
+    add("blocks", drawings.basic_and_bottleneck(L),
+        L._("The basic block and the bottleneck block (after He et al. 2015, figure 5) with the weights of their "
+            "convolutions"))
+    add("cifar_resnet", drawings.cifar_resnet(L),
+        L._("The CIFAR ResNet of depth 6n + 2 (He et al. 2015, section 4.2): its layers, feature maps and filters"))
     for t in study.tasks:
         title = task_title(t.task, L)
         add(f"curves_{t.task or 'extra'}", figures.curves(t.groups, L, names),
@@ -131,7 +138,7 @@ def _env(config: Config, L: Lang) -> jinja2.Environment:
     env.policies["ext.i18n.trimmed"] = True  # a message is one line, whatever the template's line breaks
     env.install_gettext_translations(L.t, newstyle=True)
     env.filters.update(
-        pct=L.pct, pct_pm=L.pct_pm, dec=L.dec, grouped=L.int, pts=L.pts, sci=L.sci, sig=L.sig, pval=L.p,
+        pct=L.pct, pct_pm=L.pct_pm, dec=L.dec, grouped=L.int, pts=L.pts, sci=L.sci, sig=L.sig, pval=L.p, p_is=L.p_is,
         signed=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.dec(abs(v), d),
         signed_pts=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.pts(abs(v), d),
         model_name=lambda m: lb.model_name(m, L), optimizer_name=lb.optimizer_name,
@@ -225,13 +232,16 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
         fig_label=num.fig_label, fig_ref=num.fig_ref, tab_label=num.tab_label, tab_ref=num.tab_ref,
         tab_continued=num.tab_continued, eq=num.eq,
         lbl=names, lbl_of=names.of, fval=lambda f, v: lb.factor_value(f, v, L), fname=lambda f: lb.factor_name(f, L),
+        aname=lambda f: lb.axis_name(f, L),
         init_name=lambda i: lb.init_name(i, L), init_short=lambda i: lb.init_short(i, L),
         model_name=lambda m: lb.model_name(m, L),
         model_description=lambda m: lb.model_description(m, L), test_word=lambda t: _test_word(t, L),
+        configs=lambda groups, ref: lb.configurations(groups, ref, names, L),
     )
     env.filters["lbl"] = names
+    env.filters["why"] = lambda reason: lb.divergence(reason, L)
     try:
-        return env.get_template("report.html.j2").render(**context)
+        return tidy_punctuation(env.get_template("report.html.j2").render(**context))
     except jinja2.TemplateNotFound as e:
         raise PackageDataError(f"template {e.name} not found in {TEMPLATES_DIR}"
                                + (f" or {user_templates(config)}" if user_templates(config) else "")

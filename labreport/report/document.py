@@ -6,6 +6,7 @@ Numbering to caption and to refer ("Рисунок 3 –", "таблица 2"), 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -51,7 +52,7 @@ def outline(study: Study, L: Lang) -> dict[str, Section]:
         s[f"task-{t.task or 'extra'}"] = Section(2, f"3.{n}", task_title(t.task, L))
     if study.paper:
         n += 1
-        s["paper"] = Section(2, f"3.{n}", L._("Comparison with He et al. 2015 (table 6)"))
+        s["paper"] = Section(2, f"3.{n}", L._("Comparison with He et al. 2015"))
     if study.ranking:
         n += 1
         s["best"] = Section(2, f"3.{n}", L._("The best result (task 6)"))
@@ -91,3 +92,25 @@ class Numbering:
 def _ref(text: str):
     """A reference in the text ("рисунок 3"): never hyphenated, never broken between the word and its number."""
     return Markup('<span class="ref">{}</span>').format(escape(text).replace(" ", "\u00a0"))
+
+
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+def tidy_punctuation(html: str) -> str:
+    """One period where an abbreviation ends a sentence: "на 0,60 п. п." and "60 p.", never "п. п.." or
+    "p.."; "6,61 ± 0,16 %" and "п. п." never broken across lines. Rules of Russian and English
+    typography, applied to the text of the report (never to tags or attributes), so that no template
+    has to know whether a number's unit ends in a period."""
+    parts, last = _TAG.split(html), ""
+    for i, part in enumerate(parts):
+        if i % 2:  # a tag
+            continue
+        if part.startswith(".") and not part.startswith("..") and re.search(r"[^\W\d_]\.$", last):
+            part = part[1:]
+        part = re.sub(r"(?<=[^\W\d_]\.)\.(?!\.)", "", part)
+        part = part.replace(" ± ", "\u00a0±\u00a0").replace("п. п.", "п.\u00a0п.")  # never broken across lines
+        parts[i] = part
+        if part.strip():
+            last = part.rstrip()
+    return "".join(parts)

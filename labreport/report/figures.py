@@ -104,10 +104,27 @@ def _draw_curves(ax, g: Group, colour, lw: float = 1.2, mark_incomplete: bool = 
     return bool(ve)
 
 
-def _accuracy_axis(ax, L) -> None:
-    ax.set_ylim(0, 1)
+def _accuracy_axis(ax, L, ylim: tuple[float, float] = (0, 1)) -> None:
+    ax.set_ylim(*ylim)
     ax.yaxis.set_major_formatter(pct_axis(L))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _late_range(groups: Sequence[Group]) -> tuple[float, float]:
+    """The accuracy axis of small multiples: what the curves span over the last 60 % of training,
+    to the next 5 points, so that differences of a point between configurations can be seen (the
+    first epochs' climb from chance runs in from below the axis)."""
+    values = []
+    for g in groups:
+        runs = [r for r in g.runs if r.history]
+        for key in ("test_acc", "val_acc"):
+            epochs, ys = _mean_curve(runs, key)
+            late = max(epochs, default=0) * 0.4
+            values += [y for e, y in zip(epochs, ys) if e >= late]
+    if not values:
+        return 0.0, 1.0
+    lo, hi = math.floor((min(values) - 0.02) * 20) / 20, math.ceil((max(values) + 0.02) * 20) / 20
+    return max(0.0, lo), min(1.0, hi)
 
 
 def _val_test_handles(L, any_val: bool) -> list[Line2D]:
@@ -168,12 +185,12 @@ def _curves_panels(drawn: list[Group], L, names) -> Figure:
     nrows = -(-len(panels) // ncols)
     fig = Figure(figsize=(PAGE_WIDTH, 2.1 * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
-    any_val = False
+    any_val, ylim = False, _late_range(drawn)
     for ax, (panel_title, gs) in zip(axes.flat, panels):
         for g in gs:
             any_val |= _draw_curves(ax, g, colour_of(g), lw=1.1, mark_incomplete=True)
         ax.set_title(panel_title, fontsize=8)
-        _accuracy_axis(ax, L)
+        _accuracy_axis(ax, L, ylim)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -245,7 +262,8 @@ def heatmap(groups: Sequence[Group], row: str, col: str, L) -> Figure | None:
         spine.set_visible(False)
     cbar = fig.colorbar(im, ax=ax, shrink=0.9, pad=0.02)
     cbar.set_label(L._("Test accuracy"))
-    cbar.formatter = FuncFormatter(lambda v, _pos: L.pct(v / 100, 0))
+    digits = 0 if hi - lo >= 4 else 1  # ticks half a point apart must not all read "84 %"
+    cbar.formatter = FuncFormatter(lambda v, _pos: L.pct(v / 100, digits))
     cbar.update_ticks()
     cbar.outline.set_visible(False)
     return fig

@@ -29,6 +29,7 @@ from labreport.errors import LabreportError
 DOMAIN = "labreport"
 SOURCE_LANGUAGE = "en"  # the templates' own language: needs no catalogue
 DASH = "—"  # a missing number
+MINUS = "\u2212"  # a negative number's sign: the minus sign, never the hyphen-minus Babel writes
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -121,7 +122,7 @@ class Lang:
             return DASH
         from babel.numbers import format_decimal
 
-        return format_decimal(v, format="#,##0" + ("." + "0" * digits if digits else ""), locale=self.locale)
+        return _minus(format_decimal(v, format="#,##0" + ("." + "0" * digits if digits else ""), locale=self.locale))
 
     def int(self, v) -> str:
         """A whole number with the language's grouping: 10 000 / 10,000."""
@@ -129,7 +130,7 @@ class Lang:
             return DASH
         from babel.numbers import format_decimal
 
-        return format_decimal(round(v), format="#,##0", locale=self.locale)
+        return _minus(format_decimal(round(v), format="#,##0", locale=self.locale))
 
     def pct(self, v, digits: int = 2) -> str:
         """A fraction as a percentage: 0.259 -> 25,90 % / 25.90%."""
@@ -138,7 +139,7 @@ class Lang:
         from babel.numbers import format_percent
 
         pattern = self._percent.replace("#,##0", "#,##0" + ("." + "0" * digits if digits else ""), 1)
-        return format_percent(v, format=pattern, locale=self.locale)
+        return _minus(format_percent(v, format=pattern, locale=self.locale))
 
     def pct_pm(self, mean, std, digits: int = 2) -> str:
         """mean ± std of fractions, in percent: 81,00 ± 1,23 % / 81.00 ± 1.23%; no std: the mean alone."""
@@ -188,6 +189,16 @@ class Lang:
         if not _finite(p):
             return DASH
         return f"< {self.dec(0.001, 3)}" if p < 0.001 else self.dec(p, 3)
+
+    def p_is(self, p) -> str:
+        """A p-value in running text: "p = 0,003", "p < 0,001" (never "p = < 0,001")."""
+        if not _finite(p):
+            return f"p = {DASH}"
+        return f"p\u00a0<\u00a0{self.dec(0.001, 3)}" if p < 0.001 else f"p\u00a0=\u00a0{self.dec(p, 3)}"
+
+
+def _minus(text: str) -> str:
+    return MINUS + text[1:] if text.startswith("-") else text
 
 
 def _finite(v) -> bool:

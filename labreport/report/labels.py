@@ -9,7 +9,10 @@ Pure functions over conclusions.Group and an i18n.Lang (the words come from the 
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
+
+from markupsafe import Markup, escape
 
 # The settings a configuration can differ in, in the order a label names them
 ORDER = ("model", "norm", "init", "dropout", "weight_decay", "optimizer", "lr", "momentum", "schedule",
@@ -29,8 +32,9 @@ def model_description(name: str, L) -> str:
 
     info = CATALOG[name]
     if info.family == "cifar-resnet":
-        return L._("CIFAR ResNet-%(depth)s: 3 stages of %(n)s basic blocks, option-A shortcuts",
-                   depth=info.depth, n=(info.depth - 2) // 6)
+        return L.n_("CIFAR ResNet-%(depth)s: 3 stages of %(num)d basic block, option-A shortcuts",
+                    "CIFAR ResNet-%(depth)s: 3 stages of %(num)d basic blocks, option-A shortcuts",
+                    (info.depth - 2) // 6, depth=info.depth)
     if info.family == "plain":
         return L._("ResNet-%(depth)s without the shortcuts", depth=info.depth)
     if name == "resnet18":
@@ -136,3 +140,59 @@ class Labels:
     def coords(self, group) -> str:
         """Only the grid coordinates (figure legends of one experiment): "dropout 0,15, L2 1·10⁻⁵"."""
         return ", ".join(factor_value(k, v, self.L) for k, v in group.coords) or self(group)
+
+
+MAX_NAMED = 4  # configurations a sentence names; more are counted and found in the table it refers to
+
+
+def configurations(groups: Sequence, ref, names: "Labels", L) -> str:
+    """Configurations in running text: up to MAX_NAMED by name, separated by semicolons (a name has
+    commas of its own: "ResNet-20, dropout 0, L2 0"); more as their number and the table that lists
+    them: "ещё 11 конфигураций (таблица 6)", "11 other configurations (table 6)"."""
+    groups = list(groups)
+    if len(groups) <= MAX_NAMED:
+        return Markup("; ").join(escape(names(g)) for g in groups)
+    text = L.n_("%(num)d other configuration (%(ref)s)", "%(num)d other configurations (%(ref)s)", len(groups),
+                ref="\x00")
+    return escape(text).replace("\x00", Markup(ref))
+
+
+def N_(message: str) -> str:
+    """Marks a message for the catalogue (`make messages` extracts N_) where it is translated later."""
+    return message
+
+
+# The trainer records why a run diverged in English (engine.precision.divergence_reason): its
+# phrases, and their messages in the catalogue. Anything else is shown as recorded.
+_WHERE = re.compile(r"^non-finite (loss|gradient norm) at epoch (\d+), step (\d+)(.*)$", re.S)
+_CAUSES = (
+    (re.compile(r"^ \(the loss was finite\): the gradients overflowed (\w+)'s range$"),
+     N_("the loss was finite: the gradients overflowed %(p)s's range"), ("p",)),
+    (re.compile(r"^; the logits themselves were not finite in (\w+)$"), N_("the logits themselves were not finite in %(p)s"),
+     ("p",)),
+    (re.compile(r"^; the fp16 logits were not finite \(fp16's largest value is ([\d,]+)\)$"),
+     N_("the fp16 logits were not finite (fp16's largest value is %(max)s)"), ("max",)),
+    (re.compile(r"^; a precision overflow: the fp16 forward pass went beyond fp16's largest value ([\d,]+), while in fp32 "
+                r"the same batch gives finite logits \(largest \|logit\| (\S+)\)$"),
+     N_("a precision overflow: fp16's largest value %(max)s was exceeded, while in fp32 the same batch gives finite "
+        "logits (largest |logit| %(v)s)"), ("max", "v")),
+    (re.compile(r"^; the logits are not finite in fp32 either: the network diverged, not only fp16$"),
+     N_("the logits are not finite in fp32 either: the network diverged, not only fp16"), ()),
+)
+
+
+def divergence(reason: str | None, L) -> str | None:
+    """Why a run diverged, in the report's language: "non-finite loss at epoch 3, step 1024" ->
+    "функция потерь не конечна на эпохе 3, шаге 1024"."""
+    m = _WHERE.match(reason or "")
+    if m is None:
+        return reason
+    kind, epoch, step, rest = m.groups()
+    where = (L._("non-finite loss at epoch %(e)s, step %(s)s", e=epoch, s=step) if kind == "loss" else
+             L._("non-finite gradient norm at epoch %(e)s, step %(s)s", e=epoch, s=step))
+    if not rest:
+        return where
+    for pattern, message, names in _CAUSES:
+        if c := pattern.match(rest):
+            return f"{where}; {L._(message, **dict(zip(names, c.groups())))}"
+    return reason

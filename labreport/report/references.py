@@ -96,7 +96,7 @@ def record(src: Source, words, accessed: str) -> str:
             parts.append(src.details)
         if src.url:
             parts.append(f"URL: {src.url} ({when})")
-        return ". – ".join(parts) + "."
+        return _areas(parts)
     # a site as a whole: Title : [site]. – URL: ... (accessed: ...). – Text : electronic.
     parts[0] += f" : {site}"
     if src.details:
@@ -104,7 +104,13 @@ def record(src: Source, words, accessed: str) -> str:
     if src.url:
         parts.append(f"URL: {src.url} ({when})")
     parts.append(kind)
-    return ". – ".join(parts) + "."
+    return _areas(parts)
+
+
+def _areas(parts: list[str]) -> str:
+    """The areas of a record joined by ". – ", each ending in one period: an area that ends with an
+    abbreviation ("60 p.") takes no second one."""
+    return " – ".join(p if p.endswith(".") else p + "." for p in parts)
 
 
 @dataclass(frozen=True)

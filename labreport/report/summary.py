@@ -55,7 +55,7 @@ def summary(study: Study, gradflow: dict | None = None, names: lb.Labels | None 
 
     def claim(c):
         return {"model": c.model, "control": c.control, "control_trains": c.control_trains, "arms": c.arms,
-                "mixed_precision": c.mixed_precision}
+                "narrow_precision": c.narrow_precision}
 
     return _jsonable({
         "labreport": __version__, "counts": study.counts,

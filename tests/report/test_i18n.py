@@ -79,6 +79,17 @@ def test_english_numbers_use_points():
     assert L.n_("%(num)d epoch", "%(num)d epochs", 1) == "1 epoch"
 
 
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_negative_numbers_take_the_minus_sign_and_p_values_read_as_text(lang):
+    """Babel writes a hyphen-minus; a report writes the minus sign (U+2212). A p-value in a sentence
+    is "p = 0,035" or "p < 0,001", never "p = < 0,001"."""
+    L, nb = Lang(lang), "\xa0"
+    assert L.pts(-0.044, 1).startswith("−4") and L.dec(-0.15).startswith("−0") and L.pct(-0.1, 0).startswith("−10")
+    assert L.int(-3) == "−3" and L.sig(-2.5e-4, 2).startswith("−2") and L.sci(-1e-5) == "−1·10⁻⁵"
+    assert not any("-" in s for s in (L.pts(-0.044), L.dec(-1.5), L.pct(-0.5)))
+    assert L.p_is(0.0004) == f"p{nb}<{nb}" + L.dec(0.001, 3) and L.p_is(0.0351) == f"p{nb}={nb}" + L.dec(0.0351, 3)
+
+
 def write_catalogue(root: Path, lang: str, messages: dict) -> Path:
     """root/<lang>/LC_MESSAGES/labreport.po holding `messages` (msgid -> translation)."""
     from babel.messages.catalog import Catalog

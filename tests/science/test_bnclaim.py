@@ -73,13 +73,17 @@ def test_diverged_runs_count_as_not_trained_with_their_reason_and_pending_runs_a
     assert a.per_run[-1].diverged and a.per_run[-1].reason.startswith("non-finite loss")
 
 
-def test_the_threshold_is_strict_and_mixed_precisions_are_flagged():
+def test_the_threshold_is_strict_and_bn_less_runs_in_fp16_are_flagged():
     runs = arm(2, 2, norm="batch", precision="bf16") + [
         view("none-he", 0.2, best_val=0.2, model="resnet110", norm="none", precision="fp32")]
     c = claim_of(runs)
-    assert c.lab_arm.k == 0
-    assert c.mixed_precision and c.control.precisions == ("bf16",)
-    assert not claim_of(arm(2, 2, norm="batch") + arm(0, 2)).mixed_precision
+    assert c.lab_arm.k == 0 and c.control.precisions == ("bf16",)
+    assert not c.narrow_precision  # fp32's range without BN: the verdict is the network's
+    # what precision = "auto" does on a T4: the control in fp16, the BN-less arm in fp32: no concern
+    t4 = arm(2, 2, norm="batch", precision="fp16") + [view("none-he", 0.1, model="resnet110", norm="none", precision="fp32")]
+    assert not claim_of(t4).narrow_precision
+    fp16 = arm(2, 2, norm="batch") + [view("none-he", 0.1, model="resnet110", norm="none", precision="fp16")]
+    assert claim_of(fp16).narrow_precision
 
 
 def test_no_claim_without_both_norms():

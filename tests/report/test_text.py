@@ -1,0 +1,155 @@
+"""The report's text as a teacher reads it, at full size (a made-up study of the lab's matrix: 27 runs
+of 50 epochs, 10,000 test predictions each, and the bn-claim arms), in Russian and in English: one
+test per class of slip a red pen would mark."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import lxml.html
+import pytest
+from babel import Locale
+
+from labreport.config import load_config
+from labreport.report.build import build
+from labreport.report.labels import MAX_NAMED, Labels
+from labreport.report.i18n import Lang
+from labreport.science.conclusions import group_runs
+from labreport.store import RunStore
+from labreport.store.views import collect
+from labreport.testing import write_study_store
+
+ROOT = Path(__file__).resolve().parents[2]
+LANGS = ("ru", "en")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("study")
+    shutil.copy(ROOT / "experiments.toml", folder)
+    write_study_store(folder / "runs", folder / "experiments.toml")
+    toml = (folder / "experiments.toml").read_text(encoding="utf-8")
+    (folder / "en.toml").write_text(toml.replace('language = "ru"', 'language = "en"'), encoding="utf-8")
+    (folder / "ru.toml").write_text(toml, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module", params=LANGS)
+def report(request, study) -> tuple[str, lxml.html.HtmlElement, list[str]]:
+    """(language, the report's HTML, the human names of its configurations)."""
+    lang = request.param
+    config = load_config(study / f"{lang}.toml", "bn-claim" if lang == "en" else None)
+    store = RunStore(study / "runs")
+    html = study / f"{lang}.html"
+    build(config, store, None, html)
+    names = Labels(group_runs(collect(config, store)), Lang(lang))
+    return lang, lxml.html.fromstring(html.read_text(encoding="utf-8")), list(names.by_raw.values())
+
+
+def running_text(doc) -> list[str]:
+    """Every paragraph and list item of the body (not tables, captions or the bibliography)."""
+    out = []
+    for el in doc.iter("p", "li"):
+        if el.get("class") in ("table-caption",) or el.getparent().get("class") == "references":
+            continue
+        out.append(" ".join(el.text_content().split()))
+    return [t for t in out if t]
+
+
+def sentences(paragraph: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+(?=[A-ZА-ЯЁ«“(0-9])", paragraph)
+
+
+def all_text(doc) -> str:
+    return " ".join(doc.find("body").text_content().split())
+
+
+def test_no_doubled_punctuation(report):
+    """No "п. п.." or "60 p.." (an abbreviation's period ends the sentence too), no ",," or ": ." (a
+    value that went missing between a colon and the period). "п. п.;" is right and stays."""
+    _, doc, _ = report
+    text = all_text(doc)
+    assert not re.findall(r".{20}(?:(?<!\.)\.\.(?!\.)|,,|;;|::|[,;:]\s*[.,;:]).{5}", text)
+
+
+def test_a_p_value_is_never_equal_to_a_comparison(report):
+    _, doc, _ = report
+    assert not re.findall(r".{30}=\s*[<>].{10}", all_text(doc))
+
+
+def test_negative_numbers_have_the_minus_sign(report):
+    _, doc, _ = report
+    text = all_text(doc)
+    assert not re.findall(r".{20}(?:^|[\s(\[;:])-\d.{10}", text)
+    assert "−" in text  # the made-up study has negative differences somewhere (the paper table)
+
+
+def test_no_sentence_is_said_twice_in_a_paragraph(report):
+    _, doc, _ = report
+    for p in running_text(doc):
+        said = [s.rstrip(".").lower() for s in sentences(p)]
+        assert len(said) == len(set(said)), p
+        # nor the same conclusion in other words: "every other configuration is worse" once
+        worse = len(re.findall(r"significantly worse|beyond the noise|значимо хуже|сверх шума", p))
+        assert worse <= 1, p
+
+
+def test_running_text_names_at_most_four_configurations_at_a_time(report):
+    _, doc, names = report
+    longest = sorted(names, key=len, reverse=True)  # "ResNet-20, dropout 0,15, L2 0" before "ResNet-20"
+    for p in running_text(doc):
+        for s in sentences(p):
+            found, rest = 0, s
+            for n in longest:
+                found += rest.count(n)
+                rest = rest.replace(n, "")
+            assert found <= MAX_NAMED + 1, s  # the best one, and at most MAX_NAMED others
+
+
+NOUNS = {  # the forms for Babel's plural categories one / few / many, of the nouns the report counts
+    "ru": {"запуск": ("запуск", "запуска", "запусков"), "эпох": ("эпоха", "эпохи", "эпох"),
+           "конфигурац": ("конфигурация", "конфигурации", "конфигураций"), "шаг": ("шаг", "шага", "шагов"),
+           "изображени": ("изображение", "изображения", "изображений"), "стади": ("стадия", "стадии", "стадий"),
+           "зер": ("зерно", "зерна", "зёрен")},
+    "en": {"run": ("run", "runs", "runs"), "epoch": ("epoch", "epochs", "epochs"), "step": ("step", "steps", "steps"),
+           "configuration": ("configuration", "configurations", "configurations"),
+           "image": ("image", "images", "images"), "seed": ("seed", "seeds", "seeds")},
+}
+CATEGORY = {"one": 0, "few": 1, "many": 2, "other": 1}
+PREPOSITIONS = {"из", "по", "на", "от", "до", "в", "с", "к", "о", "около", "после", "для", "без", "у", "против",
+                "of", "by"}  # they govern the case, not the number
+
+
+def test_numerals_agree_with_their_nouns(report):
+    """Babel's (CLDR's) plural rule of the language picks the noun's form for every count in the
+    text: "1 запуск", "3 запуска", "10 запусков", "1 run", "3 runs"."""
+    lang, doc, _ = report
+    rule = Locale.parse(lang).plural_form
+    forms = {form: (stem, i) for stem, fs in NOUNS[lang].items() for i, form in enumerate(fs)}
+    checked = 0
+    for p in running_text(doc):
+        for m in re.finditer(r"(?<![\d,.\w])(\w+\s)?(\d+)\s(\w+)", p):
+            before, n, word = (m.group(1) or "").strip().lower(), int(m.group(2)), m.group(3).lower()
+            if before in PREPOSITIONS or word not in forms or m.group(0)[-1:].isdigit():
+                continue
+            stem, _ = forms[word]
+            want = NOUNS[lang][stem][CATEGORY[rule(n)]]
+            assert word == want, f"{n} {word} (want {n} {want}): {p}"
+            checked += 1
+    assert checked >= 5
+
+
+def test_the_russian_report_has_no_english_sentences(study):
+    config = load_config(study / "ru.toml")
+    build(config, RunStore(study / "runs"), None, study / "ru-check.html")
+    doc = lxml.html.fromstring((study / "ru-check.html").read_text(encoding="utf-8"))
+    english = [p for p in running_text(doc) if re.search(r"\b(?:the|and|of|with|was|were|non-finite)\b", p)]
+    assert not english
+
+
+def test_the_test_set_and_the_statistical_test_are_different_words(study):
+    html = (study / "ru.html").read_text(encoding="utf-8") if (study / "ru.html").exists() else ""
+    doc = lxml.html.fromstring(html or (study / "ru-check.html").read_text(encoding="utf-8"))
+    splits = next(t for t in doc.iter("table") if "splits" in (t.getprevious().get("id") or ""))
+    assert [th.text_content() for th in splits.iter("th")][-1] == "Тестовая"
