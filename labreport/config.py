@@ -13,9 +13,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from labreport.errors import ConfigError
 from labreport.matrix import Experiment, expand
+from labreport.overrides import apply, parse
 from labreport.settings import (AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings, ReportSettings,
                                 RunSettings, StoreSettings, read_sections, unknown)
 from labreport.spec import Run
@@ -24,7 +26,7 @@ MAX_CONFIG_BYTES = 1_000_000  # experiments.toml is a few kB; bigger is a mistak
 # tomllib takes quadratic time in the parts of a dotted key (a.a.a...: 40 kB take ~5 s): refuse deep ones unparsed
 _KEY_PART = r"""(?:[A-Za-z0-9_-]++|"[^"\n]*+"|'[^'\n]*+')"""
 DEEP_KEY_RE = re.compile(rf"(?<![A-Za-z0-9_-]){_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART}){{64}}")
-SECTIONS = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
+TOP_LEVEL = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
             "gradflow"}
 
 
@@ -37,6 +39,7 @@ class Config:
     experiments: tuple[Experiment, ...]
     runs: tuple[Run, ...] = field(repr=False)
     profiles: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given (workers a --jobs parent starts get them too)
     report: ReportSettings = ReportSettings()
     data: DataSettings = DataSettings()
     store: StoreSettings = StoreSettings()
@@ -69,18 +72,20 @@ class Config:
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
-def load_config(path: str | Path, profile: str | None = None) -> Config:
-    """Read, validate and expand experiments.toml. Raises ConfigError with a one-line message."""
+def load_config(path: str | Path, profile: str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read, validate and expand experiments.toml under a profile and `overrides` ("epochs=10",
+    "report.language=en": overrides.py). Raises ConfigError with a one-line message."""
     path = Path(path)
     ctx = Ctx(path)
     doc = _read_toml(path)
     for section in doc:
-        if section not in SECTIONS:
-            raise ctx.err("top level", unknown(section, SECTIONS, "section"))
+        if section not in TOP_LEVEL:
+            raise ctx.err("top level", unknown(section, TOP_LEVEL, "section"))
+    doc, layer = apply(doc, parse(overrides))
     sections = read_sections(ctx, doc)
-    experiments, runs, profiles = expand(ctx, doc, profile)
+    experiments, runs, profiles = expand(ctx, doc, profile, layer)
     return Config(path=path, profile=profile, experiments=tuple(experiments), runs=tuple(runs), profiles=profiles,
-                  **sections)
+                  overrides=tuple(overrides), **sections)
 
 
 def _read_toml(path: Path) -> dict:

@@ -45,11 +45,14 @@ class Experiment:
     description: str = ""
 
 
-def expand(ctx: Ctx, doc: dict, profile: str | None) -> tuple[list[Experiment], list[Run], tuple[str, ...]]:
-    """The matrix of a parsed experiments.toml under a profile: (experiments, runs, every profile's name)."""
+def expand(ctx: Ctx, doc: dict, profile: str | None, overrides: dict | None = None
+           ) -> tuple[list[Experiment], list[Run], tuple[str, ...]]:
+    """The matrix of a parsed experiments.toml under a profile and --set overrides (a table of
+    training settings above every other layer): (experiments, runs, every profile's name)."""
     defaults, default_seeds = _defaults(ctx, doc)
     profiles = _check_profiles(ctx, doc)
-    above = tuple(layer for layer in (_profile_layer(ctx, profiles, profile),) if layer is not None)
+    layers = (_profile_layer(ctx, profiles, profile), _table_layer(ctx, "[--set]", overrides) if overrides else None)
+    above = tuple(layer for layer in layers if layer is not None)
     tables = _experiment_tables(ctx, doc, above)
     selected = _profile_experiments(ctx, profiles, profile, [t.get("name") for t in tables])
     experiments, runs = _expand_experiments(ctx, tables, _Layers(defaults, default_seeds, above), selected)
@@ -147,7 +150,11 @@ def _profile_layer(ctx: Ctx, profiles: dict, profile: str | None) -> Layer | Non
     if profile not in profiles:
         known = ", ".join(profiles) or "none defined"
         raise ctx.err("--profile", f"unknown profile '{profile}' (profiles: {known})")
-    table, where = profiles[profile], f"[profile.{profile}]"
+    return _table_layer(ctx, f"[profile.{profile}]", profiles[profile])
+
+
+def _table_layer(ctx: Ctx, where: str, table: dict) -> Layer:
+    """A layer of overrides from a table: training settings, seeds and per-experiment tables."""
     per_experiment = table.get("experiment", {})
     if not isinstance(per_experiment, dict):
         raise ctx.err(where, "'experiment' must be a table of per-experiment overrides")

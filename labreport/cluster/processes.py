@@ -77,6 +77,8 @@ def worker_command(config: Config, store: RunStore, *, profile: str | None, only
         cmd += ["--profile", profile]
     for name in only:
         cmd += ["--only", name]
+    for item in config.overrides:  # the parent's --set: the workers must see the same matrix
+        cmd += ["--set", item]
     return cmd
 
 

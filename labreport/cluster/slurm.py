@@ -120,8 +120,9 @@ class TrainRun:
     module imports without submitit."""
 
     def __init__(self, config_path: str, profile: str | None, store_root: str, key: str, label: str,
-                 device: str = "auto", threads: int = 0, poll_s: float = TASK_POLL_S):
+                 device: str = "auto", threads: int = 0, poll_s: float = TASK_POLL_S, overrides: tuple = ()):
         self.config_path, self.profile, self.store_root = config_path, profile, store_root
+        self.overrides = tuple(overrides)  # the submitting command's --set
         self.key, self.label, self.device, self.threads, self.poll_s = key, label, device, threads, poll_s
 
     def __call__(self) -> dict[str, Any]:
@@ -130,7 +131,7 @@ class TrainRun:
         from labreport.config import load_config
         from labreport.engine.runner import run_matrix
 
-        config = load_config(self.config_path, self.profile)
+        config = load_config(self.config_path, self.profile, getattr(self, "overrides", ()))
         store = RunStore(self.store_root)
         if not config.select(keys=(self.key,)):
             return {"key": self.key, "label": self.label, "status": "missing", "trained": False,
@@ -209,6 +210,7 @@ def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] 
         raise LabreportError(f"run store {store.root} is not a writable folder ({e.strerror})") from None
     threads = task_threads(config, params, kind, threads, len(todo))
     tasks = [TrainRun(str(config.path.resolve()), config.profile, str(store.root.resolve()), r.key, r.label,
+                      overrides=config.overrides,
                       device=device, threads=threads) for r in todo]
     executor = make_executor(kind, folder, params)
     from submitit.core.utils import FailedJobError, FailedSubmissionError

@@ -160,7 +160,8 @@ class _Writer:
 
     @staticmethod
     def text(el) -> str:
-        return " ".join("".join(el.itertext()).split())
+        """The element's text with HTML's white space collapsed (no-break spaces kept: they bind)."""
+        return _SPACE.sub(" ", "".join(el.itertext())).strip()
 
     # ---- blocks --------------------------------------------------------------------------------
     def heading(self, el, level: int, structural: bool) -> None:

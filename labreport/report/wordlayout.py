@@ -5,6 +5,8 @@ from their texts as a browser would (Word lays out what it is given)."""
 
 from __future__ import annotations
 
+import re
+
 from docx.enum.section import WD_ORIENT
 from docx.enum.style import WD_STYLE_TYPE
 from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_LINE_SPACING, WD_TAB_ALIGNMENT
@@ -92,7 +94,8 @@ def column_widths(texts: list[list[str | None]], n_cols: int, size_pt: float, wi
     for row in texts:
         for ci, text in enumerate(row):
             if text is not None:
-                longest[ci] = max(longest[ci], 1 + max((len(w) for w in text.split()), default=1))
+                # a word runs to the next breakable space: "86,48 ± 0,42 %" holds no-break spaces
+                longest[ci] = max(longest[ci], 1 + max((len(w) for w in re.split(r"[ \t\r\n]+", text) if w), default=1))
                 desired[ci] = max(desired[ci], min(len(text), 45))
     base = [w * char + pad for w in longest]
     if sum(base) >= width_mm:
