@@ -204,6 +204,9 @@ class RunSettings(Section):
                                          "with CUDA graphs on a GPU; on a CPU the same as true)",
                                   choices=(False, True, "reduce-overhead"))
     threads: int = setting(0, "torch CPU threads per worker (0: the cores divided among the workers)", at_least(0))
+    tensorboard: bool = setting(False, "write TensorBoard event files of every run as it trains (pip install "
+                                       "'labreport[tensorboard]')")
+    tensorboard_dir: str = setting("", "where, relative to the TOML (\"\": <run store>/tensorboard)", no_control)
 
 
 @dataclass(frozen=True)

@@ -55,3 +55,13 @@ def no_gradflow_by_default(monkeypatch):
     from labreport.settings import GradflowSettings
 
     monkeypatch.setattr(GradflowSettings.__dataclass_fields__["enabled"], "default", False)
+
+
+@pytest.fixture(autouse=True)
+def labreport_logging():
+    """Each test starts and ends with labreport's logger as a program finds it (no handler)."""
+    from labreport.logs import LOG
+
+    handlers, level, propagate, disabled = list(LOG.handlers), LOG.level, LOG.propagate, LOG.disabled
+    yield
+    LOG.handlers[:], LOG.level, LOG.propagate, LOG.disabled = handlers, level, propagate, disabled

@@ -66,7 +66,8 @@ def final_weights(run_dir: Path) -> dict:
 
 # Kill chains: in one run store, each process is killed at its kill point (counted from its own
 # start), the next one resumes what the last left. 2 runs (A, B) x 3 epochs x 4 steps; per run a
-# fresh process writes atomically: spec, (ckpt, history, lease heartbeat) x 3 epochs, history, result.
+# fresh process writes atomically: spec, (ckpt, history, metrics.csv, lease heartbeat) x 3 epochs,
+# history, metrics.csv, result.
 CHAINS = {
     "a": ["runner.start:1",       # start-up, before the data set is loaded
           "runner.acquired:1",    # A claimed, nothing written
@@ -74,21 +75,21 @@ CHAINS = {
           "train.step:2",         # mid epoch 1 of A
           "write.synced:2",       # A's epoch-1 checkpoint written to its temp file, not renamed
           "ckpt.rotated:2",       # A's epoch-2 checkpoint: ckpt.pt rotated away, the new one not written
-          "write.renamed:9",      # A's result.json renamed, folder not fsynced, lease not released
+          "write.renamed:12",     # A's result.json renamed, folder not fsynced, lease not released
           "train.step:4",         # A done; last step of B's epoch 1, before evaluation
           "write.renamed:2",      # B's epoch-1 checkpoint in place, history.json not yet
-          "write.renamed:3",      # B's epoch-2 history in place, the heartbeat not
+          "write.renamed:3",      # B's epoch-2 history in place, its metrics.csv and the heartbeat not
           "train.step:3"],        # mid epoch 3 of B
     "b": ["write.renamed:1",      # A's spec.json in place
           "train.step:6",         # mid epoch 2 of A (epoch 1 checkpointed)
-          "write.open:4",         # A's lease heartbeat after epoch 2, its temp file empty
+          "write.open:5",         # A's lease heartbeat after epoch 2, its temp file empty
           "write.synced:2",       # A's epoch-3 checkpoint in its temp file, ckpt.pt rotated away
           "result.before:1",      # A trained, its result not written
-          "write.synced:3",       # A's result.json fully in its temp file, not renamed
-          "write.open:3",         # A's result.json temp file empty
+          "write.synced:4",       # A's result.json fully in its temp file, not renamed
+          "write.open:4",         # A's result.json temp file empty
           "runner.acquired:2",    # A done; B claimed
           "ckpt.rotated:3",       # B's epoch-3 checkpoint rotation
-          "write.renamed:6"],     # B's result.json renamed (lease and ckpt.prev.pt not cleaned up)
+          "write.renamed:8"],     # B's result.json renamed (lease and ckpt.prev.pt not cleaned up)
 }
 
 
@@ -156,8 +157,8 @@ def test_kill_9_sweep_resumes_every_run_exactly(tmp_path, cifar_dir, reference):
             # a kill came after the result) is gone after one more `labreport run`: a finished run's
             # folder holds exactly what an uninterrupted run's does
             names = {p.name for p in d.iterdir()}
-            assert names == {p.name for p in r.iterdir()} == {"spec.json", "history.json", "ckpt.pt",
-                                                              "result.json"}, (name, key, names)
+            assert names == {p.name for p in r.iterdir()} == {"spec.json", "history.json", "metrics.csv",
+                                                              "ckpt.pt", "result.json"}, (name, key, names)
             assert store.state(key).status == "done"
 
 

@@ -193,3 +193,21 @@ def dry_run_lines(left: list[Left], sp: Speeds) -> list[str]:
     else:
         lines.append("estimate: none yet (no finished run in this store to go by)")
     return lines
+
+
+def estimate(store, runs: list, device: str | None = None) -> list[str]:
+    """run --dry-run's lines for `runs` (spec.Run) and the store: each run left with the time it
+    should take at the speed of the store's finished runs on `device` (None: unknown, the most used
+    device type), the total, what a T4/A100/H100 would take where measured, then the counts."""
+    states = {r.key: store.state(r.key) for r in runs}
+    todo, final = [r for r in runs if not states[r.key].final], [r for r in runs if states[r.key].final]
+    target = None
+    if device == "cpu":
+        target = Device("cpu")
+    elif device is not None:  # asks torch (imported here, ~1.5 s) whether CUDA is there, and which GPU
+        from labreport.engine.device import device_identity
+
+        target = Device(*device_identity(device))
+    sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None], target)
+    left = [Left(r.key, r.label, r.spec, states[r.key].epochs_done, states[r.key].text(r.spec.epochs)) for r in todo]
+    return dry_run_lines(left, sp) + [f"{len(todo)} to train, {len(final)} already done"]

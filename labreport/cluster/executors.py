@@ -30,7 +30,8 @@ from labreport.errors import LabreportError
 from labreport.spec import Run
 from labreport.store import RunStore
 
-__all__ = ["CONFIRM_RUNS", "Console", "EXECUTORS", "Executor", "Outcome", "Request", "cpu_threads", "get", "run"]
+__all__ = ["CONFIRM_RUNS", "Console", "EXECUTORS", "Executor", "Outcome", "Request", "check_size", "cpu_threads", "get",
+           "run"]
 
 CONFIRM_RUNS = 1000  # `run` asks for --yes above this many runs left to train
 RESUME_HINT = "finished epochs are saved; run the same command again to resume"
@@ -109,10 +110,16 @@ def get(name: str, **options) -> Executor:
 def run(executor: Executor, config: Config, store: RunStore, *, console: Console, only: tuple[str, ...] = (),
         device: str = "auto", wait: bool = False, threads: int = 0, yes: bool = False) -> int:
     """Train the runs of `only` (all by default) that are not done, through `executor`; the exit code."""
-    runs = config.select(only)
+    req = Request(config, store, only, device, wait, threads)
+    check_size(executor, req, yes)
+    return executor.execute(req, console).exit_code
+
+
+def check_size(executor: Executor, req: Request, yes: bool) -> None:
+    """Above CONFIRM_RUNS runs left, only with `yes`: a typo in a grid should not start days of training."""
+    runs = req.config.select(req.only)
     if executor.confirms and not yes and len(runs) > CONFIRM_RUNS:
-        left = len(pending(store, runs)[0])
-        if left > CONFIRM_RUNS:  # a typo in a grid should not start days of training
+        left = len(pending(req.store, runs)[0])
+        if left > CONFIRM_RUNS:
             raise LabreportError(f"{left:,} runs to train (more than {CONFIRM_RUNS:,}): check with "
                                  "`labreport run --dry-run`, then pass --yes to train them")
-    return executor.execute(Request(config, store, only, device, wait, threads), console).exit_code

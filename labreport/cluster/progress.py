@@ -51,9 +51,6 @@ class LineReporter:
     def epoch_done(self, rec):
         self._print(epoch_line(self.label, self.epochs, rec, time.perf_counter() - self.t0))
 
-    def message(self, text):
-        self._print(text)
-
     def _print(self, text):
         print(text, file=self.stream, flush=True)
 
@@ -98,9 +95,6 @@ class RichReporter(LineReporter):
         self.progress.update(self.task, info=f"epoch {rec['epoch']}/{self.epochs} loss {rec['train_loss']:.3f} "
                                              f"acc {rec['train_acc']:.3f} val {rec['val_acc'] or 0:.3f}")
         self.console.log(epoch_line(self.label, self.epochs, rec, time.perf_counter() - self.t0))
-
-    def message(self, text):
-        self.console.log(text)
 
 
 class LiveWorkers:

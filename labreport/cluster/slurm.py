@@ -130,7 +130,9 @@ class TrainRun:
         from labreport.cluster.progress import LineReporter
         from labreport.config import load_config
         from labreport.engine.runner import run_matrix
+        from labreport.logs import configure
 
+        configure(0, lambda text: print(text, flush=True))  # the task's log: submitit's <job>_log.out
         config = load_config(self.config_path, self.profile, getattr(self, "overrides", ()))
         store = RunStore(self.store_root)
         if not config.select(keys=(self.key,)):

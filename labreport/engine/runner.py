@@ -25,6 +25,7 @@ from labreport.config import Config
 from labreport.errors import LabreportError
 from labreport.faults import point as fault_point
 from labreport.spec import Run
+from labreport.logs import LOG
 from labreport.store import RunStore
 
 HEARTBEAT_EVERY_S = 30.0  # lease refresh while training, also mid-epoch; a lease goes stale after 600 s
@@ -54,7 +55,7 @@ class Outcome:
         return {k: v for k, v in asdict(self).items() if k in ("trained", "cached", "diverged", "failed")}
 
 
-def loader_for(config: Config, warn: Callable[[str], None]) -> Callable:
+def loader_for(config: Config, warn: Callable[[str], None] = LOG.warning) -> Callable:
     """The one way a worker loads the data set of a config ([data], LABREPORT_DATA): a loader that
     reads the files at its first call only (training and the gradient-flow measurement of one
     `run` share it: torch and the data only when something is left to do) and passes the data
@@ -67,7 +68,7 @@ def loader_for(config: Config, warn: Callable[[str], None]) -> Callable:
 
             cache.append(load_cifar10(resolve_root(config.data.root, config.base_dir), download=config.data.download))
             for w in cache[0].warnings:
-                warn(f"warning: {w}")
+                warn(w)
         return cache[0]
 
     return load
@@ -103,7 +104,7 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
         if not wait:
             outcome.busy = [r.label for r in busy]
             for r in busy:
-                session.reporter.message(f"{r.label}: being trained by another worker, skipped")
+                LOG.info("%s: being trained by another worker, skipped", r.label)
             break
         time.sleep(poll_s)
         todo = _still_wanted(busy, store, outcome)
@@ -116,6 +117,7 @@ def _left_to_train(runs: list[Run], store: RunStore, retry_failed: bool, outcome
     todo, final = pending(store, runs)
     for r in final:
         store.tidy_finished(r.key)
+        store.ensure_metrics_csv(r.key)  # a run finished before metrics.csv was written
     outcome.cached = [r.label for r in final]
     if retry_failed:
         return todo
@@ -144,6 +146,7 @@ class _Session:
     def __init__(self, store: RunStore, dev, reporter, data, options, total: int):
         self.store, self.dev, self.reporter, self.data, self.options = store, dev, reporter, data, options
         self.total, self.done_here, self.prepared = total, 0, {}
+        self.tensorboard: Path | None = None  # where event files go, when [run] tensorboard is on
 
     @classmethod
     def open(cls, config: Config, store: RunStore, device: str, reporter, data_loader, threads: int,
@@ -159,10 +162,17 @@ class _Session:
         if threads > 0:
             torch.set_num_threads(threads)
         _check_writable(store)
-        data = (data_loader or loader_for(config, reporter.message))()
+        data = (data_loader or loader_for(config))()
         options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile)
-        reporter.message(describe(dev, options.compile))
-        return cls(store, dev, reporter, data, options, total)
+        LOG.info(describe(dev, options.compile))
+        session = cls(store, dev, reporter, data, options, total)
+        if config.run.tensorboard:
+            from labreport.engine.tbevents import check_installed
+
+            check_installed()
+            session.tensorboard = config.base_dir / config.run.tensorboard_dir if config.run.tensorboard_dir \
+                else store.root / "tensorboard"
+        return session
 
     def train_all(self, todo: list[Run], outcome: Outcome) -> list[Run]:
         """Train each run of `todo` this worker can claim; returns the runs other workers hold."""
@@ -196,12 +206,17 @@ class _Session:
         store, key = self.store, run.key
         fault_point("runner.acquired")  # test hook: a kill right after the claim
         if (store.run_dir(key) / "result.json").exists():  # there, yet not a valid result
-            self.reporter.message(f"warning: {run.label}: {store.run_dir(key) / 'result.json'} is damaged "
-                                  "(truncated or not a result): the run is resumed from its checkpoint")
+            LOG.warning("%s: %s is damaged (truncated or not a result): the run is resumed from its checkpoint",
+                        run.label, store.run_dir(key) / "result.json")
         store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
         self.done_here += 1
+        reporter = self.reporter
+        if self.tensorboard is not None:
+            from labreport.engine.tbevents import TensorBoardReporter, run_dir
+
+            reporter = TensorBoardReporter(self.reporter, run_dir(self.tensorboard, run))
         try:
-            result = _train_with_oom_fallback(run, self._splits(run), self.dev, store, self.options, self.reporter,
+            result = _train_with_oom_fallback(run, self._splits(run), self.dev, store, self.options, reporter,
                                               f"[{self.done_here}/{self.total}] {run.label}")
             store.prune_checkpoints(key)
             (outcome.diverged if result["status"] == "diverged" else outcome.trained).append(run.label)
@@ -211,6 +226,8 @@ class _Session:
             self._failed(run, e, outcome)
         finally:
             store.release(key)
+            if reporter is not self.reporter:
+                reporter.close()
 
     def _splits(self, run: Run):
         from labreport.engine.splits import prepare, prepare_key
@@ -227,7 +244,7 @@ class _Session:
         except OSError as e2:  # e.g. the full disk that failed the run: still report it, go on
             msg += f" (error.json not written either: {e2.strerror})"
         outcome.failed.append((run.label, f"{msg} (log: {self.store.run_dir(run.key) / 'error.json'})"))
-        self.reporter.message(f"{run.label}: FAILED: {msg}")
+        LOG.error("%s: FAILED: %s", run.label, msg)
 
 
 def _check_writable(store: RunStore) -> None:
@@ -267,8 +284,8 @@ def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporte
             if dev.type == "cuda":
                 gc.collect()  # tensors held only by reference cycles (the failed step's frames) go first
                 torch.cuda.empty_cache()
-            reporter.message(f"{run.label}: out of memory; retrying with micro-batch {micro} "
-                             f"and gradient accumulation (effective batch {run.spec.batch_size})")
+            LOG.warning("%s: out of memory; retrying with micro-batch %d and gradient accumulation (effective batch %d)",
+                        run.label, micro, run.spec.batch_size)
             options = dataclasses.replace(base, micro_batch=micro)
 
 
@@ -292,6 +309,3 @@ class _LeaseKeeper:
 
     def epoch_done(self, record):
         self.reporter.epoch_done(record)
-
-    def message(self, text):
-        self.reporter.message(text)

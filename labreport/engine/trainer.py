@@ -30,6 +30,7 @@ from labreport.engine.networks import build_model, count_parameters
 from labreport.engine.precision import grad_scaler, resolve_precision
 from labreport.engine.splits import Prepared
 from labreport.faults import point as fault_point
+from labreport.logs import LOG
 from labreport.spec import TRAIN_VERSION, TrainSpec
 from labreport.store import RunStore
 from labreport.store.records import EpochRecord, Result, ResultStatus
@@ -39,14 +40,12 @@ class Reporter(Protocol):
     def run_started(self, label: str, key: str, epochs: int, start_epoch: int, steps: int) -> None: ...
     def step(self, epoch: int, step: int) -> None: ...
     def epoch_done(self, record: dict) -> None: ...
-    def message(self, text: str) -> None: ...
 
 
 class SilentReporter:
     def run_started(self, *a, **k): pass
     def step(self, *a, **k): pass
     def epoch_done(self, *a, **k): pass
-    def message(self, *a, **k): pass
 
 
 @dataclass
@@ -102,7 +101,7 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
                 sums = train_epoch(run, data.train, reporter)
             except Diverged as d:
                 run.status, run.diverged = "diverged", d
-                reporter.message(f"{run.name}: {d}; recorded as diverged")
+                LOG.warning("%s: %s; recorded as diverged", run.name, d)
                 break
             reporter.epoch_done(_record_epoch(run, data, sums))
             _checkpoint(run, store)
@@ -142,7 +141,7 @@ def _resume(run: _Run, store: RunStore, reporter: Reporter) -> None:
     """Continue from the newest readable checkpoint, if there is one."""
     ckpt, warnings = store.load_checkpoint(run.spec.key, map_location=run.device)
     for w in warnings:
-        reporter.message(f"warning: {w}")
+        LOG.warning(w)
     if ckpt is not None:
         _restore(run, ckpt, reporter)
     micro = run.options.micro_batch
@@ -154,8 +153,8 @@ def _restore(run: _Run, ckpt: dict, reporter: Reporter) -> None:
     run.model.load_state_dict(ckpt["model"])
     run.opt.load_state_dict(ckpt["optimizer"])
     if not _set_rng_state(ckpt["rng"], run.device, run.gen):
-        reporter.message(f"warning: {run.name}: the checkpoint was made on another device type; "
-                         "data order and augmentation go on from the seed (not bit-identical)")
+        LOG.warning("%s: the checkpoint was made on another device type; data order and augmentation go on from "
+                    "the seed (not bit-identical)", run.name)
     run.epoch, run.step, run.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     run.micro = min(run.micro, ckpt.get("micro_batch", run.micro))
     run.oom_events = list(ckpt.get("oom_events", []))
@@ -163,8 +162,8 @@ def _restore(run: _Run, ckpt: dict, reporter: Reporter) -> None:
         run.scaler.load_state_dict(ckpt["scaler"])
     before = run.history[-1].get("precision") if run.history else None  # None: an older record without it
     if before not in (None, run.precision):
-        reporter.message(f"warning: {run.name}: trained in {before} so far, goes on in {run.precision} "
-                         "on this device (each epoch's record says which)")
+        LOG.warning("%s: trained in %s so far, goes on in %s on this device (each epoch's record says which)",
+                    run.name, before, run.precision)
     run.best_val, run.best_epoch, run.best_pred = ckpt.get("best_val"), ckpt.get("best_epoch"), ckpt.get("best_test_pred")
     if run.best_epoch is None and run.history:  # a checkpoint from before predictions were kept
         run.best_val = max((h["val_acc"] for h in run.history if h["val_acc"] is not None), default=None)

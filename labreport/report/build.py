@@ -265,6 +265,20 @@ class Built:
         return next((p for p in self.outputs if p.suffix.lower() == ".pdf"), None)
 
 
+def study_of(config: Config, store: RunStore) -> tuple[list[RunView], Study]:
+    """The runs of the matrix as the store has them, and what they conclude."""
+    views = collect(config, store)
+    a = config.analysis
+    return views, conclude(views, a.trained_threshold, a.claim_rate, a.confidence, a.alpha)
+
+
+def summary_of(config: Config, store: RunStore) -> dict:
+    """Every number the report's conclusions use (summary.json), without drawing or writing anything."""
+    _, study = study_of(config, store)
+    _, flow = gradflow_context(config, store)
+    return summary(study, flow["facts"], lb.Labels(study.groups, language(config)))
+
+
 def check_outputs(outputs) -> tuple[Path, ...]:
     outs = tuple(Path(o) for o in outputs)
     for o in outs:
@@ -281,9 +295,7 @@ def build(config: Config, store: RunStore, out: Path | tuple | list | None = Pat
     figures moved into <report>_files/, the HTML written (pointing at them), and summary.json last."""
     outputs = check_outputs([out] if isinstance(out, (str, Path)) else (out or ()))
     L = language(config)
-    views = collect(config, store)
-    a = config.analysis
-    study = conclude(views, a.trained_threshold, a.claim_rate, a.confidence, a.alpha)
+    views, study = study_of(config, store)
     names = lb.Labels(study.groups, L)
     anchor = outputs[0] if outputs else html_out
     assets = anchor.resolve().parent / f"{anchor.stem}_files"  # figures and the summary, next to the report

@@ -368,3 +368,33 @@ def resources_chart(rows: Sequence[Resource], L, names=None) -> Figure | None:
     right.set_xlabel(L._("Peak memory, MiB"))
     right.tick_params(axis="y", length=0, labelleft=False)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy and loss, as the lab draws them (its acc_loss_graph)
+# --------------------------------------------------------------------------------------------
+@styled
+def acc_loss(runs: Sequence[tuple[str, Sequence[dict]]], L) -> Figure | None:
+    """Test accuracy (solid) and validation accuracy (dashed) per epoch on the left, training loss on
+    the right, a colour per run: (label, history) pairs. None when no run has a history."""
+    runs = [(label, h) for label, h in runs if h]
+    if not runs:
+        return None
+    fig = Figure(figsize=(PAGE_WIDTH, 2.8 + 0.18 * len(runs)), layout="constrained")
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for i, (label, history) in enumerate(runs):
+        colour = PALETTE[i % len(PALETTE)]
+        epochs = [h["epoch"] for h in history]
+        acc_ax.plot(epochs, [h["test_acc"] for h in history], color=colour, lw=1.2, label=label)
+        if any(h.get("val_acc") is not None for h in history):
+            acc_ax.plot(epochs, [h.get("val_acc") for h in history], color=colour, lw=1.0, ls="--")
+        loss_ax.plot(epochs, [h["train_loss"] for h in history], color=colour, lw=1.2)
+    _accuracy_axis(acc_ax, L)
+    acc_ax.set_ylabel(L._("Accuracy"))
+    loss_ax.set_ylabel(L._("Training loss"))
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (acc_ax, loss_ax):
+        ax.set_xlabel(L._("Epoch"))
+    handles = acc_ax.get_legend_handles_labels()[0] + _val_test_handles(L, True)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), frameon=False)
+    return fig

@@ -2,6 +2,7 @@
 
     <root>/<key>/spec.json        the resolved TrainSpec, TRAIN_VERSION, when it was first started
     <root>/<key>/history.json     one EpochRecord per finished epoch (rewritten whole each epoch)
+    <root>/<key>/metrics.csv      the same, a row per epoch, for pandas and spreadsheets
     <root>/<key>/ckpt.pt          the newest checkpoint (end of the last finished epoch)
     <root>/<key>/ckpt.prev.pt     the one before, the fallback when the newest is damaged
     <root>/<key>/error.json       the last failure (a crash, not a divergence), if any
@@ -15,6 +16,7 @@ written, so `status` and a `run` with nothing left to do stay fast.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import socket
@@ -28,6 +30,15 @@ from labreport.store.leases import CLAIM_PREFIX, STALE_AFTER_S
 from labreport.store.records import FINAL_STATES, REQUIRED, RESULT_STATUSES, EpochRecord, Result, RunStatus
 
 __all__ = ["RunState", "RunStore", "atomic_write_bytes", "atomic_write_json", "read_json"]
+
+
+def metrics_csv(history: list[EpochRecord]) -> bytes:
+    """The epoch records as CSV: a header of their fields, a row per epoch, empty cells for None."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for h in history for k in h)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue().encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,10 @@ class RunState:
     def final(self) -> bool:
         """Done or diverged: never trained again."""
         return self.status in FINAL_STATES
+
+    def text(self, epochs: int) -> str:
+        """The state in a word, for a run of `epochs`: "done", "partial 3/50", "missing"."""
+        return f"partial {self.epochs_done}/{epochs}" if self.status == "partial" else self.status
 
 
 class RunStore:
@@ -103,7 +118,15 @@ class RunStore:
                                  "created": started or now()})
 
     def write_history(self, key: str, history: list[EpochRecord]) -> None:
+        """history.json, and the same records as metrics.csv (a row per epoch) for pandas, a
+        spreadsheet or anything else that reads CSV."""
         atomic_write_json(self.run_dir(key) / "history.json", history)
+        atomic_write_bytes(self.run_dir(key) / "metrics.csv", metrics_csv(history))
+
+    def ensure_metrics_csv(self, key: str) -> None:
+        """metrics.csv for a run written before labreport wrote one (no history: nothing)."""
+        if not (self.run_dir(key) / "metrics.csv").exists() and (history := self.read_history(key)):
+            atomic_write_bytes(self.run_dir(key) / "metrics.csv", metrics_csv(history))
 
     def write_result(self, key: str, result: Result) -> None:
         missing = [k for k in REQUIRED if k not in result]

@@ -23,6 +23,7 @@ import torch
 
 import labreport.engine.device as device_mod
 import labreport.engine.trainer as train_mod
+from labreport.logs import configure
 from labreport.testing import spec_from_dict
 from labreport.engine import hostmem
 from labreport.config import load_config
@@ -61,12 +62,13 @@ def write_config(path: Path, experiments: list[dict], title: str = "Lab", **defa
 
 
 class Recorder:
-    """A Reporter that remembers what it was told."""
+    """A Reporter that remembers what it was told, and the messages labreport logged meanwhile."""
 
     def __init__(self):
         self.started: list[tuple] = []  # (label, key, epochs, start_epoch, steps)
         self.epochs: list[dict] = []
         self.messages: list[str] = []
+        configure(1, self.messages.append)  # conftest's fixture puts logging back after the test
 
     def run_started(self, label, key, epochs, start_epoch, steps):
         self.started.append((label, key, epochs, start_epoch, steps))
@@ -76,9 +78,6 @@ class Recorder:
 
     def epoch_done(self, record):
         self.epochs.append(record)
-
-    def message(self, text):
-        self.messages.append(text)
 
 
 def tiny_net(name, *, num_classes=10, norm="batch", dropout=0.0, init="he"):

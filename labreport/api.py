@@ -1,0 +1,248 @@
+"""The Python API: a lab study from a notebook or a script, the calls the command line makes.
+
+    import labreport
+    lab = labreport.Lab("experiments.toml", runs="runs", profile="quick", overrides={"epochs": 3})
+    lab.plan()                   # every run of the matrix and its state (a DataFrame with pandas)
+    lab.run(jobs=1)              # trains what is not done (a live progress bar in Jupyter)
+    lab.results()                # one record per run: settings, status, accuracies, time
+    lab.history()                # one record per run and epoch
+    lab.curves(["resnet18", "cifarnet"])   # accuracy and loss per epoch, as the lab's acc_loss_graph
+    lab.conclusions()            # what the report concludes, as data (summary.json)
+    lab.build("report.pdf", "report.docx")
+
+Tables come as pandas DataFrames when pandas is installed, as lists of dicts otherwise
+(`as_frame=False` asks for the lists). Errors are labreport.errors.LabreportError with a one-line
+message, as on the command line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from labreport.config import Config, load_config
+from labreport.errors import LabreportError
+from labreport.store import RunStore, atomic_write_bytes
+
+RESULT_FIELDS = ("status", "epochs_run", "best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc",
+                 "final_train_acc", "total_time_s", "mean_epoch_time_s", "params")
+RUNS_ENV = "LABREPORT_RUNS"
+
+
+def store_root(runs: str | Path | None, config: Config) -> Path:
+    """The run store: `runs` (--runs), else $LABREPORT_RUNS, else [store] root (relative to the
+    TOML), else ./runs."""
+    root = runs or os.environ.get(RUNS_ENV) or (config.base_dir / config.store.root if config.store.root else None)
+    return Path(root or "runs")
+
+
+def _override_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
+    """{"epochs": 10} or ["epochs=10"] as --set items (a dict's values written as TOML values)."""
+    if overrides is None:
+        return ()
+    if isinstance(overrides, Mapping):
+        return tuple(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items())
+    return tuple(overrides)
+
+
+def table(records: list[dict], as_frame: bool | None = None):
+    """Records as a pandas DataFrame (as_frame None: when pandas is installed), or as they are."""
+    if as_frame is False:
+        return records
+    try:
+        import pandas as pd
+    except ImportError:
+        if as_frame:
+            raise LabreportError("as_frame=True needs pandas: pip install pandas") from None
+        return records
+    return pd.DataFrame.from_records(records)
+
+
+def in_jupyter() -> bool:
+    """A notebook's kernel, where a live progress display replaces log lines."""
+    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class Lab:
+    """One lab study: its experiments.toml under a profile and overrides, and its run store."""
+
+    def __init__(self, config: str | Path = "experiments.toml", *, runs: str | Path | None = None,
+                 profile: str | None = None, overrides: Mapping[str, Any] | Iterable[str] | None = None):
+        self.config = load_config(config, profile, _override_list(overrides))
+        self.store = RunStore(store_root(runs, self.config))
+
+    def __repr__(self) -> str:
+        profile = f", profile {self.config.profile!r}" if self.config.profile else ""
+        return f"Lab({str(self.config.path)!r}{profile}: {len(self.config.runs)} runs, store {str(self.store.root)!r})"
+
+    # ---- what the matrix holds ------------------------------------------------------------------
+    def plan(self, *, as_frame: bool | None = None):
+        """Every run of the matrix: experiment, task, label, key, its state, settings.
+
+        Example:
+            lab.plan()[["label", "status", "epochs_done"]]
+        """
+        return table(self.state_rows(), as_frame)
+
+    def status(self, *, as_frame: bool | None = None):
+        """plan(), with the Slurm job a run was submitted to (if any) and the process training it."""
+        from labreport.cluster.slurm import queued_jobs
+
+        queued = queued_jobs(self.config, self.store)
+        rows = self.state_rows()
+        for r in rows:  # submitted to a job array, not claimed by a task yet
+            if r["key"] in queued and r["status"] in ("missing", "partial") and not r["leased_by"]:
+                r["queued_job"] = queued[r["key"]]
+        return table(rows, as_frame)
+
+    def state_rows(self) -> list[dict]:
+        rows = []
+        for run in self.config.runs:
+            st = self.store.state(run.key)
+            rows.append({"experiment": run.experiment, "task": run.task, "label": run.label, "key": run.key,
+                         "status": st.status, "epochs_done": st.epochs_done, "epochs": run.spec.epochs,
+                         "varying": dict(run.varying), "spec": run.spec.to_dict(),
+                         "error": st.error, "leased_by": st.leased_by})
+        return rows
+
+    # ---- training -------------------------------------------------------------------------------
+    def run(self, *, only: Sequence[str] = (), jobs: int = 1, executor: str = "local", device: str = "auto",
+            wait: bool = False, threads: int = 0, gpus: Sequence[str] = (), fail_fast: bool = False,
+            partition: str | None = None, time_min: int | None = None, yes: bool = False, console=None,
+            summary_json: Path | None = None):
+        """Train every run not done yet (interrupted runs resume); returns what happened (an
+        Outcome: trained, cached, diverged, failed, exit_code). `summary_json` is for the worker
+        processes of jobs > 1: where each leaves its outcome for the parent.
+
+        Example:
+            outcome = lab.run(only=["resnet20-reg"])
+            outcome.failed
+        """
+        from labreport.cluster import executors
+
+        ex = self._executor(jobs, executor, gpus, fail_fast, partition, time_min, summary_json)
+        console = console or _print_console()
+        _show_messages(console)
+        req = executors.Request(self.config, self.store, tuple(only), device, wait, threads)
+        executors.check_size(ex, req, yes)
+        return ex.execute(req, console)
+
+    def _executor(self, jobs, executor, gpus, fail_fast, partition, time_min, summary_json=None):
+        from labreport.cluster import executors
+
+        if executor != "local" and jobs > 1:
+            raise LabreportError("jobs > 1 are local workers: with an executor each run is its own task")
+        return executors.get("processes" if jobs > 1 else executor, jobs=jobs, gpus=list(gpus), fail_fast=fail_fast,
+                             partition=partition, time_min=time_min, summary_json=summary_json)
+
+    def dry_run(self, *, only: Sequence[str] = (), jobs: int = 1, executor: str = "local", device: str = "auto",
+                threads: int = 0, gpus: Sequence[str] = (), partition: str | None = None,
+                time_min: int | None = None) -> list[str]:
+        """What run() would start and train, each run with the time it should take; nothing trained."""
+        from labreport.cluster.eta import estimate
+
+        runs = self.config.select(tuple(only))
+        ex = self._executor(jobs, executor, gpus, False, partition, time_min)
+        here = device if device != "auto" else self.config.run.device
+        return ex.describe(self.config, self.store, runs, threads) + estimate(
+            self.store, runs, None if executor == "slurm" else here)
+
+    def gradflow(self, *, device: str = "auto", console=None) -> dict:
+        """Task 1's gradient-flow measurement ([gradflow]): what is not in the store yet."""
+        from labreport.cluster.local import measure_gradflow
+        from labreport.engine.runner import loader_for
+
+        console = console or _print_console()
+        _show_messages(console)
+        return measure_gradflow(self.config, self.store, loader_for(self.config, console.err), device, console)
+
+    # ---- what the store holds -------------------------------------------------------------------
+    def results(self, *, as_frame: bool | None = None):
+        """One record per run of the matrix: experiment, task, label, key, every training setting,
+        status and the result's numbers (accuracies at the epoch chosen on validation, time).
+
+        Example:
+            df = lab.results()
+            df.groupby("dropout").test_acc_at_best.mean()
+        """
+        return table(self.result_rows(), as_frame)
+
+    def result_rows(self) -> list[dict]:
+        rows = []
+        for run in self.config.runs:
+            st, res = self.store.state(run.key), self.store.read_result(run.key) or {}
+            row = {"experiment": run.experiment, "task": run.task, "label": run.label, "key": run.key,
+                   **run.spec.to_dict(), "status": st.status, "epochs_done": st.epochs_done}
+            row.update({k: res.get(k) for k in RESULT_FIELDS if k != "status"})
+            row["device"] = (res.get("provenance") or {}).get("device")
+            rows.append(row)
+        return rows
+
+    def history(self, *, as_frame: bool | None = None):
+        """One record per run and finished epoch: the run's experiment, label and key, and what the
+        trainer recorded (losses, accuracies, learning rate, time, memory)."""
+        rows = [{"experiment": run.experiment, "label": run.label, "key": run.key, **h}
+                for run in self.config.runs for h in self.store.read_history(run.key)]
+        return table(rows, as_frame)
+
+    def curves(self, names: Sequence[str] | None = None, *, language: str | None = None):
+        """Accuracy and loss per epoch of the runs of the experiments (or run labels) in `names`
+        (default: every run), as the lab's acc_loss_graph: a matplotlib Figure."""
+        from labreport.report.figures import acc_loss
+        from labreport.report.i18n import Lang
+
+        runs = [r for r in self.config.runs if names is None or r.experiment in names or r.label in names]
+        return acc_loss([(r.label, self.store.read_history(r.key)) for r in runs],
+                        Lang(language or self.config.report.language))
+
+    def conclusions(self) -> dict:
+        """Every number the report's conclusions use (what summary.json holds): the best result and
+        the configurations indistinguishable from it, factor effects, the BatchNorm claim, ..."""
+        from labreport.report.build import summary_of
+
+        return summary_of(self.config, self.store)
+
+    def export(self, out: str | Path | None = None, *, format: str = "csv") -> str:
+        """results() as CSV, or as JSON with the conclusions; written to `out` when given; the text."""
+        if format not in ("csv", "json"):
+            raise LabreportError(f"export format must be csv or json, got {format!r}")
+        rows = self.result_rows()
+        if format == "json":
+            text = json.dumps({"runs": rows, "conclusions": self.conclusions()}, indent=1, ensure_ascii=False) + "\n"
+        else:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows)
+            text = buf.getvalue()
+        if out is not None:
+            atomic_write_bytes(Path(out), text.encode("utf-8"))
+        return text
+
+    def build(self, *outputs: str | Path, html: str | Path | None = None):
+        """The report from the store as every file of `outputs` (.pdf and/or .docx; default
+        report.pdf) and, with `html`, its HTML. Returns what was built (paths, the study)."""
+        from labreport.report.build import build
+
+        return build(self.config, self.store, [Path(o) for o in outputs] or [Path("report.pdf")],
+                     Path(html) if html else None)
+
+
+def _show_messages(console) -> None:
+    """Where nothing shows labreport's messages yet (a notebook), show them on the console."""
+    from labreport import logs
+
+    if not logs.configured():
+        logs.configure(0, console.err)
+
+
+def _print_console():
+    from labreport.cluster.executors import Console
+
+    return Console(out=print, err=lambda text: print(text, file=sys.stderr), tty=in_jupyter() or sys.stderr.isatty())
