@@ -5,4 +5,15 @@ Data flows one way (docs/architecture.md):
     -> report (figures + templates) -> PDF, DOCX
 """
 
-__version__ = "0.1.0"
+from labreport.version import __version__
+
+__all__ = ["Lab", "__version__"]
+
+
+def __getattr__(name: str):
+    """labreport.Lab, the Python API (api.py), imported when first used: `import labreport` stays instant."""
+    if name == "Lab":
+        from labreport.api import Lab
+
+        return Lab
+    raise AttributeError(f"module 'labreport' has no attribute {name!r}")

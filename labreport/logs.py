@@ -43,5 +43,7 @@ def configure(verbosity: int, emit: Callable[[str], None]) -> None:
 
 
 def configured() -> bool:
-    """Whether anything shows labreport's messages (configure() or the program's own handlers)."""
-    return bool(LOG.handlers) or logging.getLogger().hasHandlers()
+    """Whether something shows labreport's info messages: configure(), a handler of the program's
+    own on "labreport", or logging set up to pass info on (logging.basicConfig(level=logging.INFO)).
+    A notebook's root logger at its default level, WARNING, does not count."""
+    return bool(LOG.handlers) or (LOG.getEffectiveLevel() <= logging.INFO and logging.getLogger().hasHandlers())

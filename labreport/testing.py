@@ -5,8 +5,8 @@ itself."""
 from __future__ import annotations
 
 import gzip
-import math
 import io
+import math
 import pickle
 import tarfile
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 from labreport.engine.data import (CIFAR_DIR, CLASSES, IMAGE_SHAPE, META_FILE, TARBALL, TEST_FILE, TRAIN_FILES,
                                    fingerprint)
 from labreport.spec import TrainSpec
+from labreport.version import __version__
 
 
 def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
@@ -176,7 +177,7 @@ def _write_made_up_run(store, spec: TrainSpec, labels: list[int], hardness: list
         best = max(history, key=lambda h: (h["val_acc"], -h["epoch"]))
         best["test_acc"] = round(best["test_acc"] * n) / n  # the predictions below score exactly this
         result = summarize(spec, history, "completed", None)
-    result.update(provenance={"labreport": "0.1.0", "train_version": 1, "device": "Tesla T4 (made up)",
+    result.update(provenance={"labreport": __version__, "train_version": 1, "device": "Tesla T4 (made up)",
                               "device_type": "cuda", "precision": history[-1]["precision"], "data_official": False,
                               "data_fingerprint": "made-up-study", "threads": 4, "torch": "2.14.1"},
                   oom_events=[], params=0, steps=history[-1]["steps"] if history else 0, skipped_steps=0,
@@ -212,4 +213,4 @@ def _write_made_up_gradflow(root: Path, settings, rng) -> None:
             "layers": [{"name": f"layer{i}", "kind": "conv", "numel": 2304} for i in range(layers)],
             "grad_init": grads, "loss_init": 2.3, "logits_std_init": 1.6e8 if fall < 0 else 0.3,
             "grad_trained": trained, "loss_trained": 2.0, "logits_std_trained": 1.0, "diverged_at_step": None,
-            "time_s": 4.0, "provenance": {"labreport": "0.1.0", "device": "made up"}})
+            "time_s": 4.0, "provenance": {"labreport": __version__, "device": "made up"}})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from labreport import __version__
+from labreport.version import __version__
 from labreport.engine import hostmem
 from labreport.errors import LabreportError
 from labreport.engine.precision import auto_precision, capability

@@ -92,7 +92,7 @@ def _measure(cell: Cell, data, device, t0: float) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from labreport import __version__
+    from labreport.version import __version__
     from labreport.engine.data import normalize
     from labreport.errors import DataError
     from labreport.engine.networks import build_model

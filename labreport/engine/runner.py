@@ -119,6 +119,7 @@ def _left_to_train(runs: list[Run], store: RunStore, retry_failed: bool, outcome
         store.tidy_finished(r.key)
         store.ensure_metrics_csv(r.key)  # a run finished before metrics.csv was written
     outcome.cached = [r.label for r in final]
+    LOG.debug("%d of %d runs final in %s, %d left", len(final), len(runs), store.root, len(todo))
     if retry_failed:
         return todo
     states = {r.key: store.state(r.key) for r in todo}  # failed runs are left as they are, and said so
@@ -162,14 +163,15 @@ class _Session:
         if threads > 0:
             torch.set_num_threads(threads)
         _check_writable(store)
+        if config.run.tensorboard:
+            from labreport.engine.tbevents import check_installed
+
+            check_installed()  # before the data set is read: one line, nothing else said or done
         data = (data_loader or loader_for(config))()
         options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile)
         LOG.info(describe(dev, options.compile))
         session = cls(store, dev, reporter, data, options, total)
         if config.run.tensorboard:
-            from labreport.engine.tbevents import check_installed
-
-            check_installed()
             session.tensorboard = config.base_dir / config.run.tensorboard_dir if config.run.tensorboard_dir \
                 else store.root / "tensorboard"
         return session

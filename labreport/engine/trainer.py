@@ -228,6 +228,7 @@ def _checkpoint(run: _Run, store: RunStore) -> None:
         "best_val": run.best_val, "best_epoch": run.best_epoch, "best_test_pred": run.best_pred,
     })
     store.write_history(run.spec.key, run.history)
+    LOG.debug("%s: epoch %d checkpointed in %s", run.spec.key, run.epoch, store.run_dir(run.spec.key))
 
 
 def _result(run: _Run, data: Prepared) -> Result:

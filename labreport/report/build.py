@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jinja2
 
-from labreport import __version__
+from labreport.version import __version__
 from labreport.report import labels as lb
 from labreport.science.conclusions import Study, conclude
 from labreport.report.document import Numbering, outline, task_title, tidy_punctuation

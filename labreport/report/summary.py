@@ -9,7 +9,7 @@ import math
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from labreport import __version__
+from labreport.version import __version__
 from labreport.report import labels as lb
 from labreport.science.conclusions import Study
 

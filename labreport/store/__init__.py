@@ -33,9 +33,11 @@ __all__ = ["RunState", "RunStore", "atomic_write_bytes", "atomic_write_json", "r
 
 
 def metrics_csv(history: list[EpochRecord]) -> bytes:
-    """The epoch records as CSV: a header of their fields, a row per epoch, empty cells for None."""
+    """The epoch records as CSV: a header of their fields (EpochRecord's order, then any other), a
+    row per epoch, empty cells for None."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for h in history for k in h)), lineterminator="\n")
+    fields = dict.fromkeys([*EpochRecord.__annotations__, *(k for h in history for k in h)])
+    writer = csv.DictWriter(buf, fieldnames=[k for k in fields if any(k in h for h in history)], lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     return buf.getvalue().encode("utf-8")
