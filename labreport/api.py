@@ -107,9 +107,30 @@ class Lab:
             st = self.store.state(run.key)
             rows.append({"experiment": run.experiment, "task": run.task, "label": run.label, "key": run.key,
                          "status": st.status, "epochs_done": st.epochs_done, "epochs": run.spec.epochs,
-                         "varying": dict(run.varying), "spec": run.spec.to_dict(),
+                         "varying": run.coords, "spec": run.spec.to_dict(),
                          "error": st.error, "leased_by": st.leased_by})
         return rows
+
+    def models(self, *, as_frame: bool | None = None):
+        """The catalogue's models, then the lab's own (one row per model and model_args), each with
+        its parameter count; an own model is built to count them (torch is imported then)."""
+        return table(catalog_rows() + self.own_model_rows(), as_frame)
+
+    def own_model_rows(self) -> list[dict]:
+        from labreport import ownmodels
+
+        seen: dict[tuple, dict] = {}
+        for run in self.config.runs:
+            s = run.spec
+            if ownmodels.is_own(s.model) and (s.model, s.model_args) not in seen:
+                src = ownmodels.read(s.model, self.config.base_dir)
+                args = f", model_args {s.model_args}" if s.model_args else ""
+                seen[(s.model, s.model_args)] = {
+                    "name": s.model, "family": "own", "params": _own_params(s, self.config.base_dir),
+                    "paper_params_m": None, "paper_error": None, "supports": sorted(p for p in ("norm", "dropout", "init")
+                                                                                    if src.takes(p)),
+                    "description": f"your own: {src.kind} {src.name} ({src.where}){args}"}
+        return list(seen.values())
 
     # ---- training -------------------------------------------------------------------------------
     def run(self, *, only: Sequence[str] = (), jobs: int = 1, executor: str = "local", device: str = "auto",
@@ -131,7 +152,17 @@ class Lab:
         _show_messages(console)
         req = executors.Request(self.config, self.store, tuple(only), device, wait, threads)
         executors.check_size(ex, req, yes)
+        if jobs > 1 or executor != "local":  # here, before workers or tasks start (a local run checks as it starts)
+            self._check_own_models(only)
         return ex.execute(req, console)
+
+    def _check_own_models(self, only: Sequence[str]) -> None:
+        from labreport.engine.runner import check_own_models, pending
+        from labreport.ownmodels import is_own
+
+        runs = [r for r in self.config.select(tuple(only)) if is_own(r.spec.model)]
+        if runs:
+            check_own_models(pending(self.store, runs)[0], self.config.base_dir)
 
     def _executor(self, jobs, executor, gpus, fail_fast, partition, time_min, summary_json=None):
         from labreport.cluster import executors
@@ -160,7 +191,7 @@ class Lab:
 
         console = console or _print_console()
         _show_messages(console)
-        return measure_gradflow(self.config, self.store, loader_for(self.config, console.err), device, console)
+        return measure_gradflow(self.config, self.store, loader_for(self.config), device, console)
 
     # ---- what the store holds -------------------------------------------------------------------
     def results(self, *, as_frame: bool | None = None):
@@ -232,6 +263,23 @@ class Lab:
 
         return build(self.config, self.store, [Path(o) for o in outputs] or [Path("report.pdf")],
                      Path(html) if html else None)
+
+
+def catalog_rows() -> list[dict]:
+    """The catalogue's models: name, family, parameters (exact, without building one: no torch) and
+    the paper's figures."""
+    from labreport.catalog import CATALOG
+
+    return [{"name": name, "family": info.family, "params": info.params, "paper_params_m": info.paper_params_m,
+             "paper_error": info.paper_error, "supports": sorted(info.supports), "description": info.description}
+            for name, info in CATALOG.items()]
+
+
+def _own_params(spec, lab_dir: Path) -> int:
+    from labreport.engine.networks import build_model, count_parameters
+
+    return count_parameters(build_model(spec.model, norm=spec.norm, dropout=spec.dropout, init=spec.init,
+                                        model_args=spec.model_args.as_dict(), lab_dir=lab_dir))
 
 
 def _show_messages(console) -> None:

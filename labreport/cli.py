@@ -16,6 +16,7 @@ from labreport.api import Lab
 from labreport.cluster.executors import CONFIRM_RUNS, Console
 from labreport.errors import LabreportError
 from labreport.logs import configure as configure_logging
+from labreport.spec import coords_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 RUNS_HELP = "run store (default: LABREPORT_RUNS, else [store] root of the TOML, else ./runs)"
@@ -67,7 +68,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="machine-read
 
 
 def _console() -> Console:
-    return Console(out=click.echo, err=lambda text: click.echo(text, err=True), tty=sys.stderr.isatty())
+    quiet = click.get_current_context().find_root().params.get("quiet", False)
+    return Console(out=click.echo, err=lambda text: click.echo(text, err=True), tty=sys.stderr.isatty(), quiet=quiet)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)
@@ -150,34 +152,38 @@ def plan(obj: Context, profile, overrides, as_json):
         click.echo(f"{exp.name}{task}: {spec.model}, {len(erows)} run(s), {spec.epochs} epochs, "
                    f"{spec.optimizer} lr={spec.lr:g}, batch {spec.batch_size}" + (f"; {schedule}" if schedule else ""))
         for r in erows:
-            coords = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["varying"].items())
-            click.echo(f"  {r['key']}  {_state_text(r):<14} {coords}")
+            click.echo(f"  {r['key']}  {_state_text(r):<14} {coords_text(r['varying'].items(), ' ')}")
     click.echo(f"{len(rows)} runs ({len(config.unique_runs())} distinct)" + (f", profile '{profile}'" if profile else ""))
 
 
 @main.command()
+@lab_options
 @json_option
-def models(as_json):
-    """List the model registry with parameter counts (and the paper's, where it has one).
+@click.pass_obj
+def models(obj: Context, profile, overrides, as_json):
+    """List the model registry with parameter counts (and the paper's, where it has one), then the
+    models of your own that experiments.toml names (model = "nets.py:Net"), if there is one.
 
     \b
     Example:
         labreport models
+        labreport --config lab/experiments.toml models --json
     """
-    # torch-free: the counts are exact (tests/engine/test_models.py builds each model)
-    from labreport.catalog import CATALOG
+    from labreport.api import catalog_rows
 
-    rows = [{"name": name, "family": info.family, "params": info.params, "paper_params_m": info.paper_params_m,
-             "paper_error": info.paper_error, "supports": sorted(info.supports), "description": info.description}
-            for name, info in CATALOG.items()]
+    # the catalogue's counts are exact without torch (tests/engine/test_models.py builds each model)
+    rows = catalog_rows()
+    if obj.config_path.exists():
+        rows += obj.lab(profile, overrides).own_model_rows()
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(f"{'model':<11} {'params':>12} {'paper':>7} {'paper err%':>10}  description")
+    width = max(11, *(len(r["name"]) for r in rows))
+    click.echo(f"{'model':<{width}} {'params':>12} {'paper':>7} {'paper err%':>10}  description")
     for r in rows:
         paper = f"{r['paper_params_m']}M" if r["paper_params_m"] else "-"
         err = f"{r['paper_error']}" if r["paper_error"] else "-"
-        click.echo(f"{r['name']:<11} {r['params']:>12,} {paper:>7} {err:>10}  {r['description']}")
+        click.echo(f"{r['name']:<{width}} {r['params']:>12,} {paper:>7} {err:>10}  {r['description']}")
 
 
 @main.command()

@@ -55,7 +55,7 @@ def _toml_types(hint: Any) -> tuple[tuple[type, ...], tuple | None]:
     if origin in (typing.Union, types.UnionType):  # int | str; str | None (None: a default, not a TOML value)
         parts = [_toml_types(a)[0] for a in typing.get_args(hint) if a is not type(None)]
         return tuple(dict.fromkeys(t for ts in parts for t in ts)), None
-    return ({tuple: list, list: list, dict: dict}.get(origin, hint),), None
+    return ({tuple: list, list: list, dict: dict}.get(origin, getattr(hint, "TOML_TYPE", hint)),), None
 
 
 @functools.cache

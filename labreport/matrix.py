@@ -23,17 +23,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from labreport import ownmodels
 from labreport.catalog import CATALOG, OPTIONS, init_problem, model_info
 from labreport.errors import ModelError
 from labreport.fields import check_value
 from labreport.settings import Ctx, section_table, unknown
-from labreport.spec import FIELDS, GRID_KEYS_WITH_LIST_VALUES, Run, TrainSpec, train_images
+from labreport.spec import FIELDS, GRID_KEYS_WITH_LIST_VALUES, ModelArgs, Run, TrainSpec, train_images
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
 MAX_RUNS = 100_000  # runs one file may expand to (disabled experiments included): beyond, surely a typo
 EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled"}
 PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training settings
-TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", list: "a list"}
+TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", list: "a list",
+              dict: "a table"}
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,11 @@ def _check_value(ctx: Ctx, where: str, key: str, value: Any) -> Any:
         raise ctx.err(where, f"'{key}' {problem}")
     if key == "model":
         try:
-            model_info(value)
+            ownmodels.split(value) if ownmodels.is_own(value) else model_info(value)
         except ModelError as e:
             raise ctx.err(where, str(e)) from None
+    if key == "model_args":
+        return ModelArgs.of(value)
     return tuple(value) if key in GRID_KEYS_WITH_LIST_VALUES else value
 
 
@@ -303,12 +307,32 @@ def _checked_point(ctx: Ctx, where: str, point: dict) -> dict:
     def value(k):
         return point.get(k, FIELDS[k].default)
 
+    if ownmodels.is_own(point["model"]):
+        point["model_source"] = _own_model(ctx, where, point)
+        return _checked_schedule(ctx, where, point)
+    if point.get("model_args"):
+        raise ctx.err(where, f"model_args is for a model of your own (model = 'nets.py:Net'), not '{point['model']}'")
     info = model_info(point["model"])
     for opt in OPTIONS:
         if opt not in info.supports and opt in point and point[opt] != FIELDS[opt].default:
             raise ctx.err(where, f"model '{info.name}' does not support {opt}={point[opt]!r}")
     if problem := init_problem(info, value("init"), value("norm")):
         raise ctx.err(where, problem)
+    return _checked_schedule(ctx, where, point)
+
+
+def _own_model(ctx: Ctx, where: str, point: dict) -> str:
+    """A model of one's own, read from its source (not run): its file's hash, for the run key."""
+    options = {o: point[o] for o in OPTIONS if o in point and point[o] != FIELDS[o].default}
+    try:
+        src = ownmodels.read(point["model"], ctx.path.parent)
+        ownmodels.check_args(src, dict(point.get("model_args", ())), options)
+    except ModelError as e:
+        raise ctx.err(where, str(e)) from None
+    return src.digest
+
+
+def _checked_schedule(ctx: Ctx, where: str, point: dict) -> dict:
     if point.get("schedule") == "step" and not point.get("milestones"):
         raise ctx.err(where, "schedule = 'step' needs 'milestones'")
     if point.get("max_iters"):

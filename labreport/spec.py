@@ -20,6 +20,7 @@ from labreport.fields import Setting, between, setting, settings_of
 TRAIN_VERSION = 1
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000  # images in the data set's training and test files
+NUM_CLASSES = {"cifar10": 10}  # the classifier's outputs per data set
 
 
 def train_images(val_size: int, train_subset: int = 0) -> int:
@@ -35,6 +36,42 @@ def _milestones(v) -> str | None:
     if list(v) != sorted(set(v)):
         return "must be strictly increasing"
     return None
+
+
+class ModelArgs(tuple):
+    """model_args, frozen (a spec is hashable): ((name, value), ...) sorted by name, lists as tuples.
+    The TOML gives a table (TOML_TYPE); to_dict() gives it back as one."""
+
+    TOML_TYPE = dict
+
+    @classmethod
+    def of(cls, table: "dict | ModelArgs") -> "ModelArgs":
+        if isinstance(table, ModelArgs):
+            return table
+        return cls(sorted((k, _frozen(v)) for k, v in dict(table).items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: _thawed(v) for k, v in self}
+
+    def __str__(self) -> str:  # in a run's label: "depth=110, width=16"
+        return ", ".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+
+def _frozen(v: Any) -> Any:
+    if isinstance(v, dict):
+        return ModelArgs.of(v)
+    return tuple(_frozen(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _thawed(v: Any) -> Any:
+    if isinstance(v, ModelArgs):
+        return v.as_dict()
+    return [_thawed(x) for x in v] if isinstance(v, tuple) else v
+
+
+def _model_args(v) -> str | None:
+    bad = [k for k in v if not isinstance(k, str) or not k.isidentifier()]
+    return f"must be a table of keyword arguments (names such as depth, width), not {bad[0]!r}" if bad else None
 
 
 # The choices of the training settings: the dataclass below takes its checks from these
@@ -54,7 +91,10 @@ class TrainSpec:
     Each field with setting() metadata is a training setting of experiments.toml, with its default,
     its check and its help here and nowhere else (FIELDS lists them)."""
 
-    model: str = setting(help="a name from `labreport models`")
+    model: str = setting(help="a name from `labreport models`, or a model of your own: 'FILE.py:Class' "
+                              "(relative to experiments.toml) or 'package.module:factory'")
+    model_args: ModelArgs = setting(ModelArgs(), "a model of your own: the keyword arguments it is called with, "
+                                                 "a table (model_args = { depth = 110 })", _model_args)
     norm: Norm = setting("batch", "BatchNorm everywhere, or none at all")
     dropout: float = setting(0.0, "dropout probability", between(0.0, 1.0, hi_open=True))
     init: Init = setting("he", "He init (paper), PyTorch's layer defaults, or Fixup (Zhang et al. 2019; "
@@ -86,12 +126,18 @@ class TrainSpec:
     deterministic: bool = setting(False, "bit-exact reproducibility (slower)")
     seed: int = 0  # set by `seeds`, not a setting: the initial weights, dropout masks, data order
     dataset: Dataset = "cifar10"
+    model_source: str = ""  # a model of your own: its file's sha256 (ownmodels.py), so that an edit retrains
+
+    def __post_init__(self):
+        if not isinstance(self.model_args, ModelArgs):  # a table, from the TOML or a spec.json
+            object.__setattr__(self, "model_args", ModelArgs.of(self.model_args))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        d["model_args"] = self.model_args.as_dict()
         for k in OMITTED_AT_DEFAULT:
-            if d[k] == FIELDS[k].default:
+            if getattr(self, k) == DEFAULTS[k]:
                 del d[k]
         return d
 
@@ -108,11 +154,19 @@ FIELDS: dict[str, Setting] = settings_of(TrainSpec)  # the training settings a T
 GRID_KEYS_WITH_LIST_VALUES = {k for k, s in FIELDS.items() if s.types == (list,)}
 # Training settings added after TRAIN_VERSION 1: left out of the spec dict (and so of the key) while
 # at their default, so that the keys and results of existing runs stay valid.
-OMITTED_AT_DEFAULT = ("max_iters",)
+OMITTED_AT_DEFAULT = ("max_iters", "model_args", "model_source")
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainSpec)}  # every field's, settings or not
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+def coords_text(coords, sep: str = ", ") -> str:
+    """Grid coordinates as a label writes them: "dropout=0.15, weight_decay=0.0001"; model_args as
+    their own arguments: "depth=110"."""
+    def text(k, v):
+        if k == "model_args":
+            return sep.join(text(a, b) for a, b in (v.items() if isinstance(v, dict) else v))
+        return f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+
+    return sep.join(text(k, v) for k, v in coords)
 
 
 @dataclass(frozen=True)
@@ -129,6 +183,11 @@ class Run:
         return self.spec.key
 
     @property
+    def coords(self) -> dict[str, Any]:
+        """The grid coordinates as plain data (model_args a table), for JSON and data frames."""
+        return {k: v.as_dict() if isinstance(v, ModelArgs) else v for k, v in self.varying}
+
+    @property
     def label(self) -> str:
-        coords = ", ".join(f"{k}={_fmt(v)}" for k, v in self.varying)
+        coords = coords_text(self.varying)
         return f"{self.experiment}[{coords}]" if coords else self.experiment

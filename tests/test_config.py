@@ -350,6 +350,7 @@ def test_int_lr_is_stored_as_float(tmp_path):
 # A value different from the default for every training setting (model: resnet20 by default here).
 CHANGED = {
     "model": 'model = "resnet32"',
+    "model_args": "model_args = { width = 16 }",  # of a model of one's own (the test writes nets.py)
     "norm": 'norm = "none"',
     "dropout": "dropout = 0.5",
     "init": 'init = "torch"',
@@ -385,7 +386,11 @@ def test_changed_table_covers_every_training_setting():
 def test_changing_any_training_setting_changes_the_key(tmp_path, setting):
     base = only_run(tmp_path)
     line = CHANGED[setting]
-    if setting == "model":
+    if setting == "model_args":
+        (tmp_path / "nets.py").write_text("def net(num_classes=10, width=8):\n    ...\n")
+        base = only_run(tmp_path, model='"nets.py:net"')
+        changed = only_run(tmp_path, line, model='"nets.py:net"')
+    elif setting == "model":
         changed = only_run(tmp_path, model='"resnet32"')
     else:
         changed = only_run(tmp_path, line)

@@ -45,6 +45,7 @@ class Console:
     out: Callable[[str], None]  # results
     err: Callable[[str], None]  # progress, warnings, failures
     tty: bool = False  # the progress stream is a terminal: live bars instead of log lines
+    quiet: bool = False  # -q: no progress (epoch lines, bars), only warnings, errors and the results
 
 
 @dataclass

@@ -26,7 +26,7 @@ class Local(Executor):
     def execute(self, req: Request, console: Console) -> Outcome:
         from labreport.engine.runner import loader_for
 
-        load = loader_for(req.config, console.err)
+        load = loader_for(req.config)
         out = self._train(req, load, console)
         if out is None:  # Ctrl-C outside a run's training (loading the data, say)
             console.err(f"\ninterrupted: {RESUME_HINT}")
@@ -42,10 +42,11 @@ class Local(Executor):
 
     @staticmethod
     def _train(req: Request, load, console: Console) -> Outcome | None:
-        from labreport.cluster.progress import LineReporter, RichReporter
+        from labreport.cluster.progress import LineReporter, QuietReporter, RichReporter
         from labreport.engine import runner  # looked up at call time (tests replace runner.run_matrix)
 
-        reporter = RichReporter(len(req.config.select(req.only))) if console.tty else LineReporter()
+        reporter = QuietReporter() if console.quiet else RichReporter(len(req.config.select(req.only))) \
+            if console.tty else LineReporter()
         try:
             with reporter:
                 return runner.run_matrix(req.config, req.store, device=req.device, only=req.only, reporter=reporter,

@@ -43,7 +43,7 @@ class Processes(Executor):
     def execute(self, req: Request, console: Console) -> Outcome:
         from labreport.cluster.progress import LiveWorkers
 
-        live = LiveWorkers() if console.tty else None
+        live = LiveWorkers() if console.tty and not console.quiet else None
         try:
             with live or contextlib.nullcontext():
                 out = run_parallel(req, jobs=self.jobs, gpus=self.gpus, fail_fast=self.fail_fast, echo=console.err,

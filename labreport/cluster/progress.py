@@ -55,6 +55,13 @@ class LineReporter:
         print(text, file=self.stream, flush=True)
 
 
+class QuietReporter(LineReporter):
+    """-q: no progress at all."""
+
+    def _print(self, text):
+        pass
+
+
 class RichReporter(LineReporter):
     """A live bar for the current run (epoch, batch, loss, accuracy, ETA); epoch lines above it."""
 

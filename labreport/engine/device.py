@@ -10,6 +10,8 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import torch
 
 from labreport.version import __version__
@@ -28,6 +30,7 @@ class RunOptions:
     compile: bool | str = False  # [run] compile: False, True or a torch.compile mode (see compile_mode)
     micro_batch: int | None = None  # split each batch into micro-batches (set by the OOM fallback)
     checkpoint_every: int = 1  # epochs between checkpoints
+    lab_dir: Path = Path(".")  # experiments.toml's folder: where a model of one's own ("nets.py:Net") is found
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -47,13 +47,16 @@ Options (``build_model``; each model lists the ones it honours in ``supports``):
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labreport import ownmodels
 from labreport.catalog import OPTIONS, ModelInfo, init_problem, model_info
+from labreport.engine import owncode
 from labreport.errors import ModelError
 from labreport.spec import FIELDS
 
@@ -248,11 +251,17 @@ def builder(info: ModelInfo) -> Callable[..., nn.Module]:
     return getattr(importlib.import_module(module), name)
 
 
-def build_model(name: str, *, num_classes: int = 10, norm: str = "batch",
-                dropout: float = 0.0, init: str = "he") -> nn.Module:
-    """Build a fresh, untrained model on the CPU; the caller moves it to a device."""
-    info = model_info(name)
+def build_model(name: str, *, num_classes: int = 10, norm: str = "batch", dropout: float = 0.0, init: str = "he",
+                model_args: dict | None = None, lab_dir: Path | None = None) -> nn.Module:
+    """Build a fresh, untrained model on the CPU; the caller moves it to a device. `name` is a
+    catalogue name, or a model of one's own ("nets.py:Net", found from `lab_dir`, called with
+    `model_args`: engine/owncode.py)."""
     given: dict[str, Any] = {"norm": norm, "dropout": dropout, "init": init}
+    if ownmodels.is_own(name):
+        model, took_init = owncode.build(name, lab_dir or Path("."), dict(model_args or {}),
+                                         {"num_classes": num_classes, **given}, DEFAULTS)
+        return model if took_init else _apply_init(model, init)  # he: as the catalogue's; torch: as it was built
+    info = model_info(name)
     for option, value in given.items():  # the spec's checks: a spec that loaded builds
         s = FIELDS[option]
         problem = (f"must be one of {', '.join(map(repr, s.choices))}" if s.choices and value not in s.choices

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from labreport.config import Config
-from labreport.errors import LabreportError
+from labreport.errors import LabreportError, ModelError
 from labreport.faults import point as fault_point
-from labreport.spec import Run
+from labreport.spec import NUM_CLASSES, Run
 from labreport.logs import LOG
 from labreport.store import RunStore
 
@@ -55,11 +55,11 @@ class Outcome:
         return {k: v for k, v in asdict(self).items() if k in ("trained", "cached", "diverged", "failed")}
 
 
-def loader_for(config: Config, warn: Callable[[str], None] = LOG.warning) -> Callable:
+def loader_for(config: Config) -> Callable:
     """The one way a worker loads the data set of a config ([data], LABREPORT_DATA): a loader that
     reads the files at its first call only (training and the gradient-flow measurement of one
-    `run` share it: torch and the data only when something is left to do) and passes the data
-    set's warnings to `warn` once."""
+    `run` share it: torch and the data only when something is left to do) and logs the data set's
+    warnings once."""
     cache: list = []
 
     def load():
@@ -68,7 +68,7 @@ def loader_for(config: Config, warn: Callable[[str], None] = LOG.warning) -> Cal
 
             cache.append(load_cifar10(resolve_root(config.data.root, config.base_dir), download=config.data.download))
             for w in cache[0].warnings:
-                warn(w)
+                LOG.warning(w)
         return cache[0]
 
     return load
@@ -96,7 +96,7 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     todo = _left_to_train(config.select(only, keys), store, retry_failed, outcome)
     if not todo:
         return outcome
-    session = _Session.open(config, store, device, reporter, data_loader, threads, len(todo))
+    session = _Session.open(config, store, device, reporter, data_loader, threads, todo)
     while todo:
         busy = session.train_all(todo, outcome)
         if outcome.interrupted or not busy:
@@ -140,6 +140,27 @@ def _still_wanted(busy: list[Run], store: RunStore, outcome: Outcome) -> list[Ru
     return todo
 
 
+def check_own_models(runs: list[Run], lab_dir: Path) -> None:
+    """Each model of one's own among `runs`, built as its first run's spec says, gives one logit per
+    class for a batch of 2 images, and its file is the one the run key hashed; a ModelError otherwise."""
+    from labreport import ownmodels
+    from labreport.engine import owncode
+    from labreport.engine.networks import build_model
+
+    seen = set()
+    for run in runs:
+        s = run.spec
+        if not ownmodels.is_own(s.model) or (s.model, s.model_args, s.model_source) in seen:
+            continue
+        seen.add((s.model, s.model_args, s.model_source))
+        if ownmodels.read(s.model, lab_dir).digest != s.model_source:
+            raise ModelError(f"model '{s.model}': its file changed after experiments.toml was read: run again")
+        model = build_model(s.model, norm=s.norm, dropout=s.dropout, init=s.init, model_args=s.model_args.as_dict(),
+                            lab_dir=lab_dir)
+        owncode.check(model, s.model, lab_dir, num_classes=NUM_CLASSES[s.dataset])
+        LOG.debug("%s: %s builds and gives [2, %d] logits", run.label, s.model, NUM_CLASSES[s.dataset])
+
+
 class _Session:
     """What training the runs left needs once: torch, the device, the data set, the splits of the
     last spec (one on the device at a time), and the count of runs trained here."""
@@ -151,7 +172,7 @@ class _Session:
 
     @classmethod
     def open(cls, config: Config, store: RunStore, device: str, reporter, data_loader, threads: int,
-             total: int) -> "_Session":
+             todo: list[Run]) -> "_Session":
         import torch  # from here on, there is work to do
 
         from labreport.engine.device import RunOptions, describe, resolve_device
@@ -162,15 +183,17 @@ class _Session:
         dev = resolve_device(device if device != "auto" else config.run.device)
         if threads > 0:
             torch.set_num_threads(threads)
+        check_own_models(todo, config.base_dir)  # a broken model of one's own: one line, nothing trained
         _check_writable(store)
         if config.run.tensorboard:
             from labreport.engine.tbevents import check_installed
 
             check_installed()  # before the data set is read: one line, nothing else said or done
         data = (data_loader or loader_for(config))()
-        options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile)
+        options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile,
+                             lab_dir=config.base_dir)
         LOG.info(describe(dev, options.compile))
-        session = cls(store, dev, reporter, data, options, total)
+        session = cls(store, dev, reporter, data, options, len(todo))
         if config.run.tensorboard:
             session.tensorboard = config.base_dir / config.run.tensorboard_dir if config.run.tensorboard_dir \
                 else store.root / "tensorboard"

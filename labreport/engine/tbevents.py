@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from labreport.errors import LabreportError
-from labreport.spec import Run
+from labreport.spec import Run, coords_text
 
 SCALARS = {  # epoch record field -> TensorBoard tag
     "train_acc": "accuracy/train", "val_acc": "accuracy/validation", "test_acc": "accuracy/test",
@@ -34,7 +34,7 @@ def check_installed() -> None:
 
 def run_dir(root: Path, run: Run) -> Path:
     """<root>/<experiment>/<grid point>: "dropout=0.15,weight_decay=0.0001", or "run" without a grid."""
-    point = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in run.varying) or "run"
+    point = coords_text(run.varying, ",") or "run"
     return root / run.experiment / re.sub(r"[^\w.=,+-]", "_", point)
 
 

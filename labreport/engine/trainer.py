@@ -121,7 +121,8 @@ def _set_up(spec: TrainSpec, data: Prepared, device: torch.device, precision: st
             name: str) -> _Run:
     """A fresh run: the model's initial weights and the data generator from the run's seed."""
     torch.manual_seed(spec.seed)  # the model's initial weights and dropout masks
-    model = build_model(spec.model, norm=spec.norm, dropout=spec.dropout, init=spec.init).to(device)
+    model = build_model(spec.model, norm=spec.norm, dropout=spec.dropout, init=spec.init,
+                        model_args=spec.model_args.as_dict(), lab_dir=options.lab_dir).to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = _make_optimizer(spec, model.parameters())

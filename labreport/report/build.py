@@ -185,6 +185,28 @@ def experiment_rows(config: Config) -> list[dict]:
     return rows
 
 
+def model_rows(config: Config, views: list[RunView], L: Lang) -> list[dict]:
+    """The models table: every model the matrix uses, in its order, with its parameter count (the
+    BatchNorm variant's) and the paper's; a model of one's own by its name, counted by its runs."""
+    rows: dict[str, dict] = {}
+    for run in config.runs:
+        m = run.spec.model
+        if m in rows:
+            continue
+        info = CATALOG.get(m)
+        rows[m] = {"model": m, "name": lb.model_name(m, L), "description": lb.model_description(m, L), "own": not info,
+                   "params": info.params if info else _counted_params(m, views),
+                   "paper_params_m": info.paper_params_m if info else None}
+    return list(rows.values())
+
+
+def _counted_params(model: str, views: list[RunView]) -> int | None:
+    """A model of one's own: the parameters its runs counted (a BatchNorm run's where there is one)."""
+    counted = [(v.spec.get("norm") != "batch", v.result["params"]) for v in views
+               if v.spec["model"] == model and v.result and v.result.get("params")]
+    return min(counted)[1] if counted else None
+
+
 def gradflow_context(config: Config, store: RunStore) -> tuple[dict | None, dict]:
     """The cached gradient-flow measurement (JSON only: `build` never trains or loads data) and what
     the theory section needs: {"enabled", "facts" (None: nothing measured yet), "lab_inits", "nobn_inits"}."""
@@ -224,8 +246,8 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
     citations = Citations(L, access_date(config.report.accessed))
     context = dict(
         r=report_fields(config, L), lang=L.code, outline=outline(study, L), study=study, views=views,
-        figures=figures, catalog=CATALOG, provenance=_provenance(views), config=config, version=__version__,
-        experiments=experiment_rows(config), no_result=_NoResult(), fonts_dir=FONTS_DIR.as_uri(),
+        figures=figures, provenance=_provenance(views), config=config, version=__version__,
+        experiments=experiment_rows(config), models=model_rows(config, views, L), no_result=_NoResult(), fonts_dir=FONTS_DIR.as_uri(),
         font=font_context(config),
         gradflow=gradflow or {"enabled": False, "facts": None, "lab_inits": [], "nobn_inits": []},
         cite=citations.cite, cited=citations.cited,

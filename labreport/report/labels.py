@@ -20,6 +20,8 @@ ORDER = ("model", "norm", "init", "dropout", "weight_decay", "optimizer", "lr", 
 
 
 def model_name(name: str, L) -> str:
+    if ":" in name:  # a model of one's own, "nets.py:ResNet110": its class or function
+        return name.rpartition(":")[2]
     if name.startswith("resnet") and name != "resnet18":
         return f"ResNet-{name.removeprefix('resnet')}"
     if name.startswith("plain"):
@@ -30,6 +32,9 @@ def model_name(name: str, L) -> str:
 def model_description(name: str, L) -> str:
     from labreport.catalog import CATALOG
 
+    if ":" in name:  # "nets.py:ResNet110", "mypackage.nets:make_resnet"
+        target, _, obj = name.rpartition(":")
+        return L._("own implementation: %(name)s from %(file)s", name=obj, file=target)
     info = CATALOG[name]
     if info.family == "cifar-resnet":
         return L.n_("CIFAR ResNet-%(depth)s: 3 stages of %(num)d basic block, option-A shortcuts",

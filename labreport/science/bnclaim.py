@@ -171,8 +171,9 @@ def bn_claims(views: Sequence, threshold: float, claim_rate: float, alpha: float
     """A BnClaim per (model, budget) that has a BN-less arm, for models that also ran with BN,
     shallowest model first."""
     claims = []
-    models = [m for m in CATALOG if {v.spec.get("norm") for v in views if v.spec["model"] == m} >= {"batch", "none"}]
-    for m in sorted(models, key=lambda m: CATALOG[m].depth or 0):
+    used = dict.fromkeys(v.spec["model"] for v in views)  # the catalogue's by depth, then one's own in matrix order
+    models = [m for m in used if {v.spec.get("norm") for v in views if v.spec["model"] == m} >= {"batch", "none"}]
+    for m in sorted(models, key=lambda m: (CATALOG[m].depth or 0) if m in CATALOG else 1_000_000):
         arms: dict[tuple, list] = {}  # (norm, init, budget) -> runs
         for v in views:
             if v.spec["model"] == m:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labreport.config import Config
+from labreport.spec import coords_text
 from labreport.store import RunStore
 
 
@@ -37,7 +38,7 @@ class RunView:
     @property
     def config_label(self) -> str:
         """The label without the seed: runs that differ only by seed share it."""
-        coords = ", ".join(f"{k}={_fmt(v)}" for k, v in self.varying.items() if k != "seed")
+        coords = coords_text((k, v) for k, v in self.varying.items() if k != "seed")
         return f"{self.experiment}[{coords}]" if coords else self.experiment
 
     def metric(self, name: str) -> float | None:
@@ -45,10 +46,6 @@ class RunView:
             return None
         v = self.result.get(name)
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def collect(config: Config, store: RunStore) -> list[RunView]:

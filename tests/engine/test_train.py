@@ -80,7 +80,7 @@ class Recorder:
         self.epochs.append(record)
 
 
-def tiny_net(name, *, num_classes=10, norm="batch", dropout=0.0, init="he"):
+def tiny_net(name, *, num_classes=10, norm="batch", dropout=0.0, init="he", model_args=None, lab_dir=None):
     """build_model's signature, a network of 330 parameters: one conv, BatchNorm, dropout."""
     nn = torch.nn
     return nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
