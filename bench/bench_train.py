@@ -51,7 +51,8 @@ import torch.nn.functional as F
 
 from labreport.engine import hostmem
 from labreport.spec import TrainSpec
-from labreport.engine.data import MEAN, STD, load_cifar10, split_train_val, subset_indices
+from labreport.engine.data import MEAN, STD, split_train_val, subset_indices
+from labreport.engine.datasets import load_cifar10
 from labreport.testing import write_synthetic_cifar10
 from labreport.engine.networks import build_model
 from labreport.store import RunStore

@@ -133,7 +133,8 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
     """Step 0: what auto resolves to here, and a BN-less ResNet-110's logits at init per precision."""
     import torch
 
-    from labreport.engine.data import load_cifar10, normalize
+    from labreport.engine.data import normalize
+    from labreport.engine.datasets import load_cifar10
     from labreport.engine.networks import build_model
     from labreport.engine.precision import autocast, resolve_precision
     from labreport.engine.device import resolve_device

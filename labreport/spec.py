@@ -19,8 +19,9 @@ from labreport.fields import Setting, between, setting, settings_of
 # results are kept on disk but no longer count as done.
 TRAIN_VERSION = 1
 
-CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000  # images in the data set's training and test files
-NUM_CLASSES = {"cifar10": 10}  # the classifier's outputs per data set
+CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000  # images in the training and test files (CIFAR-100's too)
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}  # the classifier's outputs per data set
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 def train_images(val_size: int, train_subset: int = 0) -> int:
@@ -81,7 +82,7 @@ Optimizer = Literal["adam", "sgd"]
 Schedule = Literal["constant", "step", "cosine"]
 ScheduleUnit = Literal["epoch", "iter"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Dataset = Literal["cifar10"]
+Dataset = Literal["cifar10", "cifar100"]
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ class TrainSpec:
                                            "older GPUs and CPUs")
     deterministic: bool = setting(False, "bit-exact reproducibility (slower)")
     seed: int = 0  # set by `seeds`, not a setting: the initial weights, dropout masks, data order
-    dataset: Dataset = "cifar10"
+    dataset: Dataset = setting("cifar10", "the data set: CIFAR-10 (the lab's) or CIFAR-100 (the same format, 100 "
+                                          "classes: its fine labels)")
     model_source: str = ""  # a model of your own: its file's sha256 (ownmodels.py), so that an edit retrains
 
     def __post_init__(self):

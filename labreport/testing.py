@@ -1,6 +1,6 @@
-"""Helpers for tests of labreport and of a user's own code around it: a small learnable CIFAR-10
-look-alike in the official file format, and a TrainSpec from its dictionary. Not used by labreport
-itself."""
+"""Helpers for tests of labreport and of a user's own code around it: small learnable CIFAR-10 and
+CIFAR-100 look-alikes in the official file formats, a TrainSpec from its dictionary, and a made-up
+full-size run store. Not used by labreport itself."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from typing import Any, Iterable, Literal
 
 import numpy as np
 
-from labreport.engine.data import (CIFAR_DIR, CLASSES, IMAGE_SHAPE, META_FILE, TARBALL, TEST_FILE, TRAIN_FILES,
-                                   fingerprint)
+from labreport.engine.datasets import DATASETS, IMAGE_SHAPE, DatasetInfo, fingerprint
 from labreport.spec import TrainSpec
 from labreport.version import __version__
 
@@ -38,9 +37,9 @@ def synthetic_images(labels: np.ndarray, rng: np.random.Generator, styles: np.nd
     n = len(labels)
     yy, xx = np.mgrid[0:32, 0:32]
     img = np.empty((n, 3, 32, 32), np.float32)
-    for k in range(len(CLASSES)):
-        period = 4 + 2 * (k % 5)  # pixels; five periods, horizontal for classes 0-4, vertical for 5-9
-        coord = yy if k < 5 else xx
+    for k in range(len(styles)):
+        period = 4 + 2 * (k % 5)  # pixels; five periods, horizontal for classes 0-4 (mod 10), vertical for 5-9
+        coord = yy if k % 10 < 5 else xx
         stripes = 40.0 * np.sign(np.sin(2 * np.pi * coord / period))  # +-40 grey levels
         img[labels == k] = styles[k][:, None, None] + stripes[None]
     img += rng.normal(0.0, 30.0, img.shape)  # noise std 30 grey levels: not trivially separable by one pixel
@@ -54,38 +53,62 @@ def write_synthetic_cifar10(root: Path, *, n_train: int = 500, n_test: int = 100
     n_train is split evenly over the 5 data_batch files. tar=True also writes root/cifar-10-python.tar.gz;
     tar="only" writes only the tarball. Returns the folder written, or the tarball for tar="only".
     """
-    if n_train < len(TRAIN_FILES) or n_test < 1:
-        raise ValueError(f"need n_train >= {len(TRAIN_FILES)} (one per batch file) and n_test >= 1")
+    return write_synthetic_cifar(root, "cifar10", n_train=n_train, n_test=n_test, seed=seed, tar=tar)
+
+
+def write_synthetic_cifar(root: Path, dataset: str = "cifar10", *, n_train: int = 500, n_test: int = 100,
+                          seed: int = 0, tar: bool | Literal["only"] = False) -> Path:
+    """A small learnable look-alike of `dataset` ("cifar10", "cifar100") in its official layout:
+    CIFAR-100's one train file with fine and coarse labels and a meta file of 100 fine and 20 coarse
+    names. Deterministic for `seed`; `tar` as for write_synthetic_cifar10."""
+    info = DATASETS[dataset]
+    if n_train < len(info.train_files) or n_test < 1:
+        raise ValueError(f"need n_train >= {len(info.train_files)} (one per batch file) and n_test >= 1")
     rng = np.random.default_rng(seed)
-    styles = rng.uniform(60, 195, size=(len(CLASSES), 3))  # grey levels; room for stripes and noise
+    styles = rng.uniform(60, 195, size=(info.num_classes, 3))  # grey levels; room for stripes and noise
     blobs: dict[str, bytes] = {}
+    for i, part in enumerate(np.array_split(np.arange(n_train), len(info.train_files))):
+        label = f"training batch {i + 1} of {len(info.train_files)} (synthetic)"
+        blobs[info.train_files[i]] = _synthetic_batch(info, label, len(part), rng, styles)
+    blobs[info.test_file] = _synthetic_batch(info, "testing batch 1 of 1 (synthetic)", n_test, rng, styles)
+    blobs[info.meta_file] = pickle.dumps(_synthetic_meta(info, n_train), protocol=2)
+    return _write_blobs(Path(root), info, blobs, tar)
 
-    def batch(label: str, n: int) -> bytes:
-        labels = rng.permutation(np.arange(n) % len(CLASSES))  # balanced classes, shuffled
-        names = [f"synthetic_{CLASSES[y]}_{rng.integers(1 << 30):09d}.png".encode() for y in labels]
-        obj = {b"batch_label": label.encode(), b"labels": labels.tolist(),
-               b"data": synthetic_images(labels, rng, styles), b"filenames": names}
-        return pickle.dumps(obj, protocol=2)  # protocol 2, like the official (Python 2 era) files
 
-    for i, part in enumerate(np.array_split(np.arange(n_train), len(TRAIN_FILES))):
-        blobs[TRAIN_FILES[i]] = batch(f"training batch {i + 1} of 5 (synthetic)", len(part))
-    blobs[TEST_FILE] = batch("testing batch 1 of 1 (synthetic)", n_test)
-    meta = {b"num_cases_per_batch": n_train // len(TRAIN_FILES), b"label_names": [c.encode() for c in CLASSES],
+def _class_names(info: DatasetInfo) -> tuple[str, ...]:
+    return info.class_names or tuple(f"class_{k:02d}" for k in range(info.num_classes))
+
+
+def _synthetic_batch(info: DatasetInfo, label: str, n: int, rng, styles) -> bytes:
+    labels = rng.permutation(np.arange(n) % info.num_classes)  # balanced classes, shuffled
+    names = [f"synthetic_{_class_names(info)[y]}_{rng.integers(1 << 30):09d}.png".encode() for y in labels]
+    obj = {b"batch_label": label.encode(), info.labels_key.encode(): labels.tolist(),
+           b"data": synthetic_images(labels, rng, styles), b"filenames": names}
+    if info.name == "cifar100":
+        obj[b"coarse_labels"] = (labels // 5).tolist()  # 20 superclasses of 5 classes each
+    return pickle.dumps(obj, protocol=2)  # protocol 2, like the official (Python 2 era) files
+
+
+def _synthetic_meta(info: DatasetInfo, n_train: int) -> dict:
+    names = [c.encode() for c in _class_names(info)]
+    if info.name == "cifar100":
+        return {b"fine_label_names": names, b"coarse_label_names": [f"superclass_{k:02d}".encode() for k in range(20)]}
+    return {b"num_cases_per_batch": n_train // len(info.train_files), b"label_names": names,
             b"num_vis": int(np.prod(IMAGE_SHAPE))}
-    blobs[META_FILE] = pickle.dumps(meta, protocol=2)
 
-    root = Path(root)
+
+def _write_blobs(root: Path, info: DatasetInfo, blobs: dict[str, bytes], tar: bool | str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if tar:  # mtime 0 in gzip and tar headers: the tarball's bytes are deterministic too
-        with open(root / TARBALL, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz, \
+        with open(root / info.tarball, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w") as t:
             for name, blob in blobs.items():
-                info = tarfile.TarInfo(f"{CIFAR_DIR}/{name}")
-                info.size, info.mode = len(blob), 0o644
-                t.addfile(info, io.BytesIO(blob))
+                member = tarfile.TarInfo(f"{info.folder}/{name}")
+                member.size, member.mode = len(blob), 0o644
+                t.addfile(member, io.BytesIO(blob))
         if tar == "only":
-            return root / TARBALL
-    folder = root / CIFAR_DIR
+            return root / info.tarball
+    folder = root / info.folder
     folder.mkdir(exist_ok=True)
     for name, blob in blobs.items():
         (folder / name).write_bytes(blob)

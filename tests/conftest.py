@@ -57,11 +57,17 @@ def no_gradflow_by_default(monkeypatch):
     monkeypatch.setattr(GradflowSettings.__dataclass_fields__["enabled"], "default", False)
 
 
-@pytest.fixture(autouse=True)
-def labreport_logging():
-    """Each test starts and ends with labreport's logger as a program finds it (no handler)."""
+def pristine_logger():
+    """labreport's logger as a program finds it: no handler, no level, messages passed to the root."""
     from labreport.logs import LOG
 
-    handlers, level, propagate, disabled = list(LOG.handlers), LOG.level, LOG.propagate, LOG.disabled
+    LOG.handlers[:], LOG.level, LOG.propagate, LOG.disabled = [], 0, True, False
+
+
+@pytest.fixture(autouse=True)
+def labreport_logging():
+    """Each test starts with labreport's logger as a program finds it (whatever a module-scoped
+    fixture's CLI call configured), and leaves it so."""
+    pristine_logger()
     yield
-    LOG.handlers[:], LOG.level, LOG.propagate, LOG.disabled = handlers, level, propagate, disabled
+    pristine_logger()

@@ -38,15 +38,16 @@ def trained(tmp_path_factory, cifar_dir):
     root = tmp_path_factory.mktemp("api")
     toml = root / "experiments.toml"
     toml.write_text(TOML.format(data=cifar_dir))
-    handlers = list(LOG.handlers)
-    out, err = [], []
+    from conftest import pristine_logger
     from labreport.cluster.executors import Console
 
+    pristine_logger()  # nothing configured, as in a fresh notebook
+    out, err = [], []
     try:
         lab = Lab(toml, runs=root / "runs")
         outcome = lab.run(device="cpu", console=Console(out=out.append, err=err.append, tty=False))
     finally:
-        LOG.handlers[:] = handlers
+        pristine_logger()
     return toml, root / "runs", outcome, err
 
 

@@ -374,6 +374,7 @@ CHANGED = {
     "test_subset": "test_subset = 1000",
     "precision": 'precision = "fp32"',
     "deterministic": "deterministic = true",
+    "dataset": 'dataset = "cifar100"',
     "seed": "seeds = [1]",
 }
 

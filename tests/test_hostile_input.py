@@ -16,8 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from labreport import testing
-from labreport.engine import data
+from labreport.engine import data, datasets
 from labreport.cli import CONFIRM_RUNS, main
+
+C10 = datasets.DATASETS["cifar10"]
 
 CORPUS = Path(__file__).parent / "data" / "broken_toml"
 BROKEN = sorted(CORPUS.glob("*.toml"))
@@ -187,44 +189,44 @@ def _rewrite(path: Path, change) -> None:
 
 
 def _missing_batch(root: Path) -> Path:
-    (root / data.CIFAR_DIR / "data_batch_4").unlink()
-    return root / data.CIFAR_DIR / "data_batch_4"
+    (root / C10.folder / "data_batch_4").unlink()
+    return root / C10.folder / "data_batch_4"
 
 
 def _wrong_shape(root: Path) -> Path:
-    path = root / data.CIFAR_DIR / "data_batch_2"
+    path = root / C10.folder / "data_batch_2"
     _rewrite(path, lambda b: b.update({b"data": b[b"data"][:, :-1]}))
     return path
 
 
 def _label_out_of_range(root: Path) -> Path:
-    path = root / data.CIFAR_DIR / "data_batch_3"
+    path = root / C10.folder / "data_batch_3"
     _rewrite(path, lambda b: b[b"labels"].__setitem__(0, 10))
     return path
 
 
 def _not_a_pickle(root: Path) -> Path:
-    path = root / data.CIFAR_DIR / "test_batch"
+    path = root / C10.folder / "test_batch"
     path.write_bytes(b"definitely\nnot\na pickle")
     return path
 
 
 def _empty_meta(root: Path) -> Path:
-    path = root / data.CIFAR_DIR / "batches.meta"
+    path = root / C10.folder / "batches.meta"
     path.write_bytes(b"")
     return path
 
 
 def _truncated_tarball(root: Path) -> Path:
-    shutil.rmtree(root / data.CIFAR_DIR)
+    shutil.rmtree(root / C10.folder)
     tarball = testing.write_synthetic_cifar10(root, n_train=50, n_test=10, tar="only")
     tarball.write_bytes(tarball.read_bytes()[:2000])
     return tarball
 
 
 def _bad_checksum_download(root: Path) -> Path:
-    shutil.rmtree(root / data.CIFAR_DIR)
-    return root / data.TARBALL
+    shutil.rmtree(root / C10.folder)
+    return root / C10.tarball
 
 
 DATA_CASES = {  # name: (damage(root) -> the file the message must name, text it must contain)
@@ -251,14 +253,14 @@ def test_broken_data_is_one_line_exit_2_naming_the_file(tmp_path, cifar_dir, mon
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", bad_md5)
     damage, problem = DATA_CASES[case]
     root = tmp_path / "data"
-    shutil.copytree(cifar_dir / data.CIFAR_DIR, root / data.CIFAR_DIR)
+    shutil.copytree(cifar_dir / C10.folder, root / C10.folder)
     named = damage(root)
     toml = tmp_path / "experiments.toml"
     toml.write_text(TINY.format(root=root, download=str(case == "bad-checksum-download").lower()))
     res = cli(toml, tmp_path / "runs", "run", "--device", "cpu")
     assert_one_line_error(res, str(named), problem)
     assert len(attempts) == (case == "bad-checksum-download")
-    assert not (root / data.TARBALL).exists() or case == "truncated-tarball"  # no partial download left
-    assert not (root / data.CIFAR_DIR).exists() or case not in ("truncated-tarball", "bad-checksum-download")
+    assert not (root / C10.tarball).exists() or case == "truncated-tarball"  # no partial download left
+    assert not (root / C10.folder).exists() or case not in ("truncated-tarball", "bad-checksum-download")
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # nothing trained, no run folder

@@ -76,7 +76,8 @@ def train_epoch(run, train: Split, reporter) -> EpochSums:
     sums, watch = Sums.zeros(run.device), StepWatch(run.device)
     start, lr = run.step, 0.0
     batches = iterate_batches(train.x, train.y, run.spec.batch_size, shuffle=True, augment=run.spec.augment,
-                              generator=run.gen, channels_last=run.options.channels_last, drop_last=True)
+                              generator=run.gen, channels_last=run.options.channels_last, drop_last=True,
+                              mean=train.mean, std=train.std)
     for i, (x, y) in enumerate(batches):
         if run.spec.max_iters and run.step >= run.spec.max_iters:
             break
@@ -144,7 +145,7 @@ def evaluate(model, split: Split, precision: str, channels_last: bool,
     correct = torch.zeros((), device=split.y.device, dtype=torch.int64)
     preds = []
     for x, y in iterate_batches(split.x, split.y, batch, shuffle=False, augment=False, generator=None,
-                                channels_last=channels_last):
+                                channels_last=channels_last, mean=split.mean, std=split.std):
         with autocast(x.device, precision):
             out = model(x)
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()

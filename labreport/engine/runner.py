@@ -56,20 +56,20 @@ class Outcome:
 
 
 def loader_for(config: Config) -> Callable:
-    """The one way a worker loads the data set of a config ([data], LABREPORT_DATA): a loader that
-    reads the files at its first call only (training and the gradient-flow measurement of one
-    `run` share it: torch and the data only when something is left to do) and logs the data set's
-    warnings once."""
-    cache: list = []
+    """The one way a worker loads its data sets ([data], LABREPORT_DATA): `load(dataset)` reads a
+    data set's files at its first call only (training and the gradient-flow measurement of one `run`
+    share it: torch and the data only when something is left to do) and logs its warnings once."""
+    cache: dict = {}
 
-    def load():
-        if not cache:
-            from labreport.engine.data import load_cifar10, resolve_root
+    def load(dataset: str = "cifar10"):
+        if dataset not in cache:
+            from labreport.engine.datasets import load, resolve_root
 
-            cache.append(load_cifar10(resolve_root(config.data.root, config.base_dir), download=config.data.download))
-            for w in cache[0].warnings:
+            cache[dataset] = load(resolve_root(config.data.root, config.base_dir), download=config.data.download,
+                                  dataset=dataset)
+            for w in cache[dataset].warnings:
                 LOG.warning(w)
-        return cache[0]
+        return cache[dataset]
 
     return load
 
@@ -85,7 +85,7 @@ def pending(store: RunStore, runs: list[Run]) -> tuple[list[Run], list[Run]]:
 def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: tuple[str, ...] = (),
                keys: tuple[str, ...] = (), reporter=None, data_loader: Callable | None = None,
                retry_failed: bool = True, wait: bool = False, poll_s: float = 5.0, threads: int = 0) -> Outcome:
-    """Train what is missing. `data_loader()` returns a Cifar10 (called at most once, and only if
+    """Train what is missing. `data_loader(dataset)` returns a CifarData (called once per data set, and only if
     something is left to train; by default the data set of the config). Failed runs are retried,
     unless retry_failed=False: then they are left alone and listed as failed.
 
@@ -189,7 +189,8 @@ class _Session:
             from labreport.engine.tbevents import check_installed
 
             check_installed()  # before the data set is read: one line, nothing else said or done
-        data = (data_loader or loader_for(config))()
+        load = data_loader or loader_for(config)
+        data = {d: load(d) for d in dict.fromkeys(r.spec.dataset for r in todo)}  # a missing one: before any run
         options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile,
                              lab_dir=config.base_dir)
         LOG.info(describe(dev, options.compile))
@@ -259,7 +260,7 @@ class _Session:
 
         pk = prepare_key(run.spec)
         if pk not in self.prepared:
-            self.prepared = {pk: prepare(self.data, run.spec, self.dev)}  # keep one on the device at a time
+            self.prepared = {pk: prepare(self.data[run.spec.dataset], run.spec, self.dev)}  # one on the device at a time
         return self.prepared[pk]
 
     def _failed(self, run: Run, e: Exception, outcome: Outcome) -> None:

@@ -1,4 +1,4 @@
-"""The three splits a spec trains and evaluates on, cut from CIFAR-10 and put on the device.
+"""The three splits a spec trains and evaluates on, cut from its data set and put on the device.
 
 The validation split and the subsets come from one fixed seed (SPLIT_SEED), not the run's: every
 run of a study is scored on the same images, which is what makes two runs comparable image by image
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from labreport.engine.data import Cifar10, split_train_val, subset_indices
+from labreport.engine.data import split_train_val, subset_indices
+from labreport.engine.datasets import CifarData
 from labreport.spec import TrainSpec
 
 SPLIT_SEED = 0  # the validation split and the subsets are the same for every run: comparable numbers
@@ -21,6 +22,8 @@ SPLIT_SEED = 0  # the validation split and the subsets are the same for every ru
 class Split:
     x: torch.Tensor  # uint8 (N,3,32,32) on the device
     y: torch.Tensor  # int64 (N,)
+    mean: tuple[float, ...]  # the data set's, per channel: how its batches are normalised
+    std: tuple[float, ...]
 
 
 @dataclass
@@ -32,9 +35,12 @@ class Prepared:
     test: Split
     fingerprint: str
     official: bool
+    num_classes: int
 
 
-def prepare(data: Cifar10, spec: TrainSpec, device: torch.device) -> Prepared:
+def prepare(data: CifarData, spec: TrainSpec, device: torch.device) -> Prepared:
+    if data.info.name != spec.dataset:
+        raise ValueError(f"{spec.dataset} asked for, {data.info.name} given")
     train_idx, val_idx = split_train_val(len(data.train_y), spec.val_size, SPLIT_SEED)
     if spec.train_subset and spec.train_subset < len(train_idx):
         train_idx = train_idx[subset_indices(len(train_idx), spec.train_subset, SPLIT_SEED)]
@@ -43,10 +49,10 @@ def prepare(data: Cifar10, spec: TrainSpec, device: torch.device) -> Prepared:
         test_idx = subset_indices(len(test_idx), spec.test_subset, SPLIT_SEED)
 
     def split(x, y, idx):
-        return Split(x[idx].to(device), y[idx].to(device))
+        return Split(x[idx].to(device), y[idx].to(device), data.info.mean, data.info.std)
 
     return Prepared(split(data.train_x, data.train_y, train_idx), split(data.train_x, data.train_y, val_idx),
-                    split(data.test_x, data.test_y, test_idx), data.fingerprint, data.official)
+                    split(data.test_x, data.test_y, test_idx), data.fingerprint, data.official, data.info.num_classes)
 
 
 def prepare_key(spec: TrainSpec) -> tuple:

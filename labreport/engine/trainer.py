@@ -121,7 +121,7 @@ def _set_up(spec: TrainSpec, data: Prepared, device: torch.device, precision: st
             name: str) -> _Run:
     """A fresh run: the model's initial weights and the data generator from the run's seed."""
     torch.manual_seed(spec.seed)  # the model's initial weights and dropout masks
-    model = build_model(spec.model, norm=spec.norm, dropout=spec.dropout, init=spec.init,
+    model = build_model(spec.model, num_classes=data.num_classes, norm=spec.norm, dropout=spec.dropout, init=spec.init,
                         model_args=spec.model_args.as_dict(), lab_dir=options.lab_dir).to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -280,8 +280,10 @@ def summarize(spec: TrainSpec, history: list[dict], status: str, diverged_at: in
 # Helpers
 # --------------------------------------------------------------------------------------------
 def digits(classes) -> str:
-    """Class indices 0..9 as a string of digits: 10,000 test predictions in 10 kB of JSON."""
-    return bytes(int(c) + 48 for c in classes.tolist()).decode("ascii")
+    """Class indices as one character each, chr(48 + class): the digits 0..9 for CIFAR-10 (10,000
+    test predictions in 10 kB of JSON); CIFAR-100's classes 10..99 continue past '9' (':', ';', ...,
+    the last 21 escaped by JSON). A per-character comparison is a per-image one (stats.discordant)."""
+    return "".join(map(chr, (48 + c for c in classes.tolist())))
 
 
 def _make_optimizer(spec: TrainSpec, params) -> torch.optim.Optimizer:

@@ -25,6 +25,7 @@ from labreport.report.document import Numbering, outline, task_title, tidy_punct
 from labreport.report.summary import summary
 from labreport.catalog import CATALOG
 from labreport.config import Config
+from labreport.spec import DATASET_TITLES, NUM_CLASSES
 from labreport.settings import FONTS
 from labreport.errors import LabreportError
 from labreport.report.i18n import Lang
@@ -97,7 +98,7 @@ def make_figures(study: Study, out_dir: Path, L: Lang, names: lb.Labels,
                     row=lb.factor_name(row, L), col=lb.factor_name(col, L)))
     arms = [a for c in study.bn for a in (c.control, *c.arms) if a is not None]
     if arms:
-        add("bn_seeds", figures.seeds_strip([(_arm_label(a, L), a.per_run) for a in arms], study.threshold, L),
+        add("bn_seeds", figures.seeds_strip([(_arm_label(a, L), a.per_run) for a in arms], study.bn[-1].threshold, L),
             L._("Best validation accuracy of every seed, with and without BatchNorm; dashed: the threshold of "
                 "“trained”"))
     add("resources", figures.resources_chart(study.resources, L, names),
@@ -164,7 +165,7 @@ def _provenance(views: list[RunView]) -> dict:
 
 
 METHOD_KEYS = ("model", "norm", "init", "dropout", "optimizer", "lr", "weight_decay", "batch_size", "epochs",
-               "schedule", "augment", "precision")
+               "schedule", "augment", "precision", "dataset")
 
 
 def experiment_rows(config: Config) -> list[dict]:
@@ -186,24 +187,26 @@ def experiment_rows(config: Config) -> list[dict]:
 
 
 def model_rows(config: Config, views: list[RunView], L: Lang) -> list[dict]:
-    """The models table: every model the matrix uses, in its order, with its parameter count (the
-    BatchNorm variant's) and the paper's; a model of one's own by its name, counted by its runs."""
-    rows: dict[str, dict] = {}
-    for run in config.runs:
-        m = run.spec.model
-        if m in rows:
-            continue
+    """The models table: every model the matrix uses (per data set, where it uses several), in its
+    order, with its parameter count (the BatchNorm variant's) and the paper's; the catalogue's count
+    is for 10 classes, so a model of one's own or one on CIFAR-100 is counted by its runs."""
+    used = list(dict.fromkeys((r.spec.model, r.spec.dataset) for r in config.runs))
+    several = len({d for _, d in used}) > 1
+    rows = []
+    for m, d in used:
         info = CATALOG.get(m)
-        rows[m] = {"model": m, "name": lb.model_name(m, L), "description": lb.model_description(m, L), "own": not info,
-                   "params": info.params if info else _counted_params(m, views),
-                   "paper_params_m": info.paper_params_m if info else None}
-    return list(rows.values())
+        name = lb.model_name(m, L) + (f" ({DATASET_TITLES[d]})" if several else "")
+        rows.append({"model": m, "name": name, "description": lb.model_description(m, L), "own": not info,
+                     "params": info.params if info and d == "cifar10" else _counted_params(m, d, views),
+                     "paper_params_m": info.paper_params_m if info and d == "cifar10" else None})
+    return rows
 
 
-def _counted_params(model: str, views: list[RunView]) -> int | None:
-    """A model of one's own: the parameters its runs counted (a BatchNorm run's where there is one)."""
+def _counted_params(model: str, dataset: str, views: list[RunView]) -> int | None:
+    """The parameters the model's runs counted (a BatchNorm run's where there is one)."""
     counted = [(v.spec.get("norm") != "batch", v.result["params"]) for v in views
-               if v.spec["model"] == model and v.result and v.result.get("params")]
+               if v.spec["model"] == model and v.spec.get("dataset", "cifar10") == dataset
+               and v.result and v.result.get("params")]
     return min(counted)[1] if counted else None
 
 
@@ -247,7 +250,11 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
     context = dict(
         r=report_fields(config, L), lang=L.code, outline=outline(study, L), study=study, views=views,
         figures=figures, provenance=_provenance(views), config=config, version=__version__,
-        experiments=experiment_rows(config), models=model_rows(config, views, L), no_result=_NoResult(), fonts_dir=FONTS_DIR.as_uri(),
+        experiments=experiment_rows(config), models=model_rows(config, views, L), no_result=_NoResult(),
+        datasets=list(dict.fromkeys(r.spec.dataset for r in config.runs)), dataset_title=DATASET_TITLES.get,
+        num_classes=NUM_CLASSES.get, per_dataset=lambda values: lb.per_dataset(values, L),
+        chances=[(d, 1 / NUM_CLASSES[d]) for d in study.datasets],
+        on_dataset=lambda d: list(dict.fromkeys(r.experiment for r in config.runs if r.spec.dataset == d)), fonts_dir=FONTS_DIR.as_uri(),
         font=font_context(config),
         gradflow=gradflow or {"enabled": False, "facts": None, "lab_inits": [], "nobn_inits": []},
         cite=citations.cite, cited=citations.cited,

@@ -115,6 +115,12 @@ class Lang:
         text = self.t.ngettext(singular, plural, n)
         return text % {"num": n, **values}
 
+    def join_and(self, parts: list[str]) -> str:
+        """"a, b and c" / "a, b и c" (CLDR's list pattern)."""
+        from babel.lists import format_list
+
+        return format_list(list(parts), locale=self.locale) if parts else ""
+
     # ---- numbers ------------------------------------------------------------------------------
     def dec(self, v, digits: int = 2) -> str:
         """A decimal number: 0,15 / 0.15."""

@@ -43,10 +43,20 @@ def model_description(name: str, L) -> str:
     if info.family == "plain":
         return L._("ResNet-%(depth)s without the shortcuts", depth=info.depth)
     if name == "resnet18":
-        return L._("torchvision's ResNet-18: ImageNet stem, 10 classes")
+        return L._("torchvision's ResNet-18 with its ImageNet stem")
     if name == "cifarnet":
         return L._("the lab's baseline CNN: 4 convolutions and 2 fully connected layers, dropout after each stage")
     return info.description
+
+
+def per_dataset(values: Sequence[tuple[str, float]], L) -> str:
+    """Percentages per data set: "20 %" for one, "20 % on CIFAR-10 and 2 % on CIFAR-100" for several."""
+    from labreport.spec import DATASET_TITLES
+
+    if len({v for _, v in values}) == 1 and len(values) == 1:
+        return L.pct(values[0][1], 0)
+    parts = [L._("%(value)s on %(data)s", value=L.pct(v, 0), data=DATASET_TITLES[d]) for d, v in values]
+    return L.join_and(parts)
 
 
 def init_name(init: str, L) -> str:

@@ -19,7 +19,7 @@ BN-less arm is matched with the BN arm of the same budget, its *control*:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from labreport.catalog import CATALOG
 from labreport.science.stats import binom_sf, smallest_rejecting_k, wilson_interval
@@ -166,18 +166,26 @@ def _claim(model: str, arms: dict[tuple, list], budget: tuple, threshold: float,
     return BnClaim(model, control, rates, claim_rate, alpha, threshold)
 
 
-def bn_claims(views: Sequence, threshold: float, claim_rate: float, alpha: float = 0.05,
+def bn_claims(views: Sequence, threshold: float | Callable[[str], float], claim_rate: float, alpha: float = 0.05,
               confidence: float = 0.95) -> list[BnClaim]:
     """A BnClaim per (model, budget) that has a BN-less arm, for models that also ran with BN,
-    shallowest model first."""
+    shallowest model first. `threshold`: one for all, or the threshold of a data set."""
+    threshold_of = threshold if callable(threshold) else lambda _dataset: threshold
     claims = []
-    used = dict.fromkeys(v.spec["model"] for v in views)  # the catalogue's by depth, then one's own in matrix order
-    models = [m for m in used if {v.spec.get("norm") for v in views if v.spec["model"] == m} >= {"batch", "none"}]
-    for m in sorted(models, key=lambda m: (CATALOG[m].depth or 0) if m in CATALOG else 1_000_000):
+    for m in _models_with_and_without_bn(views):
         arms: dict[tuple, list] = {}  # (norm, init, budget) -> runs
         for v in views:
             if v.spec["model"] == m:
                 arms.setdefault((v.spec.get("norm"), v.spec.get("init", "he"), _budget(v.spec)), []).append(v)
         for budget in dict.fromkeys(b for (norm, _, b) in arms if norm == "none"):
-            claims.append(_claim(m, arms, budget, threshold, claim_rate, alpha, confidence))
+            first = next(r for (_, _, b), runs in arms.items() if b == budget for r in runs)
+            claims.append(_claim(m, arms, budget, threshold_of(first.spec.get("dataset", "cifar10")), claim_rate,
+                                 alpha, confidence))
     return claims
+
+
+def _models_with_and_without_bn(views: Sequence) -> list[str]:
+    """The catalogue's by depth, then one's own in matrix order."""
+    used = dict.fromkeys(v.spec["model"] for v in views)
+    models = [m for m in used if {v.spec.get("norm") for v in views if v.spec["model"] == m} >= {"batch", "none"}]
+    return sorted(models, key=lambda m: (CATALOG[m].depth or 0) if m in CATALOG else 1_000_000)

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 from labreport.science.bnclaim import BnClaim, bn_claims
 from labreport.catalog import CATALOG
 from labreport.science.compare import ALPHA, Effect, Ranking, factor_effect, rank
+from labreport.spec import NUM_CLASSES
 from labreport.store.views import RunView
 
 METRIC = "test_acc_at_best"
@@ -210,6 +211,11 @@ class Study:
     confidence: float
     alpha: float = ALPHA
     test_images: tuple[int, ...] = ()  # distinct test-set sizes of the finished runs
+    thresholds: tuple[tuple[str, float], ...] = ()  # (data set, threshold of "trained"), in matrix order
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(d for d, _ in self.thresholds) or ("cifar10",)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -217,25 +223,44 @@ class Study:
         return tuple(sorted({len(g.values) for g in self.groups if g.values}))
 
 
+def dataset_of(g: Group) -> str:
+    return g.runs[0].spec.get("dataset", "cifar10")
+
+
+def _same_data(groups: Sequence[Group]) -> list[Group]:
+    """The groups on the data set of the first: accuracies on other test sets are not comparable."""
+    return [g for g in groups if dataset_of(g) == dataset_of(groups[0])] if groups else []
+
+
 def _task_result(task: str, groups: Sequence[Group], alpha: float) -> TaskResult:
     names: list[str] = []
     for g in groups:
-        names += [k for k, _ in g.coords if k not in names]
-    effects = tuple(factor_effect(groups, f, alpha) for f in names
-                    if len({repr(g.coord(f)) for g in groups if g.coord(f) is not None}) >= 2)
+        names += [k for k, _ in g.coords if k not in names and k != "dataset"]  # a data set is not a treatment
+    comparable = _same_data(groups)
+    effects = tuple(factor_effect(comparable, f, alpha) for f in names
+                    if len({repr(g.coord(f)) for g in comparable if g.coord(f) is not None}) >= 2)
     grid = [e.factor for e in effects]
     heat = (grid[0], grid[1]) if len(grid) == 2 else None
-    return TaskResult(task, tuple(groups), rank(groups, alpha), effects, heat)
+    return TaskResult(task, tuple(groups), rank(comparable, alpha), effects, heat)
 
 
-def conclude(views: Sequence[RunView], threshold: float, claim_rate: float, confidence: float = 0.95,
+def default_threshold(dataset: str) -> float:
+    """Twice chance: 0.2 on CIFAR-10, 0.02 on CIFAR-100 ([analysis] trained_threshold sets one for all)."""
+    return 2.0 / NUM_CLASSES[dataset]
+
+
+def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: float, confidence: float = 0.95,
              alpha: float = ALPHA) -> Study:
+    """The study's conclusions; `threshold` None: each data set's default_threshold. The overall
+    ranking is over the configurations on the first data set of the matrix (the lab's)."""
     groups = group_runs(views)
     tasks = sorted({g.task or "" for g in groups}, key=lambda t: (t == "", t))
     task_results = tuple(_task_result(t, [g for g in groups if (g.task or "") == t], alpha) for t in tasks)
-    claims = tuple(bn_claims(views, threshold, claim_rate, alpha, confidence))
+    datasets = tuple(dict.fromkeys(v.spec.get("dataset", "cifar10") for v in views)) or ("cifar10",)
+    thresholds = tuple((d, threshold if threshold is not None else default_threshold(d)) for d in datasets)
+    claims = tuple(bn_claims(views, dict(thresholds).__getitem__, claim_rate, alpha, confidence))
     deepest = claims[-1] if claims else None
     sizes = tuple(sorted({int(n) for v in views if v.finished and (n := v.metric("n_test"))}))
-    return Study(progress_counts(views), tuple(groups), task_results, rank(groups, alpha), claims, deepest,
-                 tuple(paper_comparison(groups)), tuple(resources(groups)), threshold, claim_rate, confidence,
-                 alpha, sizes)
+    return Study(progress_counts(views), tuple(groups), task_results, rank(_same_data(groups), alpha), claims,
+                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups)), thresholds[0][1], claim_rate,
+                 confidence, alpha, sizes, thresholds)

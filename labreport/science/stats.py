@@ -86,7 +86,7 @@ def mcnemar_exact(b: int, c: int) -> float:
 
 def discordant(first: str, second: str, labels: str) -> tuple[int, int]:
     """(b, c) for two prediction strings on the same labelled images: b = images only the first
-    gets right, c = only the second (the strings hold one class digit per image, see train.digits)."""
+    gets right, c = only the second (the strings hold one character per image, see trainer.digits)."""
     if not len(first) == len(second) == len(labels):
         raise ValueError("predictions and labels must cover the same images")
     b = c = 0

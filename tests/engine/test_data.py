@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from labreport import testing
-from labreport.engine import data
+from labreport.engine import data, datasets
 from labreport.errors import DataError
+
+C10 = datasets.DATASETS["cifar10"]
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +27,7 @@ def _offline(no_download):
 
 
 def _copy(cifar_dir: Path, tmp_path: Path) -> Path:
-    shutil.copytree(cifar_dir / data.CIFAR_DIR, tmp_path / data.CIFAR_DIR)
+    shutil.copytree(cifar_dir / C10.folder, tmp_path / C10.folder)
     return tmp_path
 
 
@@ -38,7 +40,7 @@ def _rewrite(path: Path, change) -> None:
 # --- loading --------------------------------------------------------------------------------------
 
 def test_synthetic_round_trip(cifar_dir):
-    d = data.load_cifar10(cifar_dir, download=False)
+    d = datasets.load_cifar10(cifar_dir, download=False)
     assert d.train_x.shape == (500, 3, 32, 32) and d.train_x.dtype == torch.uint8
     assert d.train_y.shape == (500,) and d.train_y.dtype == torch.int64
     assert d.test_x.shape == (100, 3, 32, 32) and d.test_x.dtype == torch.uint8
@@ -47,22 +49,22 @@ def test_synthetic_round_trip(cifar_dir):
     for y in (d.train_y, d.test_y):
         assert int(y.min()) >= 0 and int(y.max()) < 10
     assert torch.bincount(d.train_y, minlength=10).tolist() == [50] * 10  # balanced by construction
-    assert d.root == cifar_dir / data.CIFAR_DIR
+    assert d.root == cifar_dir / C10.folder
     assert d.official is False
     assert len(d.warnings) == 1 and "data_batch_1" in d.warnings[0] and "official" in d.warnings[0]
     assert len(d.fingerprint) == 16 and int(d.fingerprint, 16) >= 0
-    assert data.load_cifar10(cifar_dir, download=False).fingerprint == d.fingerprint
+    assert datasets.load_cifar10(cifar_dir, download=False).fingerprint == d.fingerprint
     assert testing.fingerprint_files(sorted(d.root.iterdir(), reverse=True)) == d.fingerprint
 
 
 def test_fingerprint_changes_with_one_byte(cifar_dir, tmp_path):
     root = _copy(cifar_dir, tmp_path)
-    before = data.load_cifar10(root, download=False).fingerprint
-    path = root / data.CIFAR_DIR / "data_batch_3"
+    before = datasets.load_cifar10(root, download=False).fingerprint
+    path = root / C10.folder / "data_batch_3"
     raw = path.read_bytes()
     at = raw.index(b"synthetic_")  # inside a file name: the pickle stays valid
     path.write_bytes(raw[:at] + b"S" + raw[at + 1:])
-    after = data.load_cifar10(root, download=False)
+    after = datasets.load_cifar10(root, download=False)
     assert after.fingerprint != before
     assert after.train_x.shape == (500, 3, 32, 32)
 
@@ -71,18 +73,18 @@ def test_synthetic_is_deterministic(tmp_path):
     a = testing.write_synthetic_cifar10(tmp_path / "a", n_train=50, n_test=10, seed=3, tar=True)
     b = testing.write_synthetic_cifar10(tmp_path / "b", n_train=50, n_test=10, seed=3, tar=True)
     c = testing.write_synthetic_cifar10(tmp_path / "c", n_train=50, n_test=10, seed=4)
-    for name in data.FILES:
+    for name in C10.files:
         assert (a / name).read_bytes() == (b / name).read_bytes()
     assert (a / "data_batch_1").read_bytes() != (c / "data_batch_1").read_bytes()
-    assert (tmp_path / "a" / data.TARBALL).read_bytes() == (tmp_path / "b" / data.TARBALL).read_bytes()
+    assert (tmp_path / "a" / C10.tarball).read_bytes() == (tmp_path / "b" / C10.tarball).read_bytes()
     # n_train is split evenly over the five batch files
-    sizes = [len(pickle.loads((a / n).read_bytes())[b"labels"]) for n in data.TRAIN_FILES]
+    sizes = [len(pickle.loads((a / n).read_bytes())[b"labels"]) for n in C10.train_files]
     assert sizes == [10] * 5
 
 
 def test_synthetic_images_are_learnable(cifar_dir):
     """Class mean colours alone, after augmentation, separate the classes far above chance (10%)."""
-    d = data.load_cifar10(cifar_dir, download=False)
+    d = datasets.load_cifar10(cifar_dir, download=False)
     g = torch.Generator().manual_seed(0)
     train = data.random_crop_flip(data.normalize(d.train_x), generator=g).mean((2, 3))
     test = data.normalize(d.test_x).mean((2, 3))
@@ -93,15 +95,15 @@ def test_synthetic_images_are_learnable(cifar_dir):
 
 def test_load_from_tarball_only(cifar_dir, tmp_path):
     tarball = testing.write_synthetic_cifar10(tmp_path, n_train=500, n_test=100, seed=0, tar="only")
-    assert tarball == tmp_path / data.TARBALL and not (tmp_path / data.CIFAR_DIR).exists()
-    d = data.load_cifar10(tmp_path, download=False)
-    assert d.root == tmp_path / data.CIFAR_DIR and d.root.is_dir()
-    assert d.fingerprint == data.load_cifar10(cifar_dir, download=False).fingerprint  # same seed, same files
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([data.CIFAR_DIR, data.TARBALL])  # no temp left
+    assert tarball == tmp_path / C10.tarball and not (tmp_path / C10.folder).exists()
+    d = datasets.load_cifar10(tmp_path, download=False)
+    assert d.root == tmp_path / C10.folder and d.root.is_dir()
+    assert d.fingerprint == datasets.load_cifar10(cifar_dir, download=False).fingerprint  # same seed, same files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([C10.folder, C10.tarball])  # no temp left
 
 
 def test_root_may_be_the_batches_folder_itself(cifar_dir):
-    assert data.locate(cifar_dir / data.CIFAR_DIR, download=False) == cifar_dir / data.CIFAR_DIR
+    assert datasets.locate(cifar_dir / C10.folder, download=False) == cifar_dir / C10.folder
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -110,28 +112,28 @@ def test_corrupt_tarball(tmp_path, damage):
     raw = tarball.read_bytes()
     tarball.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"this is not a gzip file" * 10)
     with pytest.raises(DataError, match="truncated or corrupt") as e:
-        data.load_cifar10(tmp_path, download=False)
+        datasets.load_cifar10(tmp_path, download=False)
     assert str(tarball) in str(e.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [data.TARBALL]  # no half-extracted folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == [C10.tarball]  # no half-extracted folder
 
 
 def test_unsafe_tarball_is_rejected(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    with tarfile.open(root / data.TARBALL, "w:gz") as t:
+    with tarfile.open(root / C10.tarball, "w:gz") as t:
         info = tarfile.TarInfo("../escaped.txt")
         info.size = 3
         t.addfile(info, io.BytesIO(b"bad"))
     with pytest.raises(DataError, match="unsafe"):
-        data.load_cifar10(root, download=False)
+        datasets.load_cifar10(root, download=False)
     assert not (tmp_path / "escaped.txt").exists()
 
 
 def test_missing_batch_file_is_named(cifar_dir, tmp_path):
     root = _copy(cifar_dir, tmp_path)
-    (root / data.CIFAR_DIR / "data_batch_4").unlink()
+    (root / C10.folder / "data_batch_4").unlink()
     with pytest.raises(DataError, match="data_batch_4: missing"):
-        data.load_cifar10(root, download=False)
+        datasets.load_cifar10(root, download=False)
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -145,9 +147,9 @@ def test_missing_batch_file_is_named(cifar_dir, tmp_path):
 ])
 def test_malformed_batch_is_rejected(cifar_dir, tmp_path, change, problem):
     root = _copy(cifar_dir, tmp_path)
-    _rewrite(root / data.CIFAR_DIR / "data_batch_2", change)
+    _rewrite(root / C10.folder / "data_batch_2", change)
     with pytest.raises(DataError, match=problem) as e:
-        data.load_cifar10(root, download=False)
+        datasets.load_cifar10(root, download=False)
     assert "data_batch_2" in str(e.value)
 
 
@@ -159,24 +161,24 @@ def test_malformed_batch_is_rejected(cifar_dir, tmp_path, change, problem):
 ])
 def test_unreadable_batch_is_rejected(cifar_dir, tmp_path, content):
     root = _copy(cifar_dir, tmp_path)
-    (root / data.CIFAR_DIR / "test_batch").write_bytes(content)
+    (root / C10.folder / "test_batch").write_bytes(content)
     with pytest.raises(DataError, match="test_batch"):
-        data.load_cifar10(root, download=False)
+        datasets.load_cifar10(root, download=False)
 
 
 def test_wrong_class_names_are_rejected(cifar_dir, tmp_path):
     root = _copy(cifar_dir, tmp_path)
-    _rewrite(root / data.CIFAR_DIR / "batches.meta", lambda m: m[b"label_names"].reverse())
+    _rewrite(root / C10.folder / "batches.meta", lambda m: m[b"label_names"].reverse())
     with pytest.raises(DataError, match="label_names"):
-        data.load_cifar10(root, download=False)
+        datasets.load_cifar10(root, download=False)
 
 
 def test_reads_python2_style_pickles(cifar_dir, tmp_path):
     """Official files are Python 2 pickles: str keys once read with latin1. Both key kinds load."""
     root = _copy(cifar_dir, tmp_path)
-    _rewrite(root / data.CIFAR_DIR / "data_batch_1",
+    _rewrite(root / C10.folder / "data_batch_1",
              lambda b: [b.update({k.decode(): b.pop(k)}) for k in list(b)])
-    d = data.load_cifar10(root, download=False)
+    d = datasets.load_cifar10(root, download=False)
     assert d.train_x.shape == (500, 3, 32, 32)
 
 
@@ -185,19 +187,19 @@ def test_reads_python2_style_pickles(cifar_dir, tmp_path):
 def test_offline_and_nothing_present(tmp_path, no_download):
     root = tmp_path / "empty"
     with pytest.raises(DataError) as e:
-        data.load_cifar10(root)
+        datasets.load_cifar10(root)
     message = str(e.value)
-    assert f"put {data.TARBALL} or the {data.CIFAR_DIR}/ folder into {root} (or set LABREPORT_DATA)" in message
+    assert f"put {C10.tarball} or the {C10.folder}/ folder into {root} (or set LABREPORT_DATA)" in message
     assert "network is unreachable" in message
     assert len(no_download) == 1
     from torchvision.datasets import CIFAR10
     args, kwargs = no_download[0]
-    assert data.URL in args and kwargs["md5"] == CIFAR10.tgz_md5 and kwargs["filename"] == data.TARBALL
+    assert C10.url in args and kwargs["md5"] == CIFAR10.tgz_md5 and kwargs["filename"] == C10.tarball
 
 
 def test_download_false_never_tries(tmp_path, no_download):
     with pytest.raises(DataError, match=str(tmp_path)):
-        data.locate(tmp_path, download=False)
+        datasets.locate(tmp_path, download=False)
     assert no_download == []
 
 
@@ -208,22 +210,22 @@ def test_download_success_is_used(tmp_path, monkeypatch):
         testing.write_synthetic_cifar10(Path(download_root), n_train=50, n_test=10)
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
-    assert data.load_cifar10(tmp_path / "new").train_x.shape == (50, 3, 32, 32)
+    assert datasets.load_cifar10(tmp_path / "new").train_x.shape == (50, 3, 32, 32)
 
 
 def test_resolve_root_precedence(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LABREPORT_DATA", raising=False)
-    assert data.resolve_root(None) == tmp_path / "data"
-    assert data.resolve_root("") == tmp_path / "data"
-    assert data.resolve_root("cfg", base=Path("/etc/lab")) == Path("/etc/lab/cfg")
-    assert data.resolve_root("/abs/cfg", base=Path("/etc/lab")) == Path("/abs/cfg")
-    assert data.resolve_root("cfg") == tmp_path / "cfg"
+    assert datasets.resolve_root(None) == tmp_path / "data"
+    assert datasets.resolve_root("") == tmp_path / "data"
+    assert datasets.resolve_root("cfg", base=Path("/etc/lab")) == Path("/etc/lab/cfg")
+    assert datasets.resolve_root("/abs/cfg", base=Path("/etc/lab")) == Path("/abs/cfg")
+    assert datasets.resolve_root("cfg") == tmp_path / "cfg"
     monkeypatch.setenv("LABREPORT_DATA", "/from/env")
-    assert data.resolve_root("cfg", base=Path("/etc/lab")) == Path("/from/env")
-    assert data.resolve_root(None) == Path("/from/env")
+    assert datasets.resolve_root("cfg", base=Path("/etc/lab")) == Path("/from/env")
+    assert datasets.resolve_root(None) == Path("/from/env")
     monkeypatch.setenv("LABREPORT_DATA", "")  # an empty variable counts as unset
-    assert data.resolve_root(None) == tmp_path / "data"
+    assert datasets.resolve_root(None) == tmp_path / "data"
 
 
 # --- batching and augmentation --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from labreport.store import gradflow as stored
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.settings import GradflowSettings
-from labreport.engine.data import load_cifar10
+from labreport.engine.datasets import load_cifar10
 from labreport.errors import ConfigError
 from labreport.report.i18n import Lang
 from labreport.report.build import build

@@ -18,7 +18,8 @@ import torch
 
 import labreport.engine.trainer as train_mod
 from labreport.config import load_config
-from labreport.engine.data import iterate_batches, load_cifar10
+from labreport.engine.data import iterate_batches
+from labreport.engine.datasets import load_cifar10
 from labreport.engine.networks import build_model
 from labreport.engine.precision import FP16_MAX, auto_precision, autocast, divergence_reason, resolve_precision
 from labreport.store import RunStore

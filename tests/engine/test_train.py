@@ -28,7 +28,7 @@ from labreport.testing import spec_from_dict
 from labreport.engine import hostmem
 from labreport.config import load_config
 from labreport.spec import TrainSpec
-from labreport.engine.data import load_cifar10
+from labreport.engine.datasets import load_cifar10
 from labreport.errors import LabreportError
 from labreport.engine.networks import build_model, count_parameters
 from labreport.engine.runner import run_matrix
@@ -105,12 +105,13 @@ class Loader:
     def __init__(self, data):
         self.data, self.calls = data, 0
 
-    def __call__(self):
+    def __call__(self, dataset="cifar10"):
+        assert dataset == "cifar10"
         self.calls += 1
         return self.data
 
 
-def never_load():
+def never_load(dataset="cifar10"):
     raise AssertionError("the data loader must not be called when nothing is left to train")
 
 
@@ -573,7 +574,7 @@ def test_the_lease_is_refreshed_during_an_epoch(tmp_path, data, monkeypatch, tin
 
     monkeypatch.setattr(RunStore, "heartbeat", heartbeat)
     monkeypatch.setattr(runner_mod, "HEARTBEAT_EVERY_S", 0.0)
-    assert run_matrix(config, store, device="cpu", data_loader=lambda: data, reporter=rec).trained == ["a"]
+    assert run_matrix(config, store, device="cpu", data_loader=lambda dataset: data, reporter=rec).trained == ["a"]
     # per epoch: a beat after each of the 2 steps and one after the epoch's checkpoint
     assert beats == [0, 0, 1, 1, 1, 2]
     assert len(rec.epochs) == 2  # the wrapped reporter still hears everything

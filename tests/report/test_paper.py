@@ -16,7 +16,7 @@ from labreport.science.conclusions import group_runs, paper_comparison, paper_re
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.spec import TrainSpec
-from labreport.engine.data import load_cifar10
+from labreport.engine.datasets import load_cifar10
 from labreport.errors import ConfigError
 from labreport.report.build import build
 from labreport.store.views import RunView
