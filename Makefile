@@ -4,13 +4,14 @@
 #   make demo      quick CPU preview of the whole pipeline on the development copy of CIFAR-10
 #   make report    the full lab: every run of experiments.toml, then the report
 #   make messages  refresh the message catalogues after a template's text changed
+#   make wheel     dist/labreport-<version>-py3-none-any.whl: to upload to Colab or install elsewhere
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LABREPORT := $(VENV)/bin/labreport
 SHARED_DATA ?= ../shared/data/build_cifar10.py
 
-.PHONY: install test test-fast demo report data bench messages clean
+.PHONY: install test test-fast demo report data bench messages wheel clean
 
 install: $(VENV)/.installed
 
@@ -51,8 +52,12 @@ messages: install
 	$(VENV)/bin/pybabel -q update -i labreport/report/locale/labreport.pot -d labreport/report/locale -D labreport \
 		--no-fuzzy-matching --ignore-obsolete
 
+wheel: install
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
+	@ls dist/labreport-*.whl
+
 bench: data
 	$(PY) bench/bench_train.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache
+	rm -rf $(VENV) demo dist .pytest_cache

@@ -229,6 +229,7 @@ class Lab:
         from labreport.report.i18n import Lang
 
         runs = [r for r in self.config.runs if names is None or r.experiment in names or r.label in names]
+        _figures_shown_in_notebook()
         return acc_loss([(r.label, self.store.read_history(r.key)) for r in runs],
                         Lang(language or self.config.report.language))
 
@@ -280,6 +281,19 @@ def _own_params(spec, lab_dir: Path) -> int:
 
     return count_parameters(build_model(spec.model, norm=spec.norm, dropout=spec.dropout, init=spec.init,
                                         model_args=spec.model_args.as_dict(), lab_dir=lab_dir))
+
+
+def _figures_shown_in_notebook() -> None:
+    """A Figure that ends a notebook cell is drawn there: labreport draws with matplotlib's object
+    API (no pyplot), which registers no display of its own."""
+    if not in_jupyter():
+        return
+    from IPython import get_ipython
+    from IPython.core.pylabtools import print_figure
+    from matplotlib.figure import Figure
+
+    png = get_ipython().display_formatter.formatters["image/png"]
+    png.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
 
 
 def _show_messages(console) -> None:

@@ -253,3 +253,12 @@ def test_where_the_store_is(tmp_path, monkeypatch):
     monkeypatch.setenv("LABREPORT_RUNS", str(tmp_path / "env"))
     assert store_root(None, cfg) == tmp_path / "env"
     assert store_root(tmp_path / "arg", cfg) == tmp_path / "arg"
+
+
+def test_docs_api_covers_every_public_method():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    public = [n for n in dir(Lab) if not n.startswith("_") and callable(getattr(Lab, n))]
+    internal = {"state_rows", "result_rows", "own_model_rows"}  # the rows behind plan/results/models
+    assert [n for n in public if n not in internal and f"lab.{n}(" not in text] == []

@@ -99,22 +99,42 @@ def test_the_wheel_carries_its_data_and_works_outside_the_checkout(tmp_path, cif
     assert (work / "report.pdf").stat().st_size > 50_000 and (work / "report.docx").stat().st_size > 20_000
 
 
-def test_the_colab_notebook_runs_top_to_bottom_off_colab(tmp_path, cifar_dir):
-    papermill = pytest.importorskip("papermill")
-    pytest.importorskip("ipykernel")
-    env = {k: v for k, v in os.environ.items() if k not in ("LABREPORT_RUNS", "LABREPORT_DATA")}
-    work = lab_folder(tmp_path / "work", cifar_dir, [sys.executable, "-m", "labreport"], env)
+def run_notebook(tmp_path: Path, **parameters) -> str:
+    import papermill
+
     out = tmp_path / "executed.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / "labreport.ipynb"), str(out), kernel_name="python3",
-                               parameters={"PROFILE": "tiny", "FOLDER": str(work), "DATA": str(cifar_dir),
-                                           "INSTALL": "", "DOCX": True}, progress_bar=False, cwd=str(tmp_path))
-    text = out.read_text(encoding="utf-8")
-    assert "3 runs (3 distinct), profile 'tiny'" in text  # plan
-    assert "to train" in text  # the --dry-run estimate
-    assert "exit code 0" in text  # trained every run
+                               parameters=parameters, progress_bar=False, cwd=str(tmp_path))
+    return out.read_text(encoding="utf-8")
+
+
+def test_the_colab_notebook_runs_top_to_bottom_off_colab(tmp_path, cifar_dir, monkeypatch):
+    pytest.importorskip("papermill")
+    pytest.importorskip("ipykernel")
+    for var in ("LABREPORT_RUNS", "LABREPORT_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    work = lab_folder(tmp_path / "work", cifar_dir, [sys.executable, "-m", "labreport"], dict(os.environ))
+    params = {"PROFILE": "tiny", "FOLDER": str(work), "DATA": str(cifar_dir), "INSTALL": "", "DOCX": True}
+    text = run_notebook(tmp_path, **params)  # labreport is importable here: "already installed"
+    assert "labreport: already installed" in text
+    assert "profile 'tiny': 3 runs" in text  # the Lab
+    assert "to train" in text  # the dry-run estimate
+    assert "3 trained, 0 cached" in text and "exit code 0" in text  # trained every run through the API
+    assert "test_acc_at_best" in text and "image/png" in text  # the results table and the curves
+    assert "best: " in text
     assert (work / "report.pdf").stat().st_size > 50_000 and (work / "report.docx").stat().st_size > 20_000
     # and a second run of every cell (a reconnected session) trains nothing again
-    papermill.execute_notebook(str(ROOT / "notebooks" / "labreport.ipynb"), str(out), kernel_name="python3",
-                               parameters={"PROFILE": "tiny", "FOLDER": str(work), "DATA": str(cifar_dir),
-                                           "INSTALL": "", "DOCX": False}, progress_bar=False, cwd=str(tmp_path))
-    assert "0 trained, 3 cached" in out.read_text(encoding="utf-8")
+    text = run_notebook(tmp_path, **{**params, "DOCX": False})
+    assert "0 trained, 3 cached" in text
+
+
+def test_the_notebook_says_in_one_line_what_to_set_when_install_fails(tmp_path):
+    pytest.importorskip("papermill")
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as e:
+        run_notebook(tmp_path, FOLDER=str(tmp_path / "work"), INSTALL=str(tmp_path / "no-such.whl"))
+    message = str(e.value)
+    assert "could not install labreport from" in message and "no-such.whl" in message
+    assert "set INSTALL in the parameters cell to the repository's address" in message
+    assert "upload labreport-<version>-py3-none-any.whl" in message
