@@ -110,6 +110,8 @@ def tidy_punctuation(html: str) -> str:
             part = part[1:]
         part = re.sub(r"(?<=[^\W\d_]\.)\.(?!\.)", "", part)
         part = part.replace(" ± ", "\u00a0±\u00a0").replace("п. п.", "п.\u00a0п.")  # never broken across lines
+        # nor a formula at its slash, "√(2/fan_in)": a word joiner (U+2060, invisible) after it
+        part = re.sub(r"√\([^()\s]*\)", lambda m: m.group(0).replace("/", "/\u2060"), part)
         parts[i] = part
         if part.strip():
             last = part.rstrip()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from labreport.science.bnclaim import BnClaim, bn_claims
+from labreport.science.bnclaim import BnClaim, bn_claims, trained
 from labreport.catalog import CATALOG
 from labreport.science.compare import ALPHA, Effect, Ranking, factor_effect, rank
 from labreport.spec import NUM_CLASSES
@@ -161,9 +161,14 @@ class Resource:
     images_per_s: float | None
     peak_mem_mib: float | None
     gap: float | None  # final train accuracy - final test accuracy (overfitting)
+    trained: bool = False  # every finished run beat the "trained" threshold: only then is the gap overfitting
 
 
-def resources(groups: Sequence[Group]) -> list[Resource]:
+def resources(groups: Sequence[Group], threshold_of: Callable[[str], float] | None = None) -> list[Resource]:
+    """Cost and overfitting per configuration; `threshold_of(dataset)` is the "trained" threshold
+    (a network at chance has no train-test gap to speak of, and the conclusions leave it out);
+    None: each data set's default_threshold."""
+    threshold_of = threshold_of or default_threshold
     out = []
     for g in groups:
         runs = g.finished
@@ -173,7 +178,8 @@ def resources(groups: Sequence[Group]) -> list[Resource]:
                 and (te := r.metric("final_test_acc")) is not None]
         out.append(Resource(g.label, g.model, int(params) if params else None, g.mean_of("mean_epoch_time_s"),
                             statistics.fmean(ips) if ips else None, g.mean_of("peak_mem_alloc_mib"),
-                            statistics.fmean(gaps) if gaps else None))
+                            statistics.fmean(gaps) if gaps else None,
+                            bool(runs) and all(trained(r, threshold_of(dataset_of(g))) for r in runs)))
     return out
 
 
@@ -262,5 +268,5 @@ def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: floa
     deepest = claims[-1] if claims else None
     sizes = tuple(sorted({int(n) for v in views if v.finished and (n := v.metric("n_test"))}))
     return Study(progress_counts(views), tuple(groups), task_results, rank(_same_data(groups), alpha), claims,
-                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups)), thresholds[0][1], claim_rate,
+                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups, dict(thresholds).__getitem__)), thresholds[0][1], claim_rate,
                  confidence, alpha, sizes, thresholds)

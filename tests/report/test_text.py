@@ -13,6 +13,7 @@ from babel import Locale
 
 from labreport.config import load_config
 from labreport.report.build import build
+from labreport.report.document import tidy_punctuation
 from labreport.report.labels import MAX_NAMED, Labels
 from labreport.report.i18n import Lang
 from labreport.science.conclusions import group_runs
@@ -48,10 +49,13 @@ def report(request, study) -> tuple[str, lxml.html.HtmlElement, list[str]]:
 
 
 def running_text(doc) -> list[str]:
-    """Every paragraph and list item of the body (not tables, captions or the bibliography)."""
+    """Every paragraph and list item of the body (not the title page, the contents, tables, captions
+    or the bibliography)."""
     out = []
     for el in doc.iter("p", "li"):
         if el.get("class") in ("table-caption",) or el.getparent().get("class") == "references":
+            continue
+        if any(a.get("class") in ("title-page", "toc") for a in el.iterancestors()):
             continue
         out.append(" ".join(el.text_content().split()))
     return [t for t in out if t]
@@ -153,3 +157,45 @@ def test_the_test_set_and_the_statistical_test_are_different_words(study):
     doc = lxml.html.fromstring(html or (study / "ru-check.html").read_text(encoding="utf-8"))
     splits = next(t for t in doc.iter("table") if "splits" in (t.getprevious().get("id") or ""))
     assert [th.text_content() for th in splits.iter("th")][-1] == "Тестовая"
+
+
+def test_no_sentence_begins_with_a_digit(report):
+    """A sentence that starts with a figure ("2 запуска разошлись") is rephrased so that a word
+    comes first ("Из запусков этого варианта разошлись 2")."""
+    _, doc, _ = report
+    starts = [s for p in running_text(doc) for s in sentences(p) if s[:1].isdigit()]
+    assert not starts
+
+
+def test_a_lone_other_configuration_is_named_not_called_every_other(study):
+    """Task 3 compares two networks: the loser is "the other configuration (ResNet-18)", never
+    "every other configuration"; with more than one other the summary stays (task 6)."""
+    for lang in LANGS:
+        build(load_config(study / f"{lang}.toml"), RunStore(study / "runs"), None, study / f"{lang}-lab.html")
+        doc = lxml.html.fromstring((study / f"{lang}-lab.html").read_text(encoding="utf-8"))
+        lone = {"ru": "Другая конфигурация (ResNet-18) значимо хуже.",
+                "en": "The other configuration (ResNet-18) is significantly worse."}[lang]
+        every = {"ru": "Все остальные конфигурации значимо хуже.",
+                 "en": "Every other configuration is significantly worse."}[lang]
+        task3 = next(p for p in running_text(doc) if "CIFARNet: 80" in p)  # its ranking paragraph
+        assert lone in task3 and every not in task3
+        assert every in all_text(doc)  # task 6 ranks 16 configurations
+
+
+def test_overfitting_is_concluded_only_over_configurations_that_trained(report):
+    """ResNet-110 without BN trains in 1 of 10 made-up runs: its small train-test gap is a network
+    at chance, not a network that generalises, so the overfitting conclusion leaves it out."""
+    lang, doc, _ = report
+    item = next(li.text_content() for li in doc.iter("li") if re.search("Overfitting|Переобучение", li.text_content()))
+    assert not re.search(r"без BN(?!,)|no BN, He init|no BN(?!,)", item), item  # the He-init arm at chance
+
+
+@pytest.mark.parametrize("html, want", [
+    ("на 1,63 п. п..", "на 1,63 п.\u00a0п."),  # one period ends both the abbreviation and the sentence
+    ("60 p.</a>.", "60 p.</a>"),  # across a tag too
+    ("6,61 ± 0,16 %", "6,61\u00a0±\u00a00,16 %"),
+    ("(σ = √(2/fan_in)), init", "(σ = √(2/\u2060fan_in)), init"),  # a formula never breaks at its slash
+    ('<a href="x/y">2/3</a>', '<a href="x/y">2/3</a>'),  # attributes and plain fractions untouched
+])
+def test_tidy_punctuation(html, want):
+    assert tidy_punctuation(html) == want

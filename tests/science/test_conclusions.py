@@ -75,3 +75,17 @@ def test_conclude_finds_tasks_grid_arms_and_paper_rows():
 def test_paper_comparison_ignores_bn_less_runs():
     rows = paper_comparison(group_runs([view("nobn", 0.5, model="resnet110", norm="none")]))
     assert rows == []
+
+
+def test_a_configuration_counts_as_trained_for_overfitting_only_when_every_run_beat_the_threshold():
+    views = [view("bn", 0.85, model="resnet110", task="5", seed=s, train_acc=0.97) for s in range(2)]
+    views += [view("nobn", acc, best_val=acc, seed=s, model="resnet110", task="5", norm="none", train_acc=acc + 0.01)
+              for s, acc in enumerate((0.55, 0.10))]
+    views += [view("chance", 0.10, best_val=0.10, seed=s, model="resnet110", task="5", norm="none") for s in range(2)]
+    res = {r.label.split("[")[0]: r for r in conclude(views, threshold=0.2, claim_rate=0.1).resources}
+    assert res["bn"].trained and res["bn"].gap == pytest.approx(0.12)
+    assert not res["nobn"].trained and res["nobn"].gap == pytest.approx(0.01)  # one of two at chance
+    assert not res["chance"].trained
+    # the threshold is the one the study uses: at 0.05 both BN-less runs trained
+    res = {r.label.split("[")[0]: r for r in conclude(views, threshold=0.05, claim_rate=0.1).resources}
+    assert res["nobn"].trained and res["chance"].trained
