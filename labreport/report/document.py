@@ -95,13 +95,21 @@ def _ref(text: str):
 
 
 _TAG = re.compile(r"(<[^>]*>)")
+# WeasyPrint (70.0) breaks a line badly where a text ends in a collapsible space that fits only
+# without it: Pango's line holds the space, is wider than the room, and WeasyPrint then keeps only
+# the first word ("is                CIFARNet:" on a justified line). So no text of a block ends in
+# a space: the whitespace before a block's end goes, and the space between a word and an inline
+# element ("is <b>CIFARNet</b>", "dropout <a>[4]</a>") moves into the element ("is<b> CIFARNet</b>").
+_SPACE_BEFORE_INLINE = re.compile(r"(?<=[^\s>]) <(a|b|i|em|strong|span)\b([^>]*)>")
+_SPACE_BEFORE_BLOCK_END = re.compile(r"\s+(</(?:p|li|td|th|h[1-6]|div|caption)>)")
 
 
 def tidy_punctuation(html: str) -> str:
     """One period where an abbreviation ends a sentence: "на 0,60 п. п." and "60 p.", never "п. п.." or
     "p.."; "6,61 ± 0,16 %" and "п. п." never broken across lines. Rules of Russian and English
     typography, applied to the text of the report (never to tags or attributes), so that no template
-    has to know whether a number's unit ends in a period."""
+    has to know whether a number's unit ends in a period. And no text of a block ends in a space
+    (_SPACE_BEFORE_BLOCK_END, _SPACE_BEFORE_INLINE)."""
     parts, last = _TAG.split(html), ""
     for i, part in enumerate(parts):
         if i % 2:  # a tag
@@ -115,4 +123,5 @@ def tidy_punctuation(html: str) -> str:
         parts[i] = part
         if part.strip():
             last = part.rstrip()
-    return "".join(parts)
+    html = _SPACE_BEFORE_BLOCK_END.sub(r"\1", "".join(parts))
+    return _SPACE_BEFORE_INLINE.sub(r"<\1\2> ", html)

@@ -196,6 +196,33 @@ def test_overfitting_is_concluded_only_over_configurations_that_trained(report):
     ("6,61 ± 0,16 %", "6,61\u00a0±\u00a00,16 %"),
     ("(σ = √(2/fan_in)), init", "(σ = √(2/\u2060fan_in)), init"),  # a formula never breaks at its slash
     ('<a href="x/y">2/3</a>', '<a href="x/y">2/3</a>'),  # attributes and plain fractions untouched
+    ("task is <b>CIFARNet</b>: 80", "task is<b> CIFARNet</b>: 80"),  # the space goes into the element
+    ('dropout <a class="cite" href="#r">[4]</a>', 'dropout<a class="cite" href="#r"> [4]</a>'),
+    ("<td>1</td> <b>2</b>", "<td>1</td> <b>2</b>"),  # after a tag: no text to move it from
+    ("worse.\n\n\n</p>\n<p>Next </li>", "worse.</p>\n<p>Next</li>"),  # no text ends a block with a space
 ])
 def test_tidy_punctuation(html, want):
     assert tidy_punctuation(html) == want
+
+
+def _text_of(box) -> str:
+    from weasyprint.formatting_structure import boxes
+    return box.text if isinstance(box, boxes.TextBox) else "".join(_text_of(c) for c in getattr(box, "children", ()))
+
+
+def test_no_justified_line_is_left_with_a_word_or_two(report, study):
+    """Laid out by WeasyPrint, every line of a justified paragraph but its last is full: never
+    "is                CIFARNet:" with the rest of the sentence on the next line (a text that
+    ended in a space before an inline element or the paragraph's end; see document.py)."""
+    weasyprint = pytest.importorskip("weasyprint")
+    from weasyprint.formatting_structure import boxes
+
+    lang, _, _ = report
+    doc = weasyprint.HTML(filename=str(study / f"{lang}.html")).render()
+    lines = []
+    for page in doc.pages:
+        for block in page._page_box.descendants():
+            if isinstance(block, boxes.BlockBox) and block.style["text_align_all"] == "justify":
+                lines += [_text_of(ln).strip() for ln in block.children if isinstance(ln, boxes.LineBox)][:-1]
+    assert len(lines) > 100
+    assert not [t for t in lines if len(t) < 40]  # a full line of 14 pt text holds 70-90 characters
