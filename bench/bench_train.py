@@ -88,7 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-rounds", type=int, default=None,
                    help="rounds at most, contended ones replaced (default 2 x --rounds)")
     p.add_argument("--budget", type=float, default=600.0,
-                   help="seconds after which no extra round is started to replace a contended one (default 600; a round takes ~90 s on a 2-core CPU)")
+                   help="seconds after which no extra round is started to replace a contended one "
+                        "(default 600; a round takes ~90 s on a 2-core CPU)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     p.add_argument("--noop-reps", type=int, default=5, help="timed `labreport run` calls per command")
@@ -433,7 +434,8 @@ def print_table(s: dict, rounds: list[dict], workers: int) -> None:
               f"{seconds[key]:>8.2f} {faults}")
     ev = statistics.median(r["labreport"]["epoch_time_s"] - r["labreport"]["train_time_s"] for r in rounds)
     print(f"  img/s: median over rounds; s/epoch: median seconds for the measured images (labreport's wall: the "
-          f"call / {EPOCHS} epochs). labreport's wall includes model build,\n  evaluation ({ev:.2f} s for {VAL_SIZE} val + {TEST_SUBSET} test images) "
+          f"call / {EPOCHS} epochs). labreport's wall includes model build,\n"
+          f"  evaluation ({ev:.2f} s for {VAL_SIZE} val + {TEST_SUBSET} test images) "
           "and the checkpoint; its recorded figure is training only.\n  faults/step: minor page faults "
           "of the measuring process per step of the measured epoch (labreport: its evaluation and checkpoint "
           "included;\n  the reference's DataLoader workers not counted).")
@@ -454,7 +456,8 @@ def print_table(s: dict, rounds: list[dict], workers: int) -> None:
     for label, value in s["breakdown"].items():
         print(f"  {label:<58} {value:5.2f}x")
     if s["others_cpu_median"] is not None:
-        print(f"\nCPU taken by other processes during these rounds' measurements: median {_pct(s['others_cpu_median'])}, "
+        print(f"\nCPU taken by other processes during these rounds' measurements: "
+              f"median {_pct(s['others_cpu_median'])}, "
               f"max {_pct(s['others_cpu_max'])}")
 
 
@@ -549,7 +552,8 @@ def measure_child(method: str, n: int, seed: int, args: argparse.Namespace, data
     else:
         env.pop(hostmem.OPT_OUT_ENV, None)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", method, "--seed", str(seed), "--images", str(n),
-           "--batch", str(args.batch), "--data", str(data_root), "--device", args.device, "--workers", str(args.workers)]
+           "--batch", str(args.batch), "--data", str(data_root), "--device", args.device,
+           "--workers", str(args.workers)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
@@ -589,7 +593,8 @@ def main(argv=None) -> int:
     rounds = measure_rounds(methods, n, args.rounds, max_rounds, args.busy, args.budget, t_start)
     first = rounds[0]
     print(f"data in the measuring processes: fingerprint {first['labreport']['fingerprint']}; labreport load "
-          f"{first['labreport']['load_s']:.2f} s + prepare {first['labreport']['prepare_s']:.2f} s (not in the figures)")
+          f"{first['labreport']['load_s']:.2f} s + prepare {first['labreport']['prepare_s']:.2f} s "
+          "(not in the figures)")
     if first["reference"]["reference_note"] != "torchvision CIFAR10":
         print(f"reference data: {first['reference']['reference_note']}")
     quiet = [r for r in rounds if not r["contended"]]

@@ -89,7 +89,8 @@ def run_cmd(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def labreport(cfg: Path, runs: Path, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+def labreport(cfg: Path, runs: Path, *args: str, timeout: float = 600,
+              check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "labreport", "--config", str(cfg), "--runs", str(runs), *args]
     proc = run_cmd(cmd, timeout)
     if check and proc.returncode != 0:
@@ -213,7 +214,8 @@ def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: d
     last = hist[-1]
     fig = {**item, "batch": batch, "s_per_epoch": [h["epoch_time_s"] for h in hist],
            "train_s_per_epoch": [h["train_time_s"] for h in hist], "images_per_s": ips,
-           "peak_mem_alloc_mib": res.get("peak_mem_alloc_mib"), "peak_mem_reserved_mib": res.get("peak_mem_reserved_mib"),
+           "peak_mem_alloc_mib": res.get("peak_mem_alloc_mib"),
+           "peak_mem_reserved_mib": res.get("peak_mem_reserved_mib"),
            "train_gflop_per_image": flops / 1e9, "achieved_tflops": achieved / 1e12,
            "mfu": achieved / peak if peak else None, "peak_tflops": peak / 1e12 if peak else None,
            "precision_ran": prov["precision"], "tf32": prov.get("tf32"), "compile_ran": prov.get("compile"),
@@ -229,7 +231,8 @@ def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: d
     mfu = f"{100 * fig['mfu']:.2f}%" if fig["mfu"] is not None else "n/a (unknown peak)"
     tf32 = " (TF32 convolutions)" if fig["tf32"] and fig["precision_ran"] == "fp32" else ""
     log(out, f"{item['name']}: {fig['precision_ran']}{tf32}, "
-             f"compile {fig['compile_ran']}, CUDA graphs {fig['cuda_graphs']} (inductor skips {fig['cudagraph_skips']}), "
+             f"compile {fig['compile_ran']}, CUDA graphs {fig['cuda_graphs']} "
+             f"(inductor skips {fig['cudagraph_skips']}), "
              f"batch {batch}, s/epoch {', '.join(f'{s:.2f}' for s in fig['s_per_epoch'])}, "
              f"img/s {', '.join(f'{i:.0f}' for i in ips)}, peak alloc {fig['peak_mem_alloc_mib']} MiB, "
              f"reserved {fig['peak_mem_reserved_mib']} MiB, {fig['train_gflop_per_image']:.3f} GFLOP/img (train), "

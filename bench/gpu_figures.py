@@ -107,14 +107,17 @@ def measured_entry(info: dict, throughput: dict) -> str | None:
 def markdown(results: dict) -> str:
     """The figures the README wants, as a Markdown table (from gpu_check.json)."""
     info = results["info"]
-    rows = ["| measurement | precision | CUDA graphs | s per epoch (training) | images/s | peak MiB (alloc / reserved) | MFU |",
+    header = ("| measurement | precision | CUDA graphs | s per epoch (training) | images/s "
+              "| peak MiB (alloc / reserved) | MFU |")
+    rows = [header,
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, f in results.get("throughput", {}).items():
         if not isinstance(f, dict) or "images_per_s" not in f:
             rows.append(f"| {name} | {(f or {}).get('skipped') or (f or {}).get('error', '?')} | | | | | |")
             continue
         mfu = f"{100 * f['mfu']:.1f} %" if f.get("mfu") is not None else "n/a"
-        rows.append(f"| {name} | {f['precision_ran']}{' (TF32)' if f.get('tf32') and f['precision_ran'] == 'fp32' else ''} "
+        tf32 = " (TF32)" if f.get("tf32") and f["precision_ran"] == "fp32" else ""
+        rows.append(f"| {name} | {f['precision_ran']}{tf32} "
                     f"| {f['cuda_graphs']} | {' / '.join(f'{t:.2f}' for t in f['train_s_per_epoch'])} "
                     f"({f['n_train']} images, batch {f['batch']}) | {f['images_per_s'][-1]:,.0f} "
                     f"| {f['peak_mem_alloc_mib'] or 0:,.0f} / {f['peak_mem_reserved_mib'] or 0:,.0f} | {mfu} |")

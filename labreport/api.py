@@ -127,8 +127,8 @@ class Lab:
                 args = f", model_args {s.model_args}" if s.model_args else ""
                 seen[(s.model, s.model_args)] = {
                     "name": s.model, "family": "own", "params": _own_params(s, self.config.base_dir),
-                    "paper_params_m": None, "paper_error": None, "supports": sorted(p for p in ("norm", "dropout", "init")
-                                                                                    if src.takes(p)),
+                    "paper_params_m": None, "paper_error": None,
+                    "supports": sorted(p for p in ("norm", "dropout", "init") if src.takes(p)),
                     "description": f"your own: {src.kind} {src.name} ({src.where}){args}"}
         return list(seen.values())
 
@@ -249,9 +249,11 @@ class Lab:
             text = json.dumps({"runs": rows, "conclusions": self.conclusions()}, indent=1, ensure_ascii=False) + "\n"
         else:
             buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
+            fieldnames = list(dict.fromkeys(k for r in rows for k in r))
+            writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
             writer.writeheader()
-            writer.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows)
+            writer.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+                             for r in rows)
             text = buf.getvalue()
         if out is not None:
             atomic_write_bytes(Path(out), text.encode("utf-8"))

@@ -40,11 +40,13 @@ class ModelInfo:
     params: int | None = None  # trainable parameters with the default options, 10 classes
 
 
-def _cifar_resnet(depth: int, params: int, paper_m: float, error: float, spread: tuple = (None, None, None)) -> ModelInfo:
+def _cifar_resnet(depth: int, params: int, paper_m: float, error: float,
+                  spread: tuple = (None, None, None)) -> ModelInfo:
     mean, std, runs = spread
     return ModelInfo(
         f"resnet{depth}", "cifar-resnet",
-        f"CIFAR ResNet-{depth} (He et al. 2015 sec. 4.2): 3 stages x {(depth - 2) // 6} basic blocks, option-A shortcuts",
+        (f"CIFAR ResNet-{depth} (He et al. 2015 sec. 4.2): 3 stages x {(depth - 2) // 6} basic blocks, "
+         "option-A shortcuts"),
         f"{NETWORKS}:CifarResNet", (("depth", depth),), depth, paper_m, error, mean, std, runs, params=params)
 
 

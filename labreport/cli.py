@@ -153,7 +153,8 @@ def plan(obj: Context, profile, overrides, as_json):
                    f"{spec.optimizer} lr={spec.lr:g}, batch {spec.batch_size}" + (f"; {schedule}" if schedule else ""))
         for r in erows:
             click.echo(f"  {r['key']}  {_state_text(r):<14} {coords_text(r['varying'].items(), ' ')}")
-    click.echo(f"{len(rows)} runs ({len(config.unique_runs())} distinct)" + (f", profile '{profile}'" if profile else ""))
+    click.echo(f"{len(rows)} runs ({len(config.unique_runs())} distinct)"
+               + (f", profile '{profile}'" if profile else ""))
 
 
 @main.command()
@@ -256,7 +257,8 @@ def run(obj: Context, profile, overrides, only, device, dry_run, jobs, gpus, fai
     if executor != "local" and jobs > 1:
         raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")
     if tensorboard is not None:
-        overrides = (*overrides, "run.tensorboard=true", f"run.tensorboard_dir={json.dumps(str(tensorboard.resolve()))}")
+        overrides = (*overrides, "run.tensorboard=true",
+                     f"run.tensorboard_dir={json.dumps(str(tensorboard.resolve()))}")
     lab = obj.lab(profile, overrides)
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else []
     options = dict(only=tuple(only), jobs=jobs, executor=executor, device=device, threads=threads, gpus=gpu_list,
@@ -296,7 +298,8 @@ def build(obj: Context, profile, overrides, outs, html_out):
         click.echo(f"warning: {p}", err=True)
     c = built.study.counts
     click.echo(f"wrote {', '.join(map(str, outs))} ({c['done']} done, {c['diverged']} diverged, "
-               f"{c['partial'] + c['missing'] + c['failed']} not finished); figures and summary in {built.summary.parent}")
+               f"{c['partial'] + c['missing'] + c['failed']} not finished); "
+               f"figures and summary in {built.summary.parent}")
 
 
 @main.command()

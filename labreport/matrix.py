@@ -297,7 +297,8 @@ def _expand(ctx: Ctx, where: str, name: str, task: str | None, merged: dict[str,
         point = _checked_point(ctx, where, dict(fixed, **dict(zip(grid_keys, combo))))
         for seed in seeds:
             varying = tuple((k, point[k]) for k in grid_keys) + ((("seed", seed),) if len(seeds) > 1 else ())
-            out.append(Run(name, task, TrainSpec(**{k: v for k, v in point.items() if k != "seed"}, seed=seed), varying))
+            out.append(Run(name, task, TrainSpec(**{k: v for k, v in point.items() if k != "seed"}, seed=seed),
+                           varying))
     return out
 
 

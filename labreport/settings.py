@@ -106,7 +106,8 @@ class Section:
 
 
 def _language(v: str) -> str | None:
-    return None if LANGUAGE_RE.match(v) else "must be a language code such as 'ru' or 'en' (a message catalogue of that name)"
+    return None if LANGUAGE_RE.match(v) else ("must be a language code such as 'ru' or 'en' "
+                                              "(a message catalogue of that name)")
 
 
 def _font_size(v: int) -> str | None:  # ГОСТ 7.32: at least 12 pt; universities ask for 14

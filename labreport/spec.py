@@ -105,7 +105,8 @@ class TrainSpec:
     momentum: float = setting(0.9, "SGD momentum (ignored by Adam)", between(0.0, 1.0, hi_open=True))
     nesterov: bool = setting(False, "Nesterov momentum (SGD)")
     weight_decay: float = setting(0.0, "L2 through the optimizer's weight_decay", between(0.0, 1.0))
-    schedule: Schedule = setting("constant", "the learning rate over the run: constant, steps at milestones, cosine to 0")
+    schedule: Schedule = setting("constant",
+                                 "the learning rate over the run: constant, steps at milestones, cosine to 0")
     milestones: tuple[int, ...] = setting((), "step schedule: lr *= gamma at each (epochs or iterations)", _milestones)
     gamma: float = setting(0.1, "step schedule: the factor at each milestone", between(0.0, 1.0, lo_open=True))
     schedule_unit: ScheduleUnit = setting("epoch", "unit of milestones and warm-up")

@@ -185,7 +185,8 @@ def test_export_on_the_command_line(trained, tmp_path):
     assert res.exit_code == 0, res.output
     assert res.stdout == Lab(toml, runs=runs).export()
     out = tmp_path / "study.json"
-    res = CliRunner().invoke(main, ["--config", str(toml), "--runs", str(runs), "export", "--format", "json", "-o", str(out)])
+    res = CliRunner().invoke(main, ["--config", str(toml), "--runs", str(runs), "export", "--format", "json",
+                                    "-o", str(out)])
     assert res.exit_code == 0 and f"wrote {out}" in res.stderr and json.loads(out.read_text())["runs"]
 
 
@@ -197,7 +198,8 @@ def test_tensorboard_event_files_hold_each_epoch(tmp_path, cifar_dir):
     toml.write_text(TOML.format(data=cifar_dir))
     tb = tmp_path / "tb"
     res = CliRunner().invoke(main, ["--config", str(toml), "--runs", str(tmp_path / "runs"), "run", "--only", "small",
-                                    "--device", "cpu", "--set", "experiment.small.dropout=[0.15]", "--tensorboard", str(tb)])
+                                    "--device", "cpu", "--set", "experiment.small.dropout=[0.15]",
+                                    "--tensorboard", str(tb)])
     assert res.exit_code == 0, res.output
     (folder,) = [p.parent for p in tb.rglob("events.out.tfevents*")]
     assert folder == tb / "small" / "run"  # one run: no grid point left in its name

@@ -93,3 +93,14 @@ def test_every_layer_says_what_it_is(layer):
 
     doc = importlib.import_module(f"labreport.{layer}").__doc__
     assert doc and len(doc.split()) > 15
+
+
+def test_every_line_fits_the_configured_width():
+    """pyproject's [tool.ruff] line-length, for the package, its tests and benches."""
+    import tomllib
+
+    width = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["ruff"]["line-length"]
+    long = [f"{path.relative_to(ROOT)}:{n}" for folder in ("labreport", "tests", "bench")
+            for path in sorted((ROOT / folder).rglob("*.py"))
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if len(line) > width]
+    assert not long

@@ -124,7 +124,8 @@ def test_kill_9_sweep_resumes_every_run_exactly(tmp_path, cifar_dir, reference):
         for point in CHAINS[name]:
             proc = run_cli(cfg, runs, fault=point)
             log.append(f"--- {point}: rc {proc.returncode}\n{proc.stdout}")
-            assert proc.returncode == -signal.SIGKILL, f"chain {name}: kill point {point} not reached\n" + "\n".join(log)
+            assert proc.returncode == -signal.SIGKILL, (f"chain {name}: kill point {point} not reached\n"
+                                                        + "\n".join(log))
         for _ in range(3):  # then without the hook until it exits 0
             proc = run_cli(cfg, runs)
             log.append(f"--- clean: rc {proc.returncode}\n{proc.stdout}")
@@ -149,7 +150,8 @@ def test_kill_9_sweep_resumes_every_run_exactly(tmp_path, cifar_dir, reference):
             assert res["test_acc_at_best"] == want["test_acc_at_best"], (name, key, log)
             assert res["best_epoch"] == want["best_epoch"] and res["steps"] == want["steps"]
             hist = store.read_history(key)
-            assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in ref_store.read_history(key)], (name, key)
+            assert ([h["train_loss"] for h in hist]
+                    == [h["train_loss"] for h in ref_store.read_history(key)]), (name, key)
             assert history_without_timing(hist) == history_without_timing(ref_store.read_history(key))
             got, exp = final_weights(d), final_weights(r)
             assert got.keys() == exp.keys() and all(got[k].equal(exp[k]) for k in exp), (name, key)

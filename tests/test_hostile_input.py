@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from labreport import testing
-from labreport.engine import data, datasets
+from labreport.engine import datasets
 from labreport.cli import CONFIRM_RUNS, main
 
 C10 = datasets.DATASETS["cifar10"]

@@ -58,8 +58,9 @@ def test_the_wheel_carries_its_data_and_works_outside_the_checkout(tmp_path, cif
                     str(ROOT)], check=True, capture_output=True, text=True)
     (wheel,) = dist.glob("labreport-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("labreport/report/templates/report.html.j2", "labreport/report/templates/style.css", "labreport/experiments.toml",
-                   "labreport/report/locale/ru/LC_MESSAGES/labreport.po", "labreport/report/locale/en/LC_MESSAGES/labreport.po",
+    for needed in ("labreport/report/templates/report.html.j2", "labreport/report/templates/style.css",
+                   "labreport/experiments.toml", "labreport/report/locale/ru/LC_MESSAGES/labreport.po",
+                   "labreport/report/locale/en/LC_MESSAGES/labreport.po",
                    "labreport/report/fonts/LiberationSerif-Regular.ttf", "labreport/report/fonts/LICENSE_LIBERATION"):
         assert needed in names, needed
 

@@ -33,7 +33,8 @@ class Tiny(nn.Module):
         super().__init__()
         bn = nn.BatchNorm2d(width) if norm == "batch" else nn.Identity()
         self.f = nn.Sequential(nn.Conv2d(3, width, 3, stride=4, padding=1), bn, nn.ReLU(),
-                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_classes))
+                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                               nn.Linear(width, num_classes))
 
     def forward(self, x):
         return self.f(x)
@@ -91,7 +92,8 @@ def test_a_catalogue_models_key_is_unchanged_by_the_new_fields(tmp_path, cifar_d
 
 
 def test_a_grid_of_model_args_and_its_labels(tmp_path, cifar_dir):
-    toml = lab(tmp_path, cifar_dir, 'name = "mine"\nmodel = "nets.py:Tiny"\nmodel_args = [{ width = 4 }, { width = 8 }]\n')
+    toml = lab(tmp_path, cifar_dir,
+               'name = "mine"\nmodel = "nets.py:Tiny"\nmodel_args = [{ width = 4 }, { width = 8 }]\n')
     runs = load_config(toml).runs
     assert [r.label for r in runs] == ["mine[width=4]", "mine[width=8]"]
     assert [r.coords for r in runs] == [{"model_args": {"width": 4}}, {"model_args": {"width": 8}}]
@@ -126,7 +128,8 @@ STATIC_ERRORS = {
     "passed argument": ('model = "nets.py:Tiny"\nmodel_args = { num_classes = 4 }\n', ["must not set 'num_classes'"]),
     "option not taken": ('model = "nets.py:make"\ndropout = 0.2\n', []),  # **kw: taken
     "norm not taken": ('model = "nets.py:Fixed"\nnorm = "none"\n', []),  # inherited __init__: said at run time
-    "catalogue model with args": ('model = "cifarnet"\nmodel_args = { width = 4 }\n', ["model_args is for a model of your own"]),
+    "catalogue model with args": ('model = "cifarnet"\nmodel_args = { width = 4 }\n',
+                                  ["model_args is for a model of your own"]),
     "args not a table": ('model = "nets.py:Tiny"\nmodel_args = 4\n', ["'model_args' must be a table"]),
 }
 
@@ -197,13 +200,14 @@ def test_a_factory_in_a_module_trains(tmp_path, cifar_dir):
     assert "mypkg" not in {p.split("/")[-1] for p in sys.path}  # the lab's folder is not left on the path
 
 
+FORWARD_LINE = NETS.splitlines().index("        return self.f(x)") + 1  # Tiny.forward's body, numbered from 1
 RUN_ERRORS = {
     "import": (NETS.replace("from torch import nn\n", "from torch import nn\nraise RuntimeError('boom')\n"),
                "nets.py:Tiny", ["nets.py:2: RuntimeError: boom"]),
     "constructor": (NETS.replace("super().__init__()", "super().__init__(); 1 / 0"), "nets.py:Tiny",
                     ["nets.py:6: ZeroDivisionError"]),
     "forward": (NETS.replace("return self.f(x)", "return self.g(x)"), "nets.py:Tiny",
-                ["its forward pass failed", "nets.py:12: AttributeError"]),
+                ["its forward pass failed", f"nets.py:{FORWARD_LINE}: AttributeError"]),
     "shape": (NETS.replace("nn.Linear(width, num_classes)", "nn.Linear(width, 7)"), "nets.py:Tiny",
               ["output of a batch of 2 images is [2, 7], expected [2, 10]"]),
     "not a module": (NETS + "\ndef nothing(num_classes):\n    return 3\n", "nets.py:nothing", ["returned a int"]),
@@ -238,7 +242,8 @@ def test_a_file_edited_after_the_lab_was_read_is_refused(tmp_path, cifar_dir):
 
 
 def test_labreport_models_lists_them_with_their_parameters(tmp_path, cifar_dir):
-    toml = lab(tmp_path, cifar_dir, 'name = "mine"\nmodel = "nets.py:Tiny"\nmodel_args = [{ width = 4 }, { width = 8 }]\n')
+    toml = lab(tmp_path, cifar_dir,
+               'name = "mine"\nmodel = "nets.py:Tiny"\nmodel_args = [{ width = 4 }, { width = 8 }]\n')
     rows = json.loads(cli(toml, "models", "--json").stdout)
     own = [r for r in rows if r["family"] == "own"]
     # width w: a 3x3 conv 3 -> w with bias (28w), BatchNorm (2w), the classifier (10w + 10)

@@ -79,7 +79,8 @@ def make_executor(kind: str, folder: Path, params: ExecutorSettings):
 # sbatch's refusals (as its `sbatch: error:` lines say them) -> what to change. {…} are the settings.
 SBATCH_HINTS = (
     ("Invalid generic resource (gres)", "the cluster has no GPUs for gpus_per_task = {gpus_per_task}: set "
-     "[executor] gpus_per_task = 0 to train on CPUs, or choose a partition with GPUs ([executor] partition, --partition)"),
+     "[executor] gpus_per_task = 0 to train on CPUs, or choose a partition with GPUs "
+     "([executor] partition, --partition)"),
     ("Invalid partition name", "no partition '{partition}' on this cluster (`sinfo -s` lists them): set [executor] "
      "partition, or --partition; \"\" for the default one"),
     ("Memory specification can not be satisfied", "no node has mem_gb = {mem_gb} GB: lower [executor] mem_gb "
@@ -115,8 +116,10 @@ def sbatch_error(stderr: str, params: ExecutorSettings) -> ClusterError:
 
 
 NEVER_STARTS = {
-    "PartitionConfig": "no node of the partition has what a task asks ([executor] cpus_per_task, mem_gb, gpus_per_task)",
-    "PartitionNodeLimit": "no node of the partition has what a task asks ([executor] cpus_per_task, mem_gb, gpus_per_task)",
+    "PartitionConfig": ("no node of the partition has what a task asks "
+                        "([executor] cpus_per_task, mem_gb, gpus_per_task)"),
+    "PartitionNodeLimit": ("no node of the partition has what a task asks "
+                           "([executor] cpus_per_task, mem_gb, gpus_per_task)"),
     "BadConstraints": "no node has what a task asks ([executor] cpus_per_task, mem_gb, gpus_per_task, extra)",
     "PartitionTimeLimit": "[executor] time_min is more than the partition allows",
     "QOSMaxWallDurationPerJobLimit": "[executor] time_min is more than your QOS allows",
@@ -131,8 +134,8 @@ def pending_reasons(kind: str, job_ids: list[str]) -> Counter:
     if kind != "slurm" or not arrays or shutil.which("squeue") is None:
         return Counter()
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-t", "PD", "-j", ",".join(arrays), "-o", "%r"], capture_output=True,
-                             text=True, timeout=30).stdout
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "PD", "-j", ",".join(arrays), "-o", "%r"],
+                             capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return Counter()
     return Counter(r for line in out.splitlines() if (r := line.strip()) and r != "None")  # None: not looked at yet

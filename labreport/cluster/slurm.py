@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from labreport.cluster.executors import Console, Executor, Outcome, Request, cpu_threads, print_summary
-from labreport.cluster.sbatch import NEVER_STARTS, make_executor, pending_reasons, sbatch_error, sbatch_lines, submitit_module
+from labreport.cluster.sbatch import (NEVER_STARTS, make_executor, pending_reasons, sbatch_error, sbatch_lines,
+                                      submitit_module)
 from labreport.config import Config
 from labreport.engine.runner import pending
 from labreport.errors import ClusterError, LabreportError
@@ -230,7 +231,8 @@ def submit(config: Config, store: RunStore, *, kind: str, only: tuple[str, ...] 
     path = folder / SUBMITTED
     old = read_json(path)
     history = old.get("submissions", []) if isinstance(old, dict) else []
-    history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "executor": kind, "config": str(config.path.resolve()),
+    history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "executor": kind,
+                    "config": str(config.path.resolve()),
                     "profile": config.profile, "jobs": {r.key: j.job_id for r, j in zip(todo, sub.jobs)}})
     atomic_write_json(path, {"submissions": history})
     return sub

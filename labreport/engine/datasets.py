@@ -269,7 +269,8 @@ def load(root: Path, *, download: bool = True, dataset: str = "cifar10") -> Cifa
         fingerprint_ = pool.submit(fingerprint, raw.items())
         _check_names(info, folder, _unpickle(info, folder / info.meta_file, raw[info.meta_file]))
         train = [_batch_arrays(info, folder / n, _unpickle(info, folder / n, raw[n])) for n in info.train_files]
-        test = [_batch_arrays(info, folder / info.test_file, _unpickle(info, folder / info.test_file, raw[info.test_file]))]
+        test = [_batch_arrays(info, folder / info.test_file,
+                              _unpickle(info, folder / info.test_file, raw[info.test_file]))]
         official = info.official_md5()
         differing = [n for n in info.files if md5s.result()[n] != official[n]]
     warnings = ()

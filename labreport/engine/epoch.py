@@ -95,8 +95,8 @@ def train_epoch(run, train: Split, reporter) -> EpochSums:
         run.step += 1
         fault_point("train.step")  # test hook: a kill mid-epoch
         reporter.step(run.epoch, i + 1)
-    return EpochSums(t0, time.perf_counter() - t0, lr, run.step - start, sums.loss.item(), int(sums.correct.item()), sums.gnorm.item(),
-                     sums.gnorm_max.item(), int(sums.skipped.item()))
+    return EpochSums(t0, time.perf_counter() - t0, lr, run.step - start, sums.loss.item(), int(sums.correct.item()),
+                     sums.gnorm.item(), sums.gnorm_max.item(), int(sums.skipped.item()))
 
 
 def _step(run, x: torch.Tensor, y: torch.Tensor, sums: Sums, watch: StepWatch) -> None:

@@ -143,7 +143,8 @@ class FixupBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bias1a, self.bias1b, self.bias2a, self.bias2b = (nn.Parameter(torch.zeros(1)) for _ in range(4))
         self.scale = nn.Parameter(torch.ones(1))
-        self.shortcut: nn.Module = ShortcutA(planes - in_planes) if stride != 1 or in_planes != planes else nn.Identity()
+        self.shortcut: nn.Module = (ShortcutA(planes - in_planes) if stride != 1 or in_planes != planes
+                                    else nn.Identity())
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
         with torch.no_grad():
             self.conv1.weight.mul_(branch_scale)

@@ -123,7 +123,8 @@ def _left_to_train(runs: list[Run], store: RunStore, retry_failed: bool, outcome
     if retry_failed:
         return todo
     states = {r.key: store.state(r.key) for r in todo}  # failed runs are left as they are, and said so
-    outcome.failed = [(r.label, f"{states[r.key].error} (not retried)") for r in todo if states[r.key].status == "failed"]
+    outcome.failed = [(r.label, f"{states[r.key].error} (not retried)")
+                      for r in todo if states[r.key].status == "failed"]
     return [r for r in todo if states[r.key].status != "failed"]
 
 
@@ -134,7 +135,8 @@ def _still_wanted(busy: list[Run], store: RunStore, outcome: Outcome) -> list[Ru
     for r in busy:
         st = store.state(r.key)
         if st.status == "failed" and not st.leased_by:
-            outcome.failed.append((r.label, f"{st.error} (in another worker; log: {store.run_dir(r.key) / 'error.json'})"))
+            outcome.failed.append((r.label,
+                                   f"{st.error} (in another worker; log: {store.run_dir(r.key) / 'error.json'})"))
         else:
             todo.append(r)
     return todo
@@ -260,7 +262,8 @@ class _Session:
 
         pk = prepare_key(run.spec)
         if pk not in self.prepared:
-            self.prepared = {pk: prepare(self.data[run.spec.dataset], run.spec, self.dev)}  # one on the device at a time
+            # one on the device at a time
+            self.prepared = {pk: prepare(self.data[run.spec.dataset], run.spec, self.dev)}
         return self.prepared[pk]
 
     def _failed(self, run: Run, e: Exception, outcome: Outcome) -> None:
@@ -310,7 +313,8 @@ def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporte
             if dev.type == "cuda":
                 gc.collect()  # tensors held only by reference cycles (the failed step's frames) go first
                 torch.cuda.empty_cache()
-            LOG.warning("%s: out of memory; retrying with micro-batch %d and gradient accumulation (effective batch %d)",
+            LOG.warning("%s: out of memory; retrying with micro-batch %d and gradient accumulation "
+                        "(effective batch %d)",
                         run.label, micro, run.spec.batch_size)
             options = dataclasses.replace(base, micro_batch=micro)
 

@@ -21,7 +21,8 @@ SCALARS = {  # epoch record field -> TensorBoard tag
     "lr": "optimizer/lr", "grad_norm_mean": "optimizer/grad_norm_mean", "images_per_s": "speed/images_per_s",
     "mem_alloc_mib": "memory/alloc_mib",
 }
-INSTALL = "[run] tensorboard needs the tensorboard package: pip install 'labreport[tensorboard]' (or pip install tensorboard)"
+INSTALL = ("[run] tensorboard needs the tensorboard package: pip install 'labreport[tensorboard]' "
+           "(or pip install tensorboard)")
 
 
 def check_installed() -> None:

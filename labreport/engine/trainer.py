@@ -165,7 +165,8 @@ def _restore(run: _Run, ckpt: dict, reporter: Reporter) -> None:
     if before not in (None, run.precision):
         LOG.warning("%s: trained in %s so far, goes on in %s on this device (each epoch's record says which)",
                     run.name, before, run.precision)
-    run.best_val, run.best_epoch, run.best_pred = ckpt.get("best_val"), ckpt.get("best_epoch"), ckpt.get("best_test_pred")
+    run.best_val, run.best_epoch, run.best_pred = (ckpt.get("best_val"), ckpt.get("best_epoch"),
+                                                   ckpt.get("best_test_pred"))
     if run.best_epoch is None and run.history:  # a checkpoint from before predictions were kept
         run.best_val = max((h["val_acc"] for h in run.history if h["val_acc"] is not None), default=None)
 

@@ -174,7 +174,8 @@ def _panels(drawn: list[Group], L, names) -> tuple[list[tuple[str, list[Group]]]
     colours = _sorted_levels(g.coord(colour_f) for g in drawn)
     panels = [(factor_value(panel_f, lvl, L), [g for g in drawn if g.coord(panel_f) == lvl])
               for lvl in _sorted_levels(g.coord(panel_f) for g in drawn)]
-    handles = [Line2D([], [], color=PALETTE[i], lw=1.5, label=factor_value(colour_f, c, L)) for i, c in enumerate(colours)]
+    handles = [Line2D([], [], color=PALETTE[i], lw=1.5, label=factor_value(colour_f, c, L))
+               for i, c in enumerate(colours)]
     return panels, lambda g: PALETTE[colours.index(g.coord(colour_f))], handles
 
 
@@ -228,10 +229,9 @@ def _grid_values(groups: Sequence[Group], row: str, col: str) -> tuple[list, lis
 def _annotate(ax, values: np.ndarray, lo: float, hi: float, L) -> None:
     """Each cell's value in it, dark on the light (yellow) end of viridis, light elsewhere."""
     for (i, j), v in np.ndenumerate(values):
-        if math.isnan(v):
-            ax.text(j, i, "—", ha="center", va="center", color="0.35")
-        else:
-            ax.text(j, i, L.pct(v / 100, 1), ha="center", va="center", color="0.1" if (v - lo) / (hi - lo) > 0.6 else "white")
+        light = not math.isnan(v) and (v - lo) / (hi - lo) > 0.6
+        ax.text(j, i, "—" if math.isnan(v) else L.pct(v / 100, 1), ha="center", va="center",
+                color="0.35" if math.isnan(v) else "0.1" if light else "white")
 
 
 @styled

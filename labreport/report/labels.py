@@ -183,12 +183,12 @@ _WHERE = re.compile(r"^non-finite (loss|gradient norm) at epoch (\d+), step (\d+
 _CAUSES = (
     (re.compile(r"^ \(the loss was finite\): the gradients overflowed (\w+)'s range$"),
      N_("the loss was finite: the gradients overflowed %(p)s's range"), ("p",)),
-    (re.compile(r"^; the logits themselves were not finite in (\w+)$"), N_("the logits themselves were not finite in %(p)s"),
-     ("p",)),
+    (re.compile(r"^; the logits themselves were not finite in (\w+)$"),
+     N_("the logits themselves were not finite in %(p)s"), ("p",)),
     (re.compile(r"^; the fp16 logits were not finite \(fp16's largest value is ([\d,]+)\)$"),
      N_("the fp16 logits were not finite (fp16's largest value is %(max)s)"), ("max",)),
-    (re.compile(r"^; a precision overflow: the fp16 forward pass went beyond fp16's largest value ([\d,]+), while in fp32 "
-                r"the same batch gives finite logits \(largest \|logit\| (\S+)\)$"),
+    (re.compile(r"^; a precision overflow: the fp16 forward pass went beyond fp16's largest value ([\d,]+), "
+                r"while in fp32 the same batch gives finite logits \(largest \|logit\| (\S+)\)$"),
      N_("a precision overflow: fp16's largest value %(max)s was exceeded, while in fp32 the same batch gives finite "
         "logits (largest |logit| %(v)s)"), ("max", "v")),
     (re.compile(r"^; the logits are not finite in fp32 either: the network diverged, not only fp16$"),

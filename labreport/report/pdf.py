@@ -31,7 +31,8 @@ class _LocalOnlyFetcher:
 
             return URLFetcher(allowed_protocols={"data"}).fetch(url, headers)
         if parsed.scheme != "file":
-            raise ValueError(f"blocked: {parsed.scheme or 'relative'} URL {url[:80]!r} (the report loads only its own files)")
+            raise ValueError(f"blocked: {parsed.scheme or 'relative'} URL {url[:80]!r} "
+                             "(the report loads only its own files)")
         path = Path(unquote(parsed.path)).resolve()
         if not any(path.is_relative_to(r) for r in self.roots):
             raise ValueError(f"blocked: {path} is outside the report's folders")

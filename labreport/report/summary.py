@@ -65,6 +65,7 @@ def summary(study: Study, gradflow: dict | None = None, names: lb.Labels | None 
                    "heatmap": t.heatmap, "groups": [group(g) for g in t.groups]} for t in study.tasks],
         "bn": [claim(c) for c in study.bn], "claim": None if study.claim is None else claim(study.claim),
         "paper": study.paper, "resources": study.resources,
-        "threshold": study.threshold, "thresholds": dict(study.thresholds), "claim_rate": study.claim_rate, "confidence": study.confidence,
+        "threshold": study.threshold, "thresholds": dict(study.thresholds), "claim_rate": study.claim_rate,
+        "confidence": study.confidence,
         "gradflow": None if not gradflow else [{k: v for k, v in r.items() if k != "time_s"} for r in gradflow["rows"]],
     })

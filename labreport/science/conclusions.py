@@ -169,18 +169,19 @@ def resources(groups: Sequence[Group], threshold_of: Callable[[str], float] | No
     (a network at chance has no train-test gap to speak of, and the conclusions leave it out);
     None: each data set's default_threshold."""
     threshold_of = threshold_of or default_threshold
-    out = []
-    for g in groups:
-        runs = g.finished
-        params = next((r.metric("params") for r in runs if r.metric("params")), None)
-        ips = [h["images_per_s"] for r in runs for h in r.history if h.get("images_per_s")]
-        gaps = [tr - te for r in runs if (tr := r.metric("final_train_acc")) is not None
-                and (te := r.metric("final_test_acc")) is not None]
-        out.append(Resource(g.label, g.model, int(params) if params else None, g.mean_of("mean_epoch_time_s"),
-                            statistics.fmean(ips) if ips else None, g.mean_of("peak_mem_alloc_mib"),
-                            statistics.fmean(gaps) if gaps else None,
-                            bool(runs) and all(trained(r, threshold_of(dataset_of(g))) for r in runs)))
-    return out
+    return [_resource(g, threshold_of(dataset_of(g))) for g in groups]
+
+
+def _resource(g: Group, threshold: float) -> Resource:
+    runs = g.finished
+    params = next((r.metric("params") for r in runs if r.metric("params")), None)
+    ips = [h["images_per_s"] for r in runs for h in r.history if h.get("images_per_s")]
+    gaps = [tr - te for r in runs if (tr := r.metric("final_train_acc")) is not None
+            and (te := r.metric("final_test_acc")) is not None]
+    return Resource(g.label, g.model, int(params) if params else None, g.mean_of("mean_epoch_time_s"),
+                    statistics.fmean(ips) if ips else None, g.mean_of("peak_mem_alloc_mib"),
+                    statistics.fmean(gaps) if gaps else None,
+                    bool(runs) and all(trained(r, threshold) for r in runs))
 
 
 def progress_counts(views: Sequence[RunView]) -> dict[str, int]:
@@ -268,5 +269,5 @@ def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: floa
     deepest = claims[-1] if claims else None
     sizes = tuple(sorted({int(n) for v in views if v.finished and (n := v.metric("n_test"))}))
     return Study(progress_counts(views), tuple(groups), task_results, rank(_same_data(groups), alpha), claims,
-                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups, dict(thresholds).__getitem__)), thresholds[0][1], claim_rate,
-                 confidence, alpha, sizes, thresholds)
+                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups, dict(thresholds).__getitem__)),
+                 thresholds[0][1], claim_rate, confidence, alpha, sizes, thresholds)

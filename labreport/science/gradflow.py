@@ -145,7 +145,8 @@ def facts(measurement: dict, lab_inits: list[str]) -> dict:
     return {
         "rows": rows, "depth": depth, "init": init, "inits": measured_inits, "nets": nets,
         "steps": settings["steps"], "lr": settings["lr"], "batch": settings["batch"], "probe": settings["probe"],
-        **_gains(rows, depth, init), "steadier": _steadier(nets), "other_init": other, "other_nets": _nets(rows, depth, other) if other else None,
+        **_gains(rows, depth, init), "steadier": _steadier(nets), "other_init": other,
+        "other_nets": _nets(rows, depth, other) if other else None,
         "nobn_logits_std": _nobn_logits_std(rows, depth, measured_inits), "missing": len(measurement["missing"]),
         "total": len(measurement["cells"]) + len(measurement["missing"]),
     }

@@ -66,7 +66,8 @@ def reference(config) -> RunStore:
 
 def test_executors_are_chosen_by_name_with_the_options_they_take():
     assert set(executors.EXECUTORS) == {"local", "processes", "slurm", "submitit-local"}
-    options = {"jobs": 3, "gpus": ["0", "1"], "fail_fast": True, "partition": "gpu", "time_min": 30, "summary_json": None}
+    options = {"jobs": 3, "gpus": ["0", "1"], "fail_fast": True, "partition": "gpu", "time_min": 30,
+               "summary_json": None}
     local, procs, slurm = (executors.get(n, **options) for n in ("local", "processes", "slurm"))
     assert type(local).__name__ == "Local" and local.summary_json is None
     assert (procs.jobs, procs.gpus, procs.fail_fast) == (3, ["0", "1"], True)
@@ -94,7 +95,8 @@ def test_describe_says_what_each_executor_would_start(config, tmp_path):
     lines = executors.get("slurm", time_min=30).describe(config, store, runs)
     assert lines[0] == "would submit 2 run(s) to slurm as one job array, one task per run (1 torch thread(s) each); " \
                        "sbatch parameters:"
-    assert "  #SBATCH --array=0-1%2" in lines and "  #SBATCH --time=30" in lines and "  #SBATCH --cpus-per-task=1" in lines
+    assert ("  #SBATCH --array=0-1%2" in lines and "  #SBATCH --time=30" in lines
+            and "  #SBATCH --cpus-per-task=1" in lines)
     assert not any("gpus" in line for line in lines)  # gpus_per_task = 0: no GPU asked for
     assert not store.root.exists()  # nothing written, nothing submitted
 
@@ -131,8 +133,8 @@ def test_each_executor_trains_the_matrix_through_the_same_call(name, config, ref
         got, want = store.read_result(run.key), reference.read_result(run.key)
         assert got["test_acc_at_best"] == want["test_acc_at_best"]
         history = json.loads((store.run_dir(run.key) / "history.json").read_text())
-        assert [h["train_loss"] for h in history] == [h["train_loss"] for h in
-                                                      json.loads((reference.run_dir(run.key) / "history.json").read_text())]
+        reference_history = json.loads((reference.run_dir(run.key) / "history.json").read_text())
+        assert [h["train_loss"] for h in history] == [h["train_loss"] for h in reference_history]
 
     again = Lines()  # a second call finds everything done, whatever the executor
     assert executors.run(executors.get(name, jobs=2), config, store, console=again.console(), wait=True) == 0

@@ -54,7 +54,8 @@ def test_gpu_check_steps_run_on_cpu_at_toy_size(tmp_path, cifar_dir):
     assert "| resnet18 auto eager | fp32 |" in (tmp_path / "out" / "gpu_check.md").read_text()
     assert set(figures["jobs"]) == {"1", "2"} and figures["jobs"]["2"]["runs_per_hour"] > 0
     assert figures["kill_resume"]["ok"] is True and figures["kill_resume"]["epochs_run"] == 8
-    assert "kill -9 after the first checkpoint, then resume (fp32): ok" in (tmp_path / "out" / "gpu_check.log").read_text()
+    assert ("kill -9 after the first checkpoint, then resume (fp32): ok"
+            in (tmp_path / "out" / "gpu_check.log").read_text())
 
 
 def test_the_check_plans_every_precision_eager_and_with_cuda_graphs_on_a_gpu():
@@ -100,7 +101,8 @@ def test_the_lab_estimate_adds_up_the_measured_speeds_and_compiles():
 
 def test_the_measured_entry_is_what_eta_py_takes():
     mod = gpu_figures()
-    info = {"device": "NVIDIA H100 80GB HBM3", "date": "2030-01-02", "command": "gpu_check.py out --data /tmp/cifar --device cuda"}
+    info = {"device": "NVIDIA H100 80GB HBM3", "date": "2030-01-02",
+            "command": "gpu_check.py out --data /tmp/cifar --device cuda"}
     tp = {"resnet20 auto eager": {"model": "resnet20", "precision": "auto", "compile": False, "precision_ran": "bf16",
                                   "eta_seconds_per_image": 2.0412e-05},
           "resnet20 auto cuda-graphs": {"model": "resnet20", "precision": "auto", "compile": "reduce-overhead",

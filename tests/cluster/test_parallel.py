@@ -63,7 +63,8 @@ def results(runs: Path) -> dict[str, dict]:
 def test_two_concurrent_processes_train_every_run_exactly_once(tmp_path, cifar_dir):
     cfg = write_config(tmp_path, cifar_dir)
     runs = tmp_path / "runs"
-    a, b = labreport(cfg, runs, "run", "--wait", "--threads", "1"), labreport(cfg, runs, "run", "--wait", "--threads", "1")
+    a, b = (labreport(cfg, runs, "run", "--wait", "--threads", "1"),
+            labreport(cfg, runs, "run", "--wait", "--threads", "1"))
     out_a, _ = a.communicate(timeout=240)
     out_b, _ = b.communicate(timeout=240)
     assert a.returncode == 0 and b.returncode == 0, out_a + out_b

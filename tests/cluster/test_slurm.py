@@ -74,7 +74,8 @@ def test_submitit_local_array_trains_each_run_once_with_the_results_of_a_local_r
         assert r_array[key]["test_acc_at_best"] == r_local[key]["test_acc_at_best"]
         assert [h["train_loss"] for h in history(array, key)] == [h["train_loss"] for h in history(local, key)]
 
-    again = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(array), "run", "--executor", "submitit-local"])
+    again = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(array), "run",
+                                      "--executor", "submitit-local"])
     assert again.exit_code == 0 and "nothing to submit: 2 run(s) already done" in again.output
 
 
@@ -87,7 +88,8 @@ def test_a_preempted_task_is_requeued_and_resumes_from_its_last_checkpoint(tmp_p
     Slurm signals the task itself, as done here."""
     pytest.importorskip("submitit")
     cfg = write_config(tmp_path, cifar_dir, dropouts="[0.0]")
-    cfg.write_text(cfg.read_text().replace("epochs = 2", "epochs = 6").replace("train_subset = 128", "train_subset = 256"))
+    cfg.write_text(cfg.read_text().replace("epochs = 2", "epochs = 6")
+                   .replace("train_subset = 128", "train_subset = 256"))
     runs = tmp_path / "runs"
     key = load_config(cfg).runs[0].key
     proc = labreport(cfg, runs, "run", "--executor", "submitit-local", "--wait")

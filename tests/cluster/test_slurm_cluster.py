@@ -204,7 +204,8 @@ def test_a_job_array_trains_each_run_once_like_a_local_run_through_requeue_and_t
     assert tl_done < EPOCHS and rq_done < EPOCHS  # stopped mid-run: there are epochs left to resume
     elapsed = _cmd("squeue", "-h", "-j", job[key["timelimit"]], "-o", "%M").stdout.strip()
     seconds = sum(int(x) * 60 ** i for i, x in enumerate(reversed(elapsed.split(":"))))
-    assert _cmd("scontrol", "update", f"JobId={job[key['timelimit']]}", f"TimeLimit={(seconds + 120) // 60}").returncode == 0
+    assert _cmd("scontrol", "update", f"JobId={job[key['timelimit']]}",
+                f"TimeLimit={(seconds + 120) // 60}").returncode == 0
 
     # requeue: of a running task (a pending one cannot be requeued)
     assert job_state(job[key["requeue"]]) == "RUNNING"

@@ -94,7 +94,8 @@ def test_dataset_in_defaults_and_per_experiment(tmp_path, data_root):
     assert [r.spec.dataset for r in cfg.runs] == ["cifar100", "cifar10"]
     assert cfg.runs[0].key != cfg.runs[1].key
     with pytest.raises(ConfigError, match=r"'dataset' must be one of 'cifar10', 'cifar100', got 'cifar1000'"):
-        load_config(toml(tmp_path, data_root, '[[experiment]]\nname = "a"\nmodel = "resnet20"\ndataset = "cifar1000"\n'))
+        load_config(toml(tmp_path, data_root,
+                         '[[experiment]]\nname = "a"\nmodel = "resnet20"\ndataset = "cifar1000"\n'))
 
 
 def test_a_catalogue_models_run_key_on_cifar10_is_unchanged():

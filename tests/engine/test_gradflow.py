@@ -279,7 +279,8 @@ def test_run_measures_at_the_end_when_enabled(tmp_path, cifar_dir, monkeypatch):
     cfg.write_text(TOML.format(lang="en", enabled="true") + f'[data]\nroot = "{cifar_dir}"\ndownload = false\n')
     monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: runner.Outcome())  # the runs are not tested here
     calls = []
-    monkeypatch.setattr(measure, "measure_cell", lambda cell, data, dev: calls.append(cell) or fake_result(cell, [1, 2], [1, 2]))
+    monkeypatch.setattr(measure, "measure_cell",
+                        lambda cell, data, dev: calls.append(cell) or fake_result(cell, [1, 2], [1, 2]))
     args = ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run"]
     assert CliRunner().invoke(main, args).exit_code == 0
     assert len(calls) == 9
@@ -298,7 +299,8 @@ def test_a_failed_measurement_does_not_fail_the_run(tmp_path, cifar_dir, monkeyp
     monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: runner.Outcome())
     res = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run"])
     assert res.exit_code == 0
-    assert "warning: gradflow: [gradflow] needs probe + images = 768 training images, the data set has 500" in res.output
+    assert ("warning: gradflow: [gradflow] needs probe + images = 768 training images, the data set has 500"
+            in res.output)
 
 
 def test_figure_has_a_row_per_depth_and_a_legend(tmp_path):

@@ -689,6 +689,7 @@ def test_run_starts_by_saying_where_it_trains_and_in_what_precision():
     assert line("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 16, "reduce-overhead") == (
         "training on NVIDIA H100 80GB HBM3 (CUDA, compute capability 9.0); precision auto = bf16; "
         "compiled with CUDA graphs")
-    assert line("cpu", "cpu", None, 2, True) == "training on the CPU (2 threads); precision auto = fp32; compiled (default)"
+    assert line("cpu", "cpu", None, 2, True) == (
+        "training on the CPU (2 threads); precision auto = fp32; compiled (default)")
     assert line("cpu", "x86_64", None, 1, "reduce-overhead").endswith("(x86_64, 1 thread); precision auto = fp32; "
                                                                       "compiled (CUDA graphs need a GPU)")

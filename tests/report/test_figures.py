@@ -40,7 +40,8 @@ def _view(exp: str, varying: dict, final: float, status: str = "done", epochs_do
         result = {"status": "completed" if status == "done" else "diverged", "best_epoch": EPOCHS,
                       "best_val_acc": history[-1]["val_acc"], "test_acc_at_best": history[-1]["test_acc"],
                       "final_test_acc": history[-1]["test_acc"], "final_train_acc": history[-1]["train_acc"],
-                      "mean_epoch_time_s": 1.2, "peak_mem_alloc_mib": 100.0 if gpu else None, "params": 270_000, "spec": spec}
+                      "mean_epoch_time_s": 1.2, "peak_mem_alloc_mib": 100.0 if gpu else None, "params": 270_000,
+                      "spec": spec}
     coords = ", ".join(f"{k}={v}" for k, v in varying.items())
     return RunView(exp, "4", f"{exp}[{coords}]", f"{exp}-{coords}", spec, dict(varying), status, result, history)
 

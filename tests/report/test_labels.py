@@ -16,7 +16,8 @@ def ru():
 
 
 def test_a_grid_point_reads_as_a_reader_writes_it(ru):
-    groups = group_runs([view("resnet20-reg", 0.3, dropout=d, weight_decay=w) for d in (0.0, 0.15) for w in (0.0, 1e-5)])
+    groups = group_runs([view("resnet20-reg", 0.3, dropout=d, weight_decay=w)
+                         for d in (0.0, 0.15) for w in (0.0, 1e-5)])
     names = Labels(groups, ru)
     assert names(groups[3]) == "ResNet-20, dropout 0,15, L2 1·10⁻⁵"
     assert names(groups[0]) == "ResNet-20, dropout 0, L2 0"

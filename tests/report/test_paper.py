@@ -134,7 +134,8 @@ def _load(tmp_path, text, profile=None):
     return load_config(p, profile)
 
 
-TWO = '[[experiment]]\nname = "a"\nmodel = "resnet20"\n[[experiment]]\nname = "b"\nmodel = "resnet32"\nenabled = false\n'
+TWO = ('[[experiment]]\nname = "a"\nmodel = "resnet20"\n'
+       '[[experiment]]\nname = "b"\nmodel = "resnet32"\nenabled = false\n')
 
 
 def test_disabled_experiments_run_only_when_a_profile_lists_them(tmp_path):

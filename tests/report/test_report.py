@@ -152,7 +152,8 @@ def test_pdf_has_the_labs_sections_in_gost_form(built):
     for title in ("СОДЕРЖАНИЕ", "1 Цель работы, постановка задачи исследования", "1.1 Остаточный блок",
                   "2 Описание методики исследования", "3 Результаты исследования в соответствии с заданием",
                   "4 Выводы по работе", "СПИСОК ИСПОЛЬЗОВАННЫХ ИСТОЧНИКОВ", "ПРИЛОЖЕНИЕ А",
-                  "Сравнение с результатами He et al. 2015", "Дополнительные эксперименты", "Лучший результат (задание 6)"):
+                  "Сравнение с результатами He et al. 2015", "Дополнительные эксперименты",
+                  "Лучший результат (задание 6)"):
         assert title in text, title
     reader = PdfReader(out)
     assert reader.metadata.title == RU["title"] and reader.metadata.author == "Ivanov I. I."
@@ -200,7 +201,8 @@ def test_russian_numbers_have_decimal_commas_and_labels_are_human(built):
     assert re.search(r"\d,\d{2}\s%", text)  # "81,50 %"
     assert not re.search(r"\d\.\d{2}\s?%", text)
     conclusions = text[text.index("4 Выводы по работе", text.index("СОДЕРЖАНИЕ") + 500):text.rindex("СПИСОК")]
-    assert "weight_decay=" not in conclusions and "dropout=" not in conclusions and "[" not in conclusions.split("[1]")[0]
+    assert ("weight_decay=" not in conclusions and "dropout=" not in conclusions
+            and "[" not in conclusions.split("[1]")[0])
     assert "ResNet-20, dropout 0,3, L2 1·10⁻⁴" in " ".join(text.split())
 
 
@@ -416,7 +418,8 @@ def test_user_templates_override_file_by_file(tmp_path):
 
 def test_an_added_experiment_appears_without_template_changes(tmp_path):
     config, store = make_study(tmp_path, skip=("r20", "r110-bn", "r110-nobn"))
-    text = (tmp_path / "experiments.toml").read_text() + '\n[[experiment]]\nname = "my-new-one"\ntask = 7\nmodel = "resnet44"\n'
+    text = ((tmp_path / "experiments.toml").read_text()
+            + '\n[[experiment]]\nname = "my-new-one"\ntask = 7\nmodel = "resnet44"\n')
     (tmp_path / "experiments.toml").write_text(text)
     config = load_config(tmp_path / "experiments.toml")
     run = next(r for r in config.runs if r.experiment == "my-new-one")

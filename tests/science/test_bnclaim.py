@@ -80,7 +80,8 @@ def test_the_threshold_is_strict_and_bn_less_runs_in_fp16_are_flagged():
     assert c.lab_arm.k == 0 and c.control.precisions == ("bf16",)
     assert not c.narrow_precision  # fp32's range without BN: the verdict is the network's
     # what precision = "auto" does on a T4: the control in fp16, the BN-less arm in fp32: no concern
-    t4 = arm(2, 2, norm="batch", precision="fp16") + [view("none-he", 0.1, model="resnet110", norm="none", precision="fp32")]
+    t4 = (arm(2, 2, norm="batch", precision="fp16")
+          + [view("none-he", 0.1, model="resnet110", norm="none", precision="fp32")])
     assert not claim_of(t4).narrow_precision
     fp16 = arm(2, 2, norm="batch") + [view("none-he", 0.1, model="resnet110", norm="none", precision="fp16")]
     assert claim_of(fp16).narrow_precision
