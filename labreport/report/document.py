@@ -112,16 +112,21 @@ def tidy_punctuation(html: str) -> str:
     (_SPACE_BEFORE_BLOCK_END, _SPACE_BEFORE_INLINE)."""
     parts, last = _TAG.split(html), ""
     for i, part in enumerate(parts):
-        if i % 2:  # a tag
+        if i % 2 or (i and parts[i - 1].lower().startswith(("<style", "<script"))):  # a tag, or no text
             continue
-        if part.startswith(".") and not part.startswith("..") and re.search(r"[^\W\d_]\.$", last):
-            part = part[1:]
-        part = re.sub(r"(?<=[^\W\d_]\.)\.(?!\.)", "", part)
-        part = part.replace(" ± ", "\u00a0±\u00a0").replace("п. п.", "п.\u00a0п.")  # never broken across lines
-        # nor a formula at its slash, "√(2/fan_in)": a word joiner (U+2060, invisible) after it
-        part = re.sub(r"√\([^()\s]*\)", lambda m: m.group(0).replace("/", "/\u2060"), part)
-        parts[i] = part
+        parts[i] = part = _tidy_text(part, last)
         if part.strip():
             last = part.rstrip()
     html = _SPACE_BEFORE_BLOCK_END.sub(r"\1", "".join(parts))
     return _SPACE_BEFORE_INLINE.sub(r"<\1\2> ", html)
+
+
+def _tidy_text(part: str, last: str) -> str:
+    """tidy_punctuation on one text between tags; `last`: the text before it."""
+    if part.startswith(".") and not part.startswith("..") and re.search(r"[^\W\d_]\.$", last):
+        part = part[1:]
+    part = re.sub(r"(?<=[^\W\d_]\.)\.(?!\.)", "", part)
+    part = part.replace(" ± ", "\u00a0±\u00a0").replace("п. п.", "п.\u00a0п.")  # never broken across lines
+    # nor a formula at its slash, "√(2/fan_in)": a word joiner (U+2060, invisible) after it
+    part = re.sub(r"√\([^()\s]*\)", lambda m: m.group(0).replace("/", "/\u2060"), part)
+    return re.sub(r"(?<=[\w′)]) ([+−]) (?=[\w(])", "\u00a0\\1\u00a0", part)  # nor at "F′ + 1", "6n + 2"
