@@ -237,8 +237,8 @@ def test_report_shows_the_measurement_when_it_is_in_the_store(tmp_path):
     html, built = report_html(tmp_path)
     assert "gradflow" in built.figures and (built.summary.parent / "gradflow.svg").exists()
     assert 'id="fig-gradflow"' in html and "Рисунок 1 –" in html  # the first figure of the report
-    assert "Измерение." in html and "(F(x) + x)′ = F′(x) + 1" in html
-    flat = " ".join(html.split())
+    flat = " ".join(html.split())  # also turns the non-breaking spaces that bind a formula into plain ones
+    assert "Измерение." in html and "(F(x) + x)′ = F′(x) + 1" in flat
     assert "убывает на 1,0 порядка в ResNet-110" in flat  # orders from the hand-made numbers
     assert "растёт на 5,0 порядка с BN" in flat and "убывает на 8,0 порядка без BN" in flat
     assert "init = torch без BN норма градиента убывает на 0,6 порядка в ResNet и падает до нуля" in flat
