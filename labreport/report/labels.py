@@ -163,7 +163,7 @@ MAX_NAMED = 4  # configurations a sentence names; more are counted and found in 
 def configurations(groups: Sequence, ref, names: "Labels", L) -> str:
     """Configurations in running text: up to MAX_NAMED by name, separated by semicolons (a name has
     commas of its own: "ResNet-20, dropout 0, L2 0"); more as their number and the table that lists
-    them: "ещё 11 конфигураций (таблица 6)", "11 other configurations (table 6)"."""
+    them: "11 других конфигураций (таблица 6)", "11 other configurations (table 6)"."""
     groups = list(groups)
     if len(groups) <= MAX_NAMED:
         return Markup("; ").join(escape(names(g)) for g in groups)

@@ -115,7 +115,7 @@ NOUNS = {  # the forms for Babel's plural categories one / few / many, of the no
     "ru": {"запуск": ("запуск", "запуска", "запусков"), "эпох": ("эпоха", "эпохи", "эпох"),
            "конфигурац": ("конфигурация", "конфигурации", "конфигураций"), "шаг": ("шаг", "шага", "шагов"),
            "изображени": ("изображение", "изображения", "изображений"), "стади": ("стадия", "стадии", "стадий"),
-           "зер": ("зерно", "зерна", "зёрен")},
+           "зер": ("зерно", "зерна", "зёрен"), "друг": ("другая", "другие", "других")},
     "en": {"run": ("run", "runs", "runs"), "epoch": ("epoch", "epochs", "epochs"), "step": ("step", "steps", "steps"),
            "configuration": ("configuration", "configurations", "configurations"),
            "image": ("image", "images", "images"), "seed": ("seed", "seeds", "seeds")},
