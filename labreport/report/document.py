@@ -128,7 +128,7 @@ def _tidy_text(part: str, last: str) -> str:
     part = re.sub(r"(?<=[^\W\d_]\.)\.(?!\.)", "", part)
     part = part.replace(" ± ", "\u00a0±\u00a0").replace("п. п.", "п.\u00a0п.")  # never broken across lines
     # a dash never starts a line (a caption's "Рисунок 1 – ...", after a number, keeps its plain space)
-    part = re.sub(r"(?:(?<=[^\W\d_])|(?<=[)»”%])) – ", "\u00a0– ", part)
+    part = re.sub(r"(?:(?<=[^\W\d_])|(?<=[)»”%.])) – ", "\u00a0– ", part)
     # nor a formula at its slash, "√(2/fan_in)": a word joiner (U+2060, invisible) after it
     part = re.sub(r"√\([^()\s]*\)", lambda m: m.group(0).replace("/", "/\u2060"), part)
     return re.sub(r"(?<=[\w′)]) ([+−]) (?=[\w(])", "\u00a0\\1\u00a0", part)  # nor at "F′ + 1", "6n + 2"

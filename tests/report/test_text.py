@@ -196,6 +196,7 @@ def test_overfitting_is_concluded_only_over_configurations_that_trained(report):
     ("6,61 ± 0,16 %", "6,61\u00a0±\u00a00,16 %"),
     ("не запускались – 0. «узкое место» – блок. Рисунок 5 – Точность",
      "не запускались\u00a0– 0. «узкое место»\u00a0– блок. Рисунок 5 – Точность"),  # a dash never starts a line
+    ("J. Sun. – Текст. – 1979. – Vol. 6", "J. Sun.\u00a0– Текст.\u00a0– 1979.\u00a0– Vol. 6"),  # a bibliography's too
     ("(σ = √(2/fan_in)), init", "(σ = √(2/\u2060fan_in)), init"),  # a formula never breaks at its slash
     ("factors (F′ + 1), F(x) − x, 6n + 2", "factors (F′\u00a0+\u00a01), F(x)\u00a0−\u00a0x, 6n\u00a0+\u00a02"),
     ('<a href="x/y">2/3</a>', '<a href="x/y">2/3</a>'),  # attributes and plain fractions untouched
