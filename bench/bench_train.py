@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from labreport.engine import hostmem
 from labreport.spec import TrainSpec
 from labreport.engine.data import MEAN, STD, split_train_val, subset_indices
-from labreport.engine.datasets import load_cifar10
+from labreport.engine.datasets import load as load_data
 from labreport.testing import write_synthetic_cifar10
 from labreport.engine.networks import build_model
 from labreport.store import RunStore
@@ -514,7 +514,7 @@ def one(args: argparse.Namespace) -> int:
     precision = resolve_precision("auto", device)
     n, method, root = args.images, args.one, Path(args.data)
     t0 = time.perf_counter()
-    data = load_cifar10(root, download=False) if method in ("labreport", "reference") else None
+    data = load_data(root, download=False) if method in ("labreport", "reference") else None
     extra = {"load_s": time.perf_counter() - t0, "fingerprint": data.fingerprint if data else None}
     if method == "labreport":
         t0 = time.perf_counter()

@@ -135,14 +135,14 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
     import torch
 
     from labreport.engine.data import normalize
-    from labreport.engine.datasets import load_cifar10
+    from labreport.engine.datasets import load as load_data
     from labreport.engine.networks import build_model
     from labreport.engine.precision import autocast, resolve_precision
     from labreport.engine.device import resolve_device
 
     dev = resolve_device(device)
     fig = {"auto": {norm: resolve_precision("auto", dev, norm) for norm in ("batch", "none")}, "logits": {}}
-    cifar = load_cifar10(data, download=False)
+    cifar = load_data(data, download=False)
     x = normalize(cifar.train_x[:16].to(dev))
     torch.manual_seed(0)
     model = build_model("resnet110", norm="none", init="he").to(dev)

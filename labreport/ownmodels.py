@@ -165,5 +165,11 @@ def check_args(src: Source, model_args: dict, options: dict) -> None:
         if option == "init" and value != "fixup":
             continue  # a model that does not take init is initialised by labreport (he), or left as built (torch)
         if src.takes(option) is False:
-            raise ModelError(f"model '{src.ref}': {option} = {value!r} is set, but {src.name} ({src.where}) "
-                             f"takes no '{option}' parameter: add one, or leave {option} at its default")
+            raise not_taken(src.ref, f"{src.name} ({src.where})", option, value)
+
+
+def not_taken(ref: str, who: str, option: str, value) -> ModelError:
+    """A setting is given that the model has no parameter for (said by the source or, at run time, by
+    its signature)."""
+    return ModelError(f"model '{ref}': {option} = {value!r} is set, but {who} takes no '{option}' parameter: "
+                      f"add one, or leave {option} at its default")

@@ -28,7 +28,7 @@ def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
 
 def fingerprint_files(paths: Iterable[str | Path]) -> str:
     """The data fingerprint of files on disk: sha256 over (file name, bytes) pairs sorted by name;
-    folders do not matter, so it is stable across machines (what load_cifar10 records)."""
+    folders do not matter, so it is stable across machines (what datasets.load records)."""
     return fingerprint((Path(p).name, Path(p).read_bytes()) for p in paths)
 
 

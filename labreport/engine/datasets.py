@@ -281,7 +281,3 @@ def load(root: Path, *, download: bool = True, dataset: str = "cifar10") -> Cifa
     return CifarData(train_x, train_y, test_x, test_y, fingerprint=fingerprint_.result(),
                      official=not differing, root=folder, warnings=warnings, info=info)
 
-
-def load_cifar10(root: Path, *, download: bool = True) -> CifarData:
-    """CIFAR-10 (the lab's data set): load(root, dataset="cifar10")."""
-    return load(root, download=download, dataset="cifar10")

@@ -92,8 +92,7 @@ def keyword_arguments(ref: str, fn: Callable, model_args: dict, given: dict, def
             raise ModelError(f"model '{ref}': init = 'fixup' needs a model that implements it (takes an 'init' "
                              "parameter); labreport applies only 'he' and 'torch' to a model of one's own")
         elif option not in ("num_classes", "init") and value != defaults[option]:
-            raise ModelError(f"model '{ref}': {option} = {value!r} is set, but {getattr(fn, '__name__', ref)} takes "
-                             f"no '{option}' parameter: add one, or leave {option} at its default")
+            raise ownmodels.not_taken(ref, getattr(fn, "__name__", ref), option, value)
     return kwargs
 
 

@@ -14,14 +14,16 @@ from typing import Sequence
 
 from markupsafe import Markup, escape
 
+from labreport import ownmodels
+
 # The settings a configuration can differ in, in the order a label names them
 ORDER = ("model", "norm", "init", "dropout", "weight_decay", "optimizer", "lr", "momentum", "schedule",
          "batch_size", "epochs", "max_iters", "augment", "train_subset", "warmup", "precision")
 
 
 def model_name(name: str, L) -> str:
-    if ":" in name:  # a model of one's own, "nets.py:ResNet110": its class or function
-        return name.rpartition(":")[2]
+    if ownmodels.is_own(name):  # "nets.py:ResNet110": its class or function
+        return ownmodels.split(name)[1]
     if name.startswith("resnet") and name != "resnet18":
         return f"ResNet-{name.removeprefix('resnet')}"
     if name.startswith("plain"):
@@ -32,8 +34,8 @@ def model_name(name: str, L) -> str:
 def model_description(name: str, L) -> str:
     from labreport.catalog import CATALOG
 
-    if ":" in name:  # "nets.py:ResNet110", "mypackage.nets:make_resnet"
-        target, _, obj = name.rpartition(":")
+    if ownmodels.is_own(name):  # "nets.py:ResNet110", "mypackage.nets:make_resnet"
+        target, obj = ownmodels.split(name)
         return L._("own implementation: %(name)s from %(file)s", name=obj, file=target)
     info = CATALOG[name]
     if info.family == "cifar-resnet":
@@ -53,7 +55,7 @@ def per_dataset(values: Sequence[tuple[str, float]], L) -> str:
     """Percentages per data set: "20 %" for one, "20 % on CIFAR-10 and 2 % on CIFAR-100" for several."""
     from labreport.spec import DATASET_TITLES
 
-    if len({v for _, v in values}) == 1 and len(values) == 1:
+    if len(values) == 1:
         return L.pct(values[0][1], 0)
     parts = [L._("%(value)s on %(data)s", value=L.pct(v, 0), data=DATASET_TITLES[d]) for d, v in values]
     return L.join_and(parts)

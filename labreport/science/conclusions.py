@@ -265,9 +265,10 @@ def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: floa
     task_results = tuple(_task_result(t, [g for g in groups if (g.task or "") == t], alpha) for t in tasks)
     datasets = tuple(dict.fromkeys(v.spec.get("dataset", "cifar10") for v in views)) or ("cifar10",)
     thresholds = tuple((d, threshold if threshold is not None else default_threshold(d)) for d in datasets)
-    claims = tuple(bn_claims(views, dict(thresholds).__getitem__, claim_rate, alpha, confidence))
+    threshold_of = dict(thresholds).__getitem__
+    claims = tuple(bn_claims(views, threshold_of, claim_rate, alpha, confidence))
     deepest = claims[-1] if claims else None
     sizes = tuple(sorted({int(n) for v in views if v.finished and (n := v.metric("n_test"))}))
     return Study(progress_counts(views), tuple(groups), task_results, rank(_same_data(groups), alpha), claims,
-                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups, dict(thresholds).__getitem__)),
+                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups, threshold_of)),
                  thresholds[0][1], claim_rate, confidence, alpha, sizes, thresholds)

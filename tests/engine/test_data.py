@@ -40,7 +40,7 @@ def _rewrite(path: Path, change) -> None:
 # --- loading --------------------------------------------------------------------------------------
 
 def test_synthetic_round_trip(cifar_dir):
-    d = datasets.load_cifar10(cifar_dir, download=False)
+    d = datasets.load(cifar_dir, download=False)
     assert d.train_x.shape == (500, 3, 32, 32) and d.train_x.dtype == torch.uint8
     assert d.train_y.shape == (500,) and d.train_y.dtype == torch.int64
     assert d.test_x.shape == (100, 3, 32, 32) and d.test_x.dtype == torch.uint8
@@ -53,18 +53,18 @@ def test_synthetic_round_trip(cifar_dir):
     assert d.official is False
     assert len(d.warnings) == 1 and "data_batch_1" in d.warnings[0] and "official" in d.warnings[0]
     assert len(d.fingerprint) == 16 and int(d.fingerprint, 16) >= 0
-    assert datasets.load_cifar10(cifar_dir, download=False).fingerprint == d.fingerprint
+    assert datasets.load(cifar_dir, download=False).fingerprint == d.fingerprint
     assert testing.fingerprint_files(sorted(d.root.iterdir(), reverse=True)) == d.fingerprint
 
 
 def test_fingerprint_changes_with_one_byte(cifar_dir, tmp_path):
     root = _copy(cifar_dir, tmp_path)
-    before = datasets.load_cifar10(root, download=False).fingerprint
+    before = datasets.load(root, download=False).fingerprint
     path = root / C10.folder / "data_batch_3"
     raw = path.read_bytes()
     at = raw.index(b"synthetic_")  # inside a file name: the pickle stays valid
     path.write_bytes(raw[:at] + b"S" + raw[at + 1:])
-    after = datasets.load_cifar10(root, download=False)
+    after = datasets.load(root, download=False)
     assert after.fingerprint != before
     assert after.train_x.shape == (500, 3, 32, 32)
 
@@ -84,7 +84,7 @@ def test_synthetic_is_deterministic(tmp_path):
 
 def test_synthetic_images_are_learnable(cifar_dir):
     """Class mean colours alone, after augmentation, separate the classes far above chance (10%)."""
-    d = datasets.load_cifar10(cifar_dir, download=False)
+    d = datasets.load(cifar_dir, download=False)
     g = torch.Generator().manual_seed(0)
     train = data.random_crop_flip(data.normalize(d.train_x), generator=g).mean((2, 3))
     test = data.normalize(d.test_x).mean((2, 3))
@@ -96,9 +96,9 @@ def test_synthetic_images_are_learnable(cifar_dir):
 def test_load_from_tarball_only(cifar_dir, tmp_path):
     tarball = testing.write_synthetic_cifar10(tmp_path, n_train=500, n_test=100, seed=0, tar="only")
     assert tarball == tmp_path / C10.tarball and not (tmp_path / C10.folder).exists()
-    d = datasets.load_cifar10(tmp_path, download=False)
+    d = datasets.load(tmp_path, download=False)
     assert d.root == tmp_path / C10.folder and d.root.is_dir()
-    assert d.fingerprint == datasets.load_cifar10(cifar_dir, download=False).fingerprint  # same seed, same files
+    assert d.fingerprint == datasets.load(cifar_dir, download=False).fingerprint  # same seed, same files
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([C10.folder, C10.tarball])  # no temp left
 
 
@@ -112,7 +112,7 @@ def test_corrupt_tarball(tmp_path, damage):
     raw = tarball.read_bytes()
     tarball.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"this is not a gzip file" * 10)
     with pytest.raises(DataError, match="truncated or corrupt") as e:
-        datasets.load_cifar10(tmp_path, download=False)
+        datasets.load(tmp_path, download=False)
     assert str(tarball) in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [C10.tarball]  # no half-extracted folder
 
@@ -125,7 +125,7 @@ def test_unsafe_tarball_is_rejected(tmp_path):
         info.size = 3
         t.addfile(info, io.BytesIO(b"bad"))
     with pytest.raises(DataError, match="unsafe"):
-        datasets.load_cifar10(root, download=False)
+        datasets.load(root, download=False)
     assert not (tmp_path / "escaped.txt").exists()
 
 
@@ -133,7 +133,7 @@ def test_missing_batch_file_is_named(cifar_dir, tmp_path):
     root = _copy(cifar_dir, tmp_path)
     (root / C10.folder / "data_batch_4").unlink()
     with pytest.raises(DataError, match="data_batch_4: missing"):
-        datasets.load_cifar10(root, download=False)
+        datasets.load(root, download=False)
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -149,7 +149,7 @@ def test_malformed_batch_is_rejected(cifar_dir, tmp_path, change, problem):
     root = _copy(cifar_dir, tmp_path)
     _rewrite(root / C10.folder / "data_batch_2", change)
     with pytest.raises(DataError, match=problem) as e:
-        datasets.load_cifar10(root, download=False)
+        datasets.load(root, download=False)
     assert "data_batch_2" in str(e.value)
 
 
@@ -163,14 +163,14 @@ def test_unreadable_batch_is_rejected(cifar_dir, tmp_path, content):
     root = _copy(cifar_dir, tmp_path)
     (root / C10.folder / "test_batch").write_bytes(content)
     with pytest.raises(DataError, match="test_batch"):
-        datasets.load_cifar10(root, download=False)
+        datasets.load(root, download=False)
 
 
 def test_wrong_class_names_are_rejected(cifar_dir, tmp_path):
     root = _copy(cifar_dir, tmp_path)
     _rewrite(root / C10.folder / "batches.meta", lambda m: m[b"label_names"].reverse())
     with pytest.raises(DataError, match="label_names"):
-        datasets.load_cifar10(root, download=False)
+        datasets.load(root, download=False)
 
 
 def test_reads_python2_style_pickles(cifar_dir, tmp_path):
@@ -178,7 +178,7 @@ def test_reads_python2_style_pickles(cifar_dir, tmp_path):
     root = _copy(cifar_dir, tmp_path)
     _rewrite(root / C10.folder / "data_batch_1",
              lambda b: [b.update({k.decode(): b.pop(k)}) for k in list(b)])
-    d = datasets.load_cifar10(root, download=False)
+    d = datasets.load(root, download=False)
     assert d.train_x.shape == (500, 3, 32, 32)
 
 
@@ -187,7 +187,7 @@ def test_reads_python2_style_pickles(cifar_dir, tmp_path):
 def test_offline_and_nothing_present(tmp_path, no_download):
     root = tmp_path / "empty"
     with pytest.raises(DataError) as e:
-        datasets.load_cifar10(root)
+        datasets.load(root)
     message = str(e.value)
     assert f"put {C10.tarball} or the {C10.folder}/ folder into {root} (or set LABREPORT_DATA)" in message
     assert "network is unreachable" in message
@@ -210,7 +210,7 @@ def test_download_success_is_used(tmp_path, monkeypatch):
         testing.write_synthetic_cifar10(Path(download_root), n_train=50, n_test=10)
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
-    assert datasets.load_cifar10(tmp_path / "new").train_x.shape == (50, 3, 32, 32)
+    assert datasets.load(tmp_path / "new").train_x.shape == (50, 3, 32, 32)
 
 
 def test_resolve_root_precedence(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from labreport.store import gradflow as stored
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.settings import GradflowSettings
-from labreport.engine.datasets import load_cifar10
+from labreport.engine.datasets import load as load_data
 from labreport.errors import ConfigError
 from labreport.report.i18n import Lang
 from labreport.report.build import build
@@ -32,7 +32,7 @@ SMALL = GradflowSettings(depths=(20,), inits=("torch",), steps=2, batch=16, imag
 @pytest.fixture(scope="module")
 def measured(cifar_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("gradflow")
-    data = load_cifar10(cifar_dir, download=False)
+    data = load_data(cifar_dir, download=False)
     return store, measure.ensure(store, SMALL, lambda: data, "cpu"), data
 
 

@@ -19,7 +19,7 @@ import torch
 import labreport.engine.trainer as train_mod
 from labreport.config import load_config
 from labreport.engine.data import iterate_batches
-from labreport.engine.datasets import load_cifar10
+from labreport.engine.datasets import load as load_data
 from labreport.engine.networks import build_model
 from labreport.engine.precision import FP16_MAX, auto_precision, autocast, divergence_reason, resolve_precision
 from labreport.store import RunStore
@@ -29,7 +29,7 @@ from test_train import (Recorder, assert_same_optimizer, assert_same_tensors, fi
 
 @pytest.fixture(scope="module")
 def data(cifar_dir):
-    return load_cifar10(cifar_dir, download=False)
+    return load_data(cifar_dir, download=False)
 
 
 # --- the rule of auto: a pure function of (device type, compute capability, norm) ----------------

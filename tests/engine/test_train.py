@@ -28,7 +28,7 @@ from labreport.testing import spec_from_dict
 from labreport.engine import hostmem
 from labreport.config import load_config
 from labreport.spec import TrainSpec
-from labreport.engine.datasets import load_cifar10
+from labreport.engine.datasets import load as load_data
 from labreport.errors import LabreportError
 from labreport.engine.networks import build_model, count_parameters
 from labreport.engine.runner import run_matrix
@@ -96,7 +96,7 @@ def tiny(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(cifar_dir):
-    return load_cifar10(cifar_dir, download=False)
+    return load_data(cifar_dir, download=False)
 
 
 class Loader:

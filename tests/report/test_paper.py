@@ -16,7 +16,7 @@ from labreport.science.conclusions import group_runs, paper_comparison, paper_re
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.spec import TrainSpec
-from labreport.engine.datasets import load_cifar10
+from labreport.engine.datasets import load as load_data
 from labreport.errors import ConfigError
 from labreport.report.build import build
 from labreport.store.views import RunView
@@ -169,7 +169,7 @@ def test_experiment_selection_errors(tmp_path, text, profile, fragment):
 # The trainer stops at max_iters
 # --------------------------------------------------------------------------------------------
 def test_training_stops_at_max_iters_in_a_partial_last_epoch(tmp_path, cifar_dir):
-    data = load_cifar10(cifar_dir, download=False)
+    data = load_data(cifar_dir, download=False)
     spec = TrainSpec(model="cifarnet", batch_size=32, train_subset=64, val_size=32, test_subset=32, lr=1e-3,
                      max_iters=5, epochs=3)  # 2 steps per epoch: epochs 1, 2 and one step of epoch 3
     store = RunStore(tmp_path / "runs")
