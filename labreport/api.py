@@ -176,13 +176,30 @@ class Lab:
                 threads: int = 0, gpus: Sequence[str] = (), partition: str | None = None,
                 time_min: int | None = None) -> list[str]:
         """What run() would start and train, each run with the time it should take; nothing trained."""
-        from labreport.cluster.eta import estimate
-
-        runs = self.config.select(tuple(only))
         ex = self._executor(jobs, executor, gpus, False, partition, time_min)
-        here = device if device != "auto" else self.config.run.device
-        return ex.describe(self.config, self.store, runs, threads) + estimate(
-            self.store, runs, None if executor == "slurm" else here)
+        runs = self.config.select(tuple(only))
+        est = self.estimate(only=only, device=device, executor=executor, threads=threads, jobs=jobs)
+        return ex.describe(self.config, self.store, runs, threads) + list(est.lines)
+
+    def estimate(self, *, only: Sequence[str] = (), device: str = "auto", executor: str = "local", threads: int = 0,
+                 jobs: int = 1, measure: bool = True):
+        """How long run() should take here, before anything trains: each run left at the speed of the
+        store's finished runs on this device, else at the speed timed here for its setting (a few
+        training steps and one evaluation batch of each distinct model, batch size and precision;
+        kept in the store, so timed once), per task and in all. print() it; `.total_s`, `.per_task`.
+
+        Example:
+            est = lab.estimate()
+            print(est)                     # what run --dry-run prints
+            est.total_s / 3600             # hours, None when some run has no speed to go by
+        """
+        from labreport.cluster.eta import estimate
+        from labreport.logs import LOG
+
+        here = None if executor == "slurm" else device if device != "auto" else self.config.run.device
+        gradflow = not only and executor == "local" and jobs == 1  # `run` measures task 1 after training then
+        return estimate(self.config, self.store, self.config.select(tuple(only)), here, measure=measure,
+                        gradflow=gradflow, on_probe=LOG.info, threads=threads)
 
     def gradflow(self, *, device: str = "auto", console=None) -> dict:
         """Task 1's gradient-flow measurement ([gradflow]): what is not in the store yet."""

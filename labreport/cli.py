@@ -19,6 +19,8 @@ from labreport.logs import configure as configure_logging
 from labreport.spec import coords_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+LONG_RUN_S = 3600  # `run` in a terminal asks before training longer than this on a CPU
+PREVIEWS = ("quick", "smoke")  # profiles that preview the lab, the first one the TOML has is suggested
 RUNS_HELP = "run store (default: LABREPORT_RUNS, else [store] root of the TOML, else ./runs)"
 
 
@@ -219,7 +221,8 @@ def status(obj: Context, profile, overrides, as_json):
 @lab_options
 @click.option("--only", multiple=True, metavar="NAME", help="train only this experiment (repeatable)")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N")
-@click.option("--dry-run", is_flag=True, help="list what would be trained, train nothing")
+@click.option("--dry-run", is_flag=True, help="list what would be trained and how long it should take (timed on this "
+              "device first), train nothing")
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=1, show_default=True,
               help="worker processes training runs at once (they share GPUs or divide the CPU cores)")
 @click.option("--gpus", metavar="0,1,...", help="with --jobs: GPUs to spread the workers over")
@@ -236,7 +239,9 @@ def status(obj: Context, profile, overrides, as_json):
               help="torch CPU threads per training process (0: all cores, shared among --jobs workers)")
 @click.option("--tensorboard", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="write TensorBoard event files of every run trained here into DIR (also: [run] tensorboard)")
-@click.option("--yes", "-y", is_flag=True, help=f"train even when more than {CONFIRM_RUNS:,} runs are left")
+@click.option("--yes", "-y", is_flag=True,
+              help=f"do not ask: train even when more than {CONFIRM_RUNS:,} runs are left, or (in a terminal) "
+                   "when the estimate on a CPU is over an hour")
 @click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.pass_obj
 def run(obj: Context, profile, overrides, only, device, dry_run, jobs, gpus, fail_fast, wait, executor, partition,
@@ -267,8 +272,35 @@ def run(obj: Context, profile, overrides, only, device, dry_run, jobs, gpus, fai
         for line in lab.dry_run(**options):
             click.echo(line)
         return
+    if not yes and executor == "local" and _interactive():
+        _confirm_a_long_run(lab, profile, only, device, threads, jobs)
     out = lab.run(**options, wait=wait, fail_fast=fail_fast, yes=yes, console=_console(), summary_json=summary_json)
     sys.exit(out.exit_code)
+
+
+def _interactive() -> bool:
+    """Someone at a terminal can answer a question (not a script, a notebook or a batch job)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _confirm_a_long_run(lab: Lab, profile: str | None, only, device: str, threads: int, jobs: int) -> None:
+    """In a terminal, training that would take over LONG_RUN_S on a CPU is said, with the preview
+    that shows the whole lab sooner, and starts only when the user says so."""
+    from labreport.cluster.eta import duration
+
+    est = lab.estimate(only=only, device=device, threads=threads, jobs=jobs)
+    if est.device_type != "cpu" or (est.total_s or 0) <= LONG_RUN_S:
+        return
+    click.echo(f"this trains {len(est.per_run)} run(s) on this CPU for about {duration(est.total_s)} "
+               "(`labreport run --dry-run` shows how that was measured)", err=True)
+    preview = next((p for p in PREVIEWS if p in lab.config.profiles and p != profile), None)
+    if preview:
+        quick = Lab(lab.config.path, runs=lab.store.root, profile=preview).estimate(device=device, threads=threads)
+        took = f" in about {duration(quick.total_s)}" if quick.total_s else ""
+        click.echo(f"`labreport run --profile {preview}` previews the whole lab{took}", err=True)
+    if not click.confirm("train now?", default=False, err=True):
+        click.echo("nothing trained", err=True)
+        sys.exit(0)
 
 
 @main.command()

@@ -71,3 +71,51 @@ def labreport_logging():
     pristine_logger()
     yield
     pristine_logger()
+
+
+def _process_state() -> dict:
+    """What a library must leave as its caller had it (a notebook that called Lab.run, the next test):
+    torch's global switches and this process's signal handlers."""
+    import signal
+
+    import torch
+
+    from labreport.engine.gradflow import flushing_denormals
+
+    return {"threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn.benchmark": torch.backends.cudnn.benchmark,
+            "cudnn.deterministic": torch.backends.cudnn.deterministic,
+            "default_dtype": torch.get_default_dtype(), "grad_enabled": torch.is_grad_enabled(),
+            "matmul_precision": torch.get_float32_matmul_precision(), "flush_denormal": flushing_denormals(),
+            "SIGINT": signal.getsignal(signal.SIGINT), "SIGTERM": signal.getsignal(signal.SIGTERM)}
+
+
+def _restore(state: dict) -> None:
+    import signal
+
+    import torch
+
+    torch.set_num_threads(state["threads"])
+    torch.use_deterministic_algorithms(state["deterministic"], warn_only=state["deterministic_warn_only"])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = (state["cudnn.benchmark"],
+                                                                          state["cudnn.deterministic"])
+    torch.set_default_dtype(state["default_dtype"])
+    torch.set_grad_enabled(state["grad_enabled"])
+    torch.set_float32_matmul_precision(state["matmul_precision"])
+    torch.set_flush_denormal(state["flush_denormal"])
+    signal.signal(signal.SIGINT, state["SIGINT"])
+    signal.signal(signal.SIGTERM, state["SIGTERM"])
+
+
+@pytest.fixture(autouse=True)
+def process_state_unchanged(request):
+    """Every test leaves torch's global state and the signal handlers as it found them: a test that
+    changed them (or a labreport call inside it) fails here, and the state is put back so that no
+    later test computes differently (the order of tests never changes a result)."""
+    before = _process_state()
+    yield
+    after = _process_state()
+    if changed := {k: (before[k], after[k]) for k in before if before[k] != after[k]}:
+        _restore(before)
+        pytest.fail(f"{request.node.nodeid} left the process changed (before, after): {changed}", pytrace=False)

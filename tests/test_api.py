@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import labreport
 from labreport.api import Lab, store_root, table
+from labreport.engine.device import cpu_model
 from labreport.cli import main
 from labreport.errors import LabreportError
 from labreport.logs import LOG
@@ -83,6 +84,41 @@ def test_run_trains_every_run_once_and_says_so(trained, cifar_dir):
     assert again.trained == [] and len(again.cached) == 3
 
 
+def test_estimate_times_each_setting_once_then_the_finished_runs_take_over(trained, tmp_path, cifar_dir, caplog):
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(TOML.format(data=cifar_dir))
+    lab = Lab(toml, runs=tmp_path / "runs")
+    with caplog.at_level(logging.INFO, logger="labreport"):
+        first = lab.estimate(device="cpu")
+    assert "timing 2 setting(s) on" in caplog.text  # cifarnet and resnet20 at batch 32: the dropout grid is one
+    assert first.device_type == "cpu" and "(CPU, " in first.device and len(first.per_run) == 3
+    assert first.total_s == pytest.approx(sum(first.per_run.values())) and first.total_s > 0
+    assert set(first.per_task) == {"2", "3"} and str(first).splitlines()[-1] == "3 to train, 0 already done"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="labreport"):
+        again = lab.estimate(device="cpu")  # kept in the store: read, not timed
+    assert "timing" not in caplog.text and again.per_run == first.per_run
+    _, trained_runs, _, _ = trained
+    done = Lab(toml, runs=trained_runs).estimate(device="cpu")  # the finished runs' own speed, nothing timed
+    assert done.per_run == {} and done.total_s is None and not (trained_runs / ".speeds.json").exists()
+
+
+def test_run_leaves_torchs_threads_as_the_caller_set_them(tmp_path, cifar_dir):
+    import torch
+
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(TOML.format(data=cifar_dir))  # [run] threads = 1
+    lab = Lab(toml, runs=tmp_path / "runs", overrides={"epochs": 1, "experiment.small.dropout": [0.0]})
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # neither the TOML's 1 nor this machine's default
+    try:
+        lab.estimate(device="cpu", threads=1)
+        assert torch.get_num_threads() == 3
+        assert lab.run(device="cpu", only=["small"]).trained and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_results_one_record_per_run(trained):
     toml, runs, _, _ = trained
     rows = Lab(toml, runs=runs).results(as_frame=False)
@@ -90,7 +126,7 @@ def test_results_one_record_per_run(trained):
     assert len(rows) == 3
     for row in rows:
         res = store.read_result(row["key"])
-        assert row["status"] == "done" and row["epochs_done"] == 2 and row["device"] == "cpu"
+        assert row["status"] == "done" and row["epochs_done"] == 2 and row["device"] == cpu_model()
         assert row["test_acc_at_best"] == res["test_acc_at_best"] and row["best_epoch"] == res["best_epoch"]
         assert row["params"] == res["params"] and row["total_time_s"] > 0
     assert [r["dropout"] for r in rows] == [0.0, 0.15, 0.0] and [r["model"] for r in rows][-1] == "resnet20"

@@ -99,13 +99,44 @@ def test_run_dry_run_trains_nothing(toml, tmp_path):
     assert res.exit_code == 0, res.output
     would = [line for line in res.output.splitlines() if line.startswith("would train")]
     assert len(would) == 3 and all("missing" in line for line in would)
-    assert res.output.splitlines()[-1] == "3 to train, 0 already done"
-    assert res.output.splitlines()[-2] == "estimate: none yet (no finished run in this store to go by)"
-    assert all(line.split()[4] == "?" for line in would)
-    assert not runs.exists() or not any(runs.rglob("result.json"))
+    assert res.stdout.splitlines()[-1] == "3 to train, 0 already done"
+    # on an empty store the one setting of the matrix (cifarnet, batch 32) is timed here, and only that is kept
+    assert res.stdout.splitlines()[-2].startswith("estimate: ~")
+    assert all(line.split()[4].startswith("~") for line in would)
+    timed = [line for line in res.stdout.splitlines() if "img/s training" in line]
+    assert len(timed) == 1 and timed[0].lstrip().startswith("cifarnet, norm batch, batch 32, fp32")
+    assert "timing 1 setting(s) on" in res.stderr
+    assert [p.name for p in runs.iterdir()] == [".speeds.json"]
 
     res = cli(toml, runs, "run", "--dry-run", "--only", "grid")
     assert res.output.splitlines()[-1] == "2 to train, 0 already done"
+
+
+def test_a_long_run_on_a_cpu_asks_first_in_a_terminal_and_names_the_preview(tmp_path, cifar_dir, monkeypatch):
+    import labreport.cli as cli_mod
+
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(TINY.format(root=cifar_dir) + "[profile.smoke]\nexperiments = [\"small\"]\n")
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(cli_mod, "LONG_RUN_S", 0.01)  # every run counts as long
+    monkeypatch.setattr(cli_mod, "_interactive", lambda: True)
+
+    def run(*args, answer=""):
+        return CliRunner().invoke(main, ["--config", str(toml), "--runs", str(runs), "run", "--device", "cpu", *args],
+                                  input=answer)
+
+    res = run(answer="n\n")
+    assert res.exit_code == 0, res.output
+    assert "this trains 3 run(s) on this CPU for about" in res.stderr
+    assert "`labreport run --profile smoke` previews the whole lab in about" in res.stderr
+    assert "train now? [y/N]" in res.stderr and "nothing trained" in res.stderr
+    assert not list(runs.glob("*/result.json"))
+    res = run("--only", "small", answer="y\n")
+    assert res.exit_code == 0 and "1 trained" in res.stdout
+    res = run("--yes")  # asked nothing
+    assert res.exit_code == 0 and "train now?" not in res.stderr and "2 trained" in res.stdout
+    monkeypatch.setattr(cli_mod, "_interactive", lambda: False)  # a script, a notebook, a batch job: no question
+    assert "train now?" not in run().stderr
 
 
 def test_run_then_run_again_then_status(toml, tmp_path, monkeypatch):
@@ -129,7 +160,8 @@ def test_run_then_run_again_then_status(toml, tmp_path, monkeypatch):
     done = json.loads(next(runs.glob("*/result.json")).read_text())
     would = [line for line in res.output.splitlines() if line.startswith("would train")]
     assert len(would) == 2 and all(f' ~{eta.duration(done["mean_epoch_time_s"])}  grid[' in line for line in would)
-    assert res.output.splitlines()[-2].startswith("estimate: ~") and "1 finished cpu run(s)" in res.output
+    assert res.stdout.splitlines()[-2].startswith("estimate: ~") and "1 finished cpu run(s)" in res.stdout
+    assert "img/s training" not in res.stdout  # finished runs of that model here: nothing timed
 
     res = cli(toml, runs, "status")
     assert res.exit_code == 0

@@ -66,17 +66,21 @@ def test_build_reads_the_legacy_store(legacy):
 def test_run_resumes_the_partial_run_and_leaves_the_finished_ones(legacy):
     done = {p.parent.name: p.read_bytes() for p in (legacy / "store").glob("*/result.json")}
     before = json.loads((legacy / "store" / PARTIAL / "history.json").read_text())
-    result = cli(*_args(legacy, "run"))
+    result = cli(*_args(legacy, "run", "--threads", "2"))  # the recording's threads (its results' provenance)
     assert result.exit_code == 0, result.output
     assert "resuming after epoch 1" in result.output and "1 trained, 3 cached" in result.output
     assert {k: (legacy / "store" / k / "result.json").read_bytes() for k in done} == done
     history = json.loads((legacy / "store" / PARTIAL / "history.json").read_text())
     assert history[0] == before[0] and len(history) == 2
     # the second epoch is what the old code trained without interruption (deterministic = true):
-    # the checkpoint brought back the weights, the optimizer state and the data order
+    # the checkpoint brought back the weights, the optimizer state and the data order. Allowed: rel
+    # 1e-3, for another CPU's kernels (at the recording's 2 threads an Intel Xeon reproduces the AMD
+    # EPYC's figures exactly; 1 thread instead of 2 moves them up to 1.1e-4). A resume that lost a
+    # state moves them 20x more or worse: measured, 2.1% (val_loss) when the data order is lost, 50% for
+    # Adam's moments.
     whole = json.loads((LEGACY / "uninterrupted.json").read_text())[1]
     for k in ("train_loss", "val_loss", "test_loss", "grad_norm_mean"):
-        assert history[1][k] == pytest.approx(whole[k], rel=1e-4), k
+        assert history[1][k] == pytest.approx(whole[k], rel=1e-3), k
     for k in ("train_acc", "val_acc", "test_acc"):
         assert history[1][k] == pytest.approx(whole[k], abs=0.02), k
     assert not (legacy / "store" / PARTIAL / "lease.json").exists()

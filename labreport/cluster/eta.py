@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from labreport.spec import CIFAR10_TEST, TrainSpec, train_images
 EVAL_WEIGHT = 1 / 3  # cost of an evaluated image relative to a trained one
@@ -132,9 +133,31 @@ def per_gpu(left: list[tuple[TrainSpec, int]], table: tuple[Measured, ...] | Non
 def remaining_s(spec: TrainSpec, epochs_done: int, sp: Speeds) -> float | None:
     """Seconds the run still needs at the measured speed, or None when its model has no figure."""
     rate = sp.seconds_per_image.get(spec.model)
-    if rate is None:
-        return None
-    return max(spec.epochs - epochs_done, 0) * spec_epoch_images(spec) * rate
+    return None if rate is None else run_seconds(spec, epochs_done, Rate(rate, rate * EVAL_WEIGHT, "runs"))
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A speed a run's time is estimated at."""
+
+    train_s: float  # seconds per trained image
+    eval_s: float  # seconds per evaluated image (validation and test, every epoch)
+    source: str  # "runs": finished runs on this device; "measured": timed here (engine/speed.py); "table": MEASURED
+
+
+def run_seconds(spec: TrainSpec, epochs_done: int, rate: Rate) -> float:
+    """Seconds a run needs after `epochs_done` epochs: its training images left and an evaluation
+    of the validation and test splits per epoch left (max_iters: as many epochs as the steps take)."""
+    n_train = train_images(spec.val_size, spec.train_subset)
+    n_eval = spec.val_size + (min(CIFAR10_TEST, spec.test_subset) if spec.test_subset else CIFAR10_TEST)
+    if spec.max_iters:
+        steps_per_epoch = max(n_train // spec.batch_size, 1)
+        epochs_left = max(-(-spec.max_iters // steps_per_epoch) - epochs_done, 0)
+        train_left = max(spec.max_iters - epochs_done * steps_per_epoch, 0) * spec.batch_size
+    else:
+        epochs_left = max(spec.epochs - epochs_done, 0)
+        train_left = epochs_left * n_train
+    return train_left * rate.train_s + epochs_left * n_eval * rate.eval_s
 
 
 def duration(seconds: float) -> str:
@@ -151,8 +174,7 @@ def per_gpu_text(rows: list[tuple[str, float | None, Measured | None]]) -> str:
     """One line for run --dry-run: what each wanted GPU would take, or that nothing is measured."""
     if all(m is None for _, _, m in rows):
         names = ", ".join(g for g, _, _ in rows)
-        return (f"on a {names}: no measured figures yet (labreport/cluster/eta.py MEASURED is filled from "
-                "bench/gpu_check.sh runs on those GPUs)")
+        return f"on a {names}: no figures measured on those GPUs yet"
     parts = [f"{g}: " + (f"~{duration(t)}" if t is not None else "?" if m else "not measured") for g, t, m in rows]
     sources = "; ".join(f"{m.gpu} measured {m.date} with `{m.command}`, {m.settings}" for _, _, m in rows if m)
     return "on one GPU, " + ", ".join(parts) + f" ({sources})"
@@ -167,47 +189,145 @@ class Left:
     spec: TrainSpec
     epochs_done: int
     state: str  # "missing", "partial 3/50", "queued (job 12)", ...
+    task: str = ""  # the lab's task the run answers ("3", "5", "paper"), "" when none
 
 
-def dry_run_lines(left: list[Left], sp: Speeds) -> list[str]:
-    """run --dry-run's lines for the runs left: each with its time at the speed `sp` (or "?"),
-    what each wanted GPU would take from MEASURED, and the total with where its speed comes from."""
-    lines, total, unknown = [], 0.0, set()
+@dataclass(frozen=True)
+class Estimate:
+    """How long `run` should take: what run --dry-run prints (str()), and its figures."""
+
+    lines: tuple[str, ...]
+    total_s: float | None  # every run left and the gradient-flow measurement; None: some have no speed
+    per_task: dict[str, float]  # seconds per task ("1" is the gradient-flow measurement)
+    device: str | None  # what the speeds hold for ("AMD EPYC 7B13 (CPU, 2 threads), torch 2.14.1"), None: unknown
+    device_type: str | None  # "cpu" | "cuda" | None
+    per_run: dict[str, float | None] = field(default_factory=dict)  # run key -> seconds, None: no speed
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+def rate_for(run: Left, sp: Speeds, measured: dict[str, Rate]) -> Rate | None:
+    """The speed a run is estimated at: its model's finished runs on this device, else the speed
+    measured here for its setting, else the per-GPU table's figure for its model, else none."""
+    per_image = sp.seconds_per_image.get(run.spec.model)
+    if per_image is not None and sp.measured is None:
+        return Rate(per_image, per_image * EVAL_WEIGHT, "runs")
+    if run.spec.key in measured:
+        return measured[run.spec.key]
+    return Rate(per_image, per_image * EVAL_WEIGHT, "table") if per_image is not None else None
+
+
+def task_name(task: str) -> str:
+    return {"1": "task 1 (gradient flow)", "": "other runs"}.get(task, f"task {task}" if task.isdigit() else task)
+
+
+def totals(left: list[Left], rates: dict[str, Rate | None], extra: dict[str, float] | None = None
+           ) -> tuple[dict[str, float], list[Left]]:
+    """(seconds per task, the runs without a speed): the sum of each task's runs left, `extra` added."""
+    per_task: dict[str, float] = dict(extra or {})
+    unknown = []
     for r in left:
-        t = remaining_s(r.spec, r.epochs_done, sp)
-        if t is None:
-            unknown.add(r.spec.model)
+        rate = rates.get(r.key)
+        if rate is None:
+            unknown.append(r)
         else:
-            total += t
-        lines.append(f"would train {r.key}  {r.state:<14} {f'~{duration(t)}' if t is not None else '?':>12}  {r.label}")
-    if not left:
+            per_task[r.task] = per_task.get(r.task, 0.0) + run_seconds(r.spec, r.epochs_done, rate)
+    return per_task, unknown
+
+
+def dry_run_lines(left: list[Left], rates: dict[str, Rate | None], basis_lines: list[str],
+                  extra: dict[str, float] | None = None) -> list[str]:
+    """run --dry-run's lines: each run left with its time (or "?"), where the speeds come from,
+    the time per task and in all, and what each wanted GPU would take from MEASURED."""
+    lines = []
+    for r in left:
+        rate = rates.get(r.key)
+        t = f"~{duration(run_seconds(r.spec, r.epochs_done, rate))}" if rate else "?"
+        lines.append(f"would train {r.key}  {r.state:<14} {t:>12}  {r.label}")
+    if not left and not extra:
         return lines
-    lines.append(per_gpu_text(per_gpu([(r.spec, r.epochs_done) for r in left])))
-    if sp.device_type is not None:
-        known = sum(r.spec.model not in unknown for r in left)
-        note = f"; no finished run of {', '.join(sorted(unknown))} to go by" if unknown else ""
-        lines.append(f"estimate: ~{duration(total)} for {known} of the {len(left)} runs, {basis(sp)}{note}")
-    elif sp.device:
-        lines.append(f"estimate: none yet (no finished run on {sp.device} in this store to go by, and no "
-                     "measured figures for that GPU in labreport/cluster/eta.py MEASURED)")
+    per_task, unknown = totals(left, rates, extra)
+    lines += [*basis_lines, per_gpu_text(per_gpu([(r.spec, r.epochs_done) for r in left]))]
+    if per_task:
+        tasks = ", ".join(f"{task_name(t)} ~{duration(s)}" for t, s in sorted(per_task.items(), key=_task_order))
+        some = f" for {len(left) - len(unknown)} of the {len(left)} runs" if unknown else ""
+        none = f"; no speed to go by for {', '.join(sorted({r.spec.model for r in unknown}))}" if unknown else ""
+        all_ = f"~{duration(sum(per_task.values()))}{some}"
+        lines.append(f"estimate: {all_ if list(per_task) == [''] else f'{tasks}; in all {all_}'}{none}")
     else:
-        lines.append("estimate: none yet (no finished run in this store to go by)")
+        lines.append("estimate: none yet (no finished run in this store to go by, and nothing timed here)")
     return lines
 
 
-def estimate(store, runs: list, device: str | None = None) -> list[str]:
-    """run --dry-run's lines for `runs` (spec.Run) and the store: each run left with the time it
-    should take at the speed of the store's finished runs on `device` (None: unknown, the most used
-    device type), the total, what a T4/A100/H100 would take where measured, then the counts."""
-    states = {r.key: store.state(r.key) for r in runs}
-    todo, final = [r for r in runs if not states[r.key].final], [r for r in runs if states[r.key].final]
+def _task_order(item: tuple[str, float]) -> tuple:
+    task = item[0]
+    return (not task.isdigit(), int(task) if task.isdigit() else 0, task)
+
+
+def estimate(config, store, runs: list, device: str | None, *, measure: bool = True, gradflow: bool = False,
+             on_probe: Callable[[str], None] | None = None, threads: int = 0) -> Estimate:
+    """How long training `runs` (spec.Run) should take on `device` (a --device setting; None: not
+    known here, as for a cluster's nodes): at the speed of the store's finished runs there, else,
+    with `measure`, at the speed timed here for each setting without one (engine/speed.py: torch),
+    else the per-GPU table's. `gradflow`: `run` would measure task 1's gradient flow after training."""
+    left = runs_left(store, runs)
     target = None
-    if device == "cpu":
-        target = Device("cpu")
-    elif device is not None:  # asks torch (imported here, ~1.5 s) whether CUDA is there, and which GPU
+    if device is not None:  # asks torch (imported here, ~1.5 s) what `run` would train on
         from labreport.engine.device import device_identity
 
         target = Device(*device_identity(device))
     sp = speeds([res for k in store.keys() if (res := store.read_result(k)) is not None], target)
-    left = [Left(r.key, r.label, r.spec, states[r.key].epochs_done, states[r.key].text(r.spec.epochs)) for r in todo]
-    return dry_run_lines(left, sp) + [f"{len(todo)} to train, {len(final)} already done"]
+    rates: dict[str, Rate | None] = {r.key: rate_for(r, sp, {}) for r in left}
+    basis_lines = [basis(sp)] if any(rates.values()) else []
+    cells = _gradflow_cells(config, store) if gradflow else []
+    extra, where = {}, sp.device
+    if target is not None and measure and (timed := _time_here(config, store, device, left, rates, cells, on_probe,
+                                                                threads)):
+        where, extra, lines = timed
+        basis_lines += lines
+    return _estimate(left, rates, basis_lines, extra, where, target.type if target else sp.device_type, len(runs))
+
+
+def _time_here(config, store, device: str, left: list[Left], rates: dict[str, Rate | None],
+               cells: list[tuple[TrainSpec, int]], on_probe, threads: int):
+    """Times here what has no speed yet (engine/speed.py: torch), filling `rates` in; (where, the
+    gradient-flow measurement's seconds by task, lines saying what was timed), None if nothing was."""
+    wanted = [r.spec for r in left if rates[r.key] is None or rates[r.key].source == "table"]
+    if not wanted and not cells:
+        return None
+    from labreport.engine.speed import measure_here
+
+    where, probes, lines = measure_here(config, store.root, device, wanted + [s for s, _ in cells], on_probe, threads)
+    rates |= {r.key: Rate(*probes[r.spec.key], "measured") for r in left if r.spec.key in probes}
+    return where, {"1": sum(n * probes[s.key][0] for s, n in cells)} if cells else {}, lines
+
+
+def runs_left(store, runs: list) -> list[Left]:
+    """The runs of `runs` (spec.Run) the store has not finished, as run --dry-run lists them."""
+    states = {r.key: store.state(r.key) for r in runs}
+    return [Left(r.key, r.label, r.spec, states[r.key].epochs_done, states[r.key].text(r.spec.epochs),
+                 str(r.task or "")) for r in runs if not states[r.key].final]
+
+
+def _estimate(left: list[Left], rates: dict[str, Rate | None], basis_lines: list[str], extra: dict[str, float],
+              where: str | None, device_type: str | None, n_runs: int) -> Estimate:
+    per_task, unknown = totals(left, rates, extra)
+    counts = f"{len(left)} to train, {n_runs - len(left)} already done"
+    lines = [*dry_run_lines(left, rates, basis_lines, extra), counts]
+    per_run = {r.key: run_seconds(r.spec, r.epochs_done, rate) if (rate := rates[r.key]) else None for r in left}
+    return Estimate(tuple(lines), None if unknown or not per_task else sum(per_task.values()), per_task, where,
+                    device_type, per_run)
+
+
+def _gradflow_cells(config, store) -> list[tuple[TrainSpec, int]]:
+    """The gradient-flow measurements `run` would make after training (those not in the store yet),
+    each as (the ResNet of its depth, whose training step it costs; the images it trains on: its
+    steps, and a forward and backward pass of the probe batch before and after them)."""
+    from labreport.store.gradflow import cached
+
+    g = config.gradflow
+    if not g.enabled:
+        return []
+    return [(TrainSpec(model="resnet" + c.model.removeprefix("resnet").removeprefix("plain"), batch_size=c.batch),
+             c.steps * c.batch + 2 * c.probe) for c in cached(store.root, g)["missing"]]

@@ -7,6 +7,7 @@ test_train.py). `provenance` is what every result says about where and how it ra
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 
@@ -59,8 +60,22 @@ def compile_mode(setting: bool | str) -> str | None:
 
 
 def device_name(device: torch.device) -> str:
-    """The name results record for the device, and run --dry-run matches finished runs on."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    """The name results record for the device (the GPU's, or the CPU's model), and run --dry-run
+    matches finished runs on."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 7B13", "Intel(R) Xeon(R) Processor"): Linux's /proc/cpuinfo,
+    else what the platform says, else "cpu"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith(("model name", "Model")) and ":" in line:  # x86; Arm boards say "Model"
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def summary_line(device_type: str, name: str, cap: tuple[int, int] | None, threads: int,

@@ -78,14 +78,23 @@ def measure_cell(cell: Cell, data, device) -> dict:
     t0 = time.perf_counter()
     # x86 CPUs compute on denormal floats (|x| < 1.2e-38) some 100x slower, and a vanishing or
     # exploding net is full of them: flush them to zero. A gradient that small has vanished anyway.
+    flushed_before = flushing_denormals()
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
     if device.type == "cpu":
         hostmem.keep_freed_memory()  # as train() does: freed activations stay in the process
     try:
         return _measure(cell, data, device, t0)
     finally:
-        if flush:
+        if flush and not flushed_before:  # the caller's setting, as it was
             torch.set_flush_denormal(False)
+
+
+def flushing_denormals() -> bool:
+    """Whether torch flushes denormal floats to zero in this process now (torch has no getter:
+    1e-39 is a float32 denormal, kept by an exact multiplication unless flushing is on)."""
+    import torch
+
+    return torch.tensor(1e-39, dtype=torch.float32).mul(1.0).item() == 0.0
 
 
 def _measure(cell: Cell, data, device, t0: float) -> dict:

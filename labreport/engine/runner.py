@@ -97,17 +97,20 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     if not todo:
         return outcome
     session = _Session.open(config, store, device, reporter, data_loader, threads, todo)
-    while todo:
-        busy = session.train_all(todo, outcome)
-        if outcome.interrupted or not busy:
-            break
-        if not wait:
-            outcome.busy = [r.label for r in busy]
-            for r in busy:
-                LOG.info("%s: being trained by another worker, skipped", r.label)
-            break
-        time.sleep(poll_s)
-        todo = _still_wanted(busy, store, outcome)
+    try:
+        while todo:
+            busy = session.train_all(todo, outcome)
+            if outcome.interrupted or not busy:
+                break
+            if not wait:
+                outcome.busy = [r.label for r in busy]
+                for r in busy:
+                    LOG.info("%s: being trained by another worker, skipped", r.label)
+                break
+            time.sleep(poll_s)
+            todo = _still_wanted(busy, store, outcome)
+    finally:
+        session.close()
     return outcome
 
 
@@ -171,20 +174,33 @@ class _Session:
         self.store, self.dev, self.reporter, self.data, self.options = store, dev, reporter, data, options
         self.total, self.done_here, self.prepared = total, 0, {}
         self.tensorboard: Path | None = None  # where event files go, when [run] tensorboard is on
+        self.threads_before: int | None = None  # torch's CPU threads as the caller had them, restored by close()
 
     @classmethod
     def open(cls, config: Config, store: RunStore, device: str, reporter, data_loader, threads: int,
              todo: list[Run]) -> "_Session":
         import torch  # from here on, there is work to do
 
-        from labreport.engine.device import RunOptions, describe, resolve_device
+        from labreport.engine.device import resolve_device
         from labreport.engine.trainer import SilentReporter
 
         fault_point("runner.start")  # test hook (LABREPORT_FAULT_AT): a kill during start-up
         reporter = reporter or SilentReporter()
         dev = resolve_device(device if device != "auto" else config.run.device)
+        threads_before = torch.get_num_threads()
         if threads > 0:
             torch.set_num_threads(threads)
+        try:
+            return cls._opened(config, store, dev, reporter, data_loader, todo, threads_before)
+        except BaseException:
+            torch.set_num_threads(threads_before)
+            raise
+
+    @classmethod
+    def _opened(cls, config: Config, store: RunStore, dev, reporter, data_loader, todo: list[Run],
+                threads_before: int) -> "_Session":
+        from labreport.engine.device import RunOptions, describe
+
         check_own_models(todo, config.base_dir)  # a broken model of one's own: one line, nothing trained
         _check_writable(store)
         if config.run.tensorboard:
@@ -197,10 +213,18 @@ class _Session:
                              lab_dir=config.base_dir)
         LOG.info(describe(dev, options.compile))
         session = cls(store, dev, reporter, data, options, len(todo))
+        session.threads_before = threads_before
         if config.run.tensorboard:
             session.tensorboard = config.base_dir / config.run.tensorboard_dir if config.run.tensorboard_dir \
                 else store.root / "tensorboard"
         return session
+
+    def close(self) -> None:
+        """Leave torch as the caller had it (a notebook that called Lab.run keeps its thread count)."""
+        import torch
+
+        if self.threads_before is not None:
+            torch.set_num_threads(self.threads_before)
 
     def train_all(self, todo: list[Run], outcome: Outcome) -> list[Run]:
         """Train each run of `todo` this worker can claim; returns the runs other workers hold."""

@@ -28,7 +28,7 @@ from labreport.engine.device import RunOptions, compile_mode, cudagraph_skips, p
 from labreport.engine.epoch import EVAL_BATCH, Diverged, EpochSums, evaluate, train_epoch
 from labreport.engine.networks import build_model, count_parameters
 from labreport.engine.precision import grad_scaler, resolve_precision
-from labreport.engine.splits import Prepared
+from labreport.engine.splits import Prepared, Split
 from labreport.faults import point as fault_point
 from labreport.logs import LOG
 from labreport.spec import TRAIN_VERSION, TrainSpec
@@ -112,6 +112,45 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
     fault_point("result.before")  # test hook: a kill between the last checkpoint and the result
     store.write_result(spec.key, result)
     return result
+
+
+def measure_speed(spec: TrainSpec, device: torch.device, *, num_classes: int, options: RunOptions = RunOptions(),
+                  steps: int = 2, eval_images: int = 256) -> tuple[float, float]:
+    """(seconds per trained image, seconds per evaluated image) of `spec` on `device`, timed on the
+    trainer's own set-up, steps and evaluation over random images (the speed does not depend on the
+    pixels): one warm-up step (kernel selection, allocator growth), then `steps` timed steps and one
+    timed evaluation batch of `eval_images`. Nothing is written; the caller's RNG state is kept."""
+    precision = resolve_precision(spec.precision, device, spec.norm)
+    if device.type == "cpu":
+        hostmem.keep_freed_memory()  # as train() runs: the figure must be train()'s
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> Split:
+        x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
+        return Split(x, torch.randint(0, num_classes, (n,), generator=gen).to(device), (0.5,) * 3, (0.25,) * 3)
+
+    batch = spec.batch_size
+    data = Prepared(split(batch * steps), split(eval_images), split(0), "", False, num_classes)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            _determinism(spec.deterministic, device):
+        run = _set_up(spec, data, device, precision, options, spec.key)
+        _compile(run)
+        _timed_epoch(run, Split(data.train.x[:batch], data.train.y[:batch], data.train.mean, data.train.std))
+        train_s = _timed_epoch(run, data.train) / (batch * steps)
+        t0 = time.perf_counter()
+        evaluate(run.model, data.val, run.precision, options.channels_last, eval_images)
+        return train_s, (time.perf_counter() - t0) / eval_images
+
+
+def _timed_epoch(run: _Run, split: Split) -> float:
+    """Seconds of one pass over `split`; a run that diverges meanwhile (a BN-less net at init) is
+    timed as far as it came: its steps cost the same."""
+    t0 = time.perf_counter()
+    try:
+        train_epoch(run, split, SilentReporter())
+    except Diverged:
+        pass
+    return time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------------------------

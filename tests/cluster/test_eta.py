@@ -104,53 +104,74 @@ def test_a_measured_gpu_beyond_the_wanted_three_gets_its_own_row():
 def test_without_measured_figures_dry_run_says_so():
     rows = eta.per_gpu([(TrainSpec(model="resnet20"), 0)], table=())
     assert rows == [("T4", None, None), ("A100", None, None), ("H100", None, None)]
-    assert eta.per_gpu_text(rows).startswith("on a T4, A100, H100: no measured figures yet")
+    assert eta.per_gpu_text(rows) == "on a T4, A100, H100: no figures measured on those GPUs yet"
     assert all(m.date and m.command for m in eta.MEASURED)  # each figure says when and how it was measured
 
 
 def test_dry_run_estimates_for_the_gpu_it_would_run_on(tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    import labreport.engine.device as device_mod
-    from labreport.cli import main
+    """Finished runs on that GPU first, then the per-GPU table; without either nothing is timed on a GPU
+    that is not there (measure=False stands for the GPU this CPU machine lacks)."""
     from labreport.config import load_config
     from labreport.store import RunStore
 
+    import labreport.engine.device as device_mod
+
     toml = tmp_path / "e.toml"
-    toml.write_text('[[experiment]]\nname = "a"\nmodel = "resnet20"\nseeds = 2\n')
-    done, left = load_config(toml).runs
+    toml.write_text('[[experiment]]\nname = "a"\nmodel = "resnet20"\nseeds = 2\n[gradflow]\nenabled = false\n')
+    config = load_config(toml)
+    done, left = config.runs
     store = RunStore(tmp_path / "runs")
     store.write_result(done.key, {**on_gpu("resnet20", 100.0, "NVIDIA H100 80GB HBM3"), "key": done.key,
                                   "status": "completed", "epochs_run": 50})
 
-    def dry(*args):
-        res = CliRunner().invoke(main, ["--config", str(toml), "--runs", str(store.root), "run", "--dry-run", *args])
-        assert res.exit_code == 0, res.output
-        return res.output.splitlines()
+    def lines(gpu: str) -> list[str]:
+        monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", gpu))
+        return list(eta.estimate(config, store, list(config.runs), "cuda", measure=False).lines)
 
-    monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 80GB HBM3"))
-    out = dry("--device", "cuda")
-    assert out[-2] == ("estimate: ~1 h 23 min for 1 of the 1 runs, at the speed of this store's 1 finished cuda "
-                       "run(s) on NVIDIA H100 80GB HBM3")  # 50 epochs of its 100 s
-    assert out[-3].startswith("on a T4, A100, H100: no measured figures yet")
-    monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "Tesla T4"))
-    assert dry()[-2] == ("estimate: none yet (no finished run on Tesla T4 in this store to go by, and no measured "
-                         "figures for that GPU in labreport/cluster/eta.py MEASURED)")
+    out = lines("NVIDIA H100 80GB HBM3")
+    assert out[-2] == "estimate: ~1 h 23 min"  # 50 epochs of its 100 s
+    assert out[-4] == "at the speed of this store's 1 finished cuda run(s) on NVIDIA H100 80GB HBM3"
+    assert out[-3] == "on a T4, A100, H100: no figures measured on those GPUs yet"
+    assert lines("Tesla T4")[-2] == ("estimate: none yet (no finished run in this store to go by, and nothing "
+                                     "timed here)")
     monkeypatch.setattr(eta, "MEASURED", (H100,))
-    monkeypatch.setattr(device_mod, "device_identity", lambda setting: ("cuda", "NVIDIA H100 PCIe"))
-    out = dry()
-    assert out[-2].startswith("estimate: ~50 s for 1 of the 1 runs, at the speed measured on H100 on 2030-01-02")
+    out = lines("NVIDIA H100 PCIe")
+    assert out[-2] == "estimate: ~50 s" and out[-4].startswith("at the speed measured on H100 on 2030-01-02")
     assert out[-3].startswith("on one GPU, T4: not measured, A100: not measured, H100: ~50 s (H100 measured")
-    assert dry("--device", "cpu")[-2] == "estimate: none yet (no finished run in this store to go by)"
+    assert out[-1] == "1 to train, 1 already done"
 
 
-def test_dry_run_lines_give_each_run_its_time_and_name_what_has_no_figure():
-    sp = eta.Speeds("cpu", {"resnet20": 1e-3}, 4)
-    left = [eta.Left("a1", "ResNet-20", TrainSpec(model="resnet20", epochs=2), 1, "partial 1/2"),
-            eta.Left("b2", "CIFARNet", TrainSpec(model="cifarnet", epochs=2), 0, "missing")]
-    lines = eta.dry_run_lines(left, sp)
+def test_dry_run_lines_give_each_run_its_time_per_task_and_name_what_has_no_speed():
+    rates = {"a1": eta.Rate(1e-3, 1e-3 / 3, "runs"), "b2": None, "c3": eta.Rate(2e-3, 1e-3, "measured")}
+    left = [eta.Left("a1", "ResNet-20", TrainSpec(model="resnet20", epochs=2), 1, "partial 1/2", "4"),
+            eta.Left("b2", "CIFARNet", TrainSpec(model="cifarnet", epochs=2), 0, "missing", "3"),
+            eta.Left("c3", "ResNet-110", TrainSpec(model="resnet110", epochs=1, train_subset=1_000, val_size=500,
+                                                   test_subset=1_000), 0, "missing", "5")]
+    lines = eta.dry_run_lines(left, rates, ["from somewhere"], {"1": 120.0})
     assert lines[0].startswith("would train a1  partial 1/2") and "~50 s" in lines[0]  # 1 epoch x 50,000 x 1 ms
     assert lines[1].split() == ["would", "train", "b2", "missing", "?", "CIFARNet"]
-    assert lines[-1] == ("estimate: ~50 s for 1 of the 2 runs, at the speed of this store's 4 finished cpu run(s); "
-                         "no finished run of cifarnet to go by")
-    assert eta.dry_run_lines([], sp) == []
+    assert "~4 s" in lines[2]  # 1,000 x 2 ms + 1,500 x 1 ms = 3.5 s
+    assert lines[3] == "from somewhere"
+    assert lines[-1] == ("estimate: task 1 (gradient flow) ~2 min, task 4 ~50 s, task 5 ~4 s; in all ~3 min for 2 "
+                         "of the 3 runs; no speed to go by for cifarnet")
+    assert eta.dry_run_lines([], rates, []) == []
+
+
+def test_a_run_of_max_iters_takes_its_steps_and_an_evaluation_per_epoch_begun():
+    rate = eta.Rate(1e-3, 1e-4, "measured")
+    spec = TrainSpec(model="resnet20", batch_size=100, max_iters=1_000, train_subset=45_000)  # 450 steps an epoch
+    whole = eta.run_seconds(spec, 0, rate)
+    assert whole == pytest.approx(1_000 * 100 * 1e-3 + 3 * 15_000 * 1e-4)  # 3 epochs begun, each evaluated
+    assert eta.run_seconds(spec, 2, rate) == pytest.approx(100 * 100 * 1e-3 + 15_000 * 1e-4)
+    assert eta.run_seconds(spec, 3, rate) == 0
+
+
+def test_finished_runs_speed_wins_over_a_timed_one_and_a_timed_one_over_the_table():
+    left = eta.Left("k", "x", TrainSpec(model="resnet20"), 0, "missing")
+    timed = {left.spec.key: eta.Rate(3.0, 1.0, "measured")}
+    from_runs = eta.Speeds("cuda", {"resnet20": 2.0}, 4)
+    from_table = eta.Speeds("cuda", {"resnet20": 5.0}, 0, "H100", H100)
+    assert eta.rate_for(left, from_runs, timed) == eta.Rate(2.0, 2.0 * eta.EVAL_WEIGHT, "runs")
+    assert eta.rate_for(left, from_table, timed) == timed[left.spec.key]
+    assert eta.rate_for(left, from_table, {}) == eta.Rate(5.0, 5.0 * eta.EVAL_WEIGHT, "table")
+    assert eta.rate_for(left, eta.Speeds(None, {}, 0), {}) is None
