@@ -18,6 +18,7 @@ message, as on the command line.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from labreport.config import Config, load_config
 from labreport.errors import LabreportError
+from labreport.logs import LOG
 from labreport.store import RunStore, atomic_write_bytes
 
 RESULT_FIELDS = ("status", "epochs_run", "best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc",
@@ -63,6 +65,16 @@ def table(records: list[dict], as_frame: bool | None = None):
     return pd.DataFrame.from_records(records)
 
 
+def _reads_the_store(method):
+    """A method that shows what the store holds: it reads through Lab.reading() (the runs of the last
+    `run` when this matrix has none there)."""
+    @functools.wraps(method)
+    def reading(self, *args, **kwargs):
+        return method(self.reading(), *args, **kwargs)
+
+    return reading
+
+
 def in_jupyter() -> bool:
     """A notebook's kernel, where a live progress display replaces log lines."""
     shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
@@ -76,6 +88,7 @@ class Lab:
                  profile: str | None = None, overrides: Mapping[str, Any] | Iterable[str] | None = None):
         self.config = load_config(config, profile, _override_list(overrides))
         self.store = RunStore(store_root(runs, self.config))
+        self._reader: Lab | None = None
 
     def __repr__(self) -> str:
         profile = f", profile {self.config.profile!r}" if self.config.profile else ""
@@ -90,6 +103,7 @@ class Lab:
         """
         return table(self.state_rows(), as_frame)
 
+    @_reads_the_store
     def status(self, *, as_frame: bool | None = None):
         """plan(), with the Slurm job a run was submitted to (if any) and the process training it."""
         from labreport.cluster.slurm import queued_jobs
@@ -211,6 +225,42 @@ class Lab:
         return measure_gradflow(self.config, self.store, loader_for(self.config), device, console)
 
     # ---- what the store holds -------------------------------------------------------------------
+    def reading(self) -> "Lab":
+        """The Lab whose runs status(), results(), build() and the other readers show: this one, or,
+        when no profile or override was given and the store holds none of this matrix's runs but
+        runs of a profile, the Lab of the last `run` in the store (else of the profile with the most
+        runs there), said in one warning."""
+        if self._reader is None:
+            self._reader = self._follow_the_store() or self
+        return self._reader
+
+    def _follow_the_store(self) -> "Lab | None":
+        cfg = self.config
+        if cfg.profile or cfg.overrides or not self.store.keys() or self._held(self):
+            return None
+        last = self.store.last_run()
+        tried = [(last["profile"], tuple(last["overrides"]), "of the last `labreport run` there")] \
+            if last and (last["profile"] or last["overrides"]) else []
+        tried += sorted(((p, (), "whose runs it holds") for p in cfg.profiles),
+                        key=lambda t: -self._held(Lab(cfg.path, runs=self.store.root, profile=t[0])))
+        for profile, overrides, why in tried:
+            try:
+                lab = Lab(cfg.path, runs=self.store.root, profile=profile, overrides=overrides)
+            except LabreportError:  # the TOML changed since: that profile or setting is gone
+                continue
+            if self._held(lab):
+                what = f"profile '{profile}'" if profile else "the settings"
+                how = " ".join([f"--profile {profile}"] * bool(profile) + [f"--set {o}" for o in overrides])
+                LOG.warning("%s holds none of the %d run(s) of this matrix; reading %s %s (`%s`; pass --profile "
+                            "to choose)", self.store.root, len(cfg.runs), what, why, how)
+                return lab
+        return None
+
+    def _held(self, lab: "Lab") -> int:
+        """How many of `lab`'s runs the store has anything of (done, partial, failed, claimed)."""
+        return sum(self.store.state(r.key).status != "missing" for r in lab.config.runs)
+
+    @_reads_the_store
     def results(self, *, as_frame: bool | None = None):
         """One record per run of the matrix: experiment, task, label, key, every training setting,
         status and the result's numbers (accuracies at the epoch chosen on validation, time).
@@ -221,6 +271,7 @@ class Lab:
         """
         return table(self.result_rows(), as_frame)
 
+    @_reads_the_store
     def result_rows(self) -> list[dict]:
         rows = []
         for run in self.config.runs:
@@ -232,6 +283,7 @@ class Lab:
             rows.append(row)
         return rows
 
+    @_reads_the_store
     def history(self, *, as_frame: bool | None = None):
         """One record per run and finished epoch: the run's experiment, label and key, and what the
         trainer recorded (losses, accuracies, learning rate, time, memory)."""
@@ -239,6 +291,7 @@ class Lab:
                 for run in self.config.runs for h in self.store.read_history(run.key)]
         return table(rows, as_frame)
 
+    @_reads_the_store
     def curves(self, names: Sequence[str] | None = None, *, language: str | None = None):
         """Accuracy and loss per epoch of the runs of the experiments (or run labels) in `names`
         (default: every run), as the lab's acc_loss_graph: a matplotlib Figure."""
@@ -250,6 +303,7 @@ class Lab:
         return acc_loss([(r.label, self.store.read_history(r.key)) for r in runs],
                         Lang(language or self.config.report.language))
 
+    @_reads_the_store
     def conclusions(self) -> dict:
         """Every number the report's conclusions use (what summary.json holds): the best result and
         the configurations indistinguishable from it, factor effects, the BatchNorm claim, ..."""
@@ -257,6 +311,7 @@ class Lab:
 
         return summary_of(self.config, self.store)
 
+    @_reads_the_store
     def export(self, out: str | Path | None = None, *, format: str = "csv") -> str:
         """results() as CSV, or as JSON with the conclusions; written to `out` when given; the text."""
         if format not in ("csv", "json"):
@@ -276,6 +331,7 @@ class Lab:
             atomic_write_bytes(Path(out), text.encode("utf-8"))
         return text
 
+    @_reads_the_store
     def build(self, *outputs: str | Path, html: str | Path | None = None):
         """The report from the store as every file of `outputs` (.pdf and/or .docx; default
         report.pdf) and, with `html`, its HTML. Returns what was built (paths, the study)."""

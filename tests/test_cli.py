@@ -139,6 +139,29 @@ def test_a_long_run_on_a_cpu_asks_first_in_a_terminal_and_names_the_preview(tmp_
     assert "train now?" not in run().stderr
 
 
+def test_build_status_and_export_after_a_profile_run_read_that_profile_and_say_so(tmp_path, cifar_dir):
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(TINY.format(root=cifar_dir) + "[profile.quick]\nexperiments = [\"small\"]\nlr = 2e-2\n")
+    runs = tmp_path / "runs"
+    assert cli(toml, runs, "run", "--profile", "quick").exit_code == 0
+    quick_key = json.loads(cli(toml, runs, "plan", "--profile", "quick", "--json").stdout)[0]["key"]
+    note = (f"warning: {runs} holds none of the 3 run(s) of this matrix; reading profile 'quick' of the last "
+            "`labreport run` there (`--profile quick`; pass --profile to choose)")
+    status = cli(toml, runs, "status")
+    assert note in status.stderr and status.stdout.startswith(f"{quick_key}  done")
+    export = cli(toml, runs, "export")
+    assert note in export.stderr and export.stdout.count("\n") == 2 and ",done," in export.stdout
+    build = cli(toml, runs, "build", "--out", str(tmp_path / "r.docx"))
+    assert build.exit_code == 0 and note in build.stderr and "(1 done, 0 diverged, 0 not finished)" in build.stdout
+    (runs / ".last-run.json").unlink()  # a store from elsewhere: the profile whose runs it holds
+    assert "reading profile 'quick' whose runs it holds" in cli(toml, runs, "status").stderr
+    assert "holds none" not in cli(toml, runs, "status", "--profile", "quick").stderr  # asked for: no note
+    plain = cli(toml, runs, "status", "--set", "epochs=1")
+    assert "holds none" not in plain.stderr and plain.stdout.splitlines()[-1].startswith("3 missing")
+    assert cli(toml, runs, "run", "--only", "small").exit_code == 0  # the matrix's own run: read as it is
+    assert "holds none" not in cli(toml, runs, "status").stderr
+
+
 def test_run_then_run_again_then_status(toml, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     res = cli(toml, runs, "run", "--only", "small", "--device", "cpu")

@@ -97,6 +97,7 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     if not todo:
         return outcome
     session = _Session.open(config, store, device, reporter, data_loader, threads, todo)
+    store.remember_run(config.profile, config.overrides)  # what a `build` without them reads (Lab.reading)
     try:
         while todo:
             busy = session.train_all(todo, outcome)

@@ -9,6 +9,8 @@
     <root>/<key>/result.json      a Result, written last: the run is done only when it is complete and valid
     <root>/<key>/lease.json       held while a process trains the run (store/leases.py)
     <root>/gradflow-<key>/result.json   a gradient-flow measurement of task 1 (store/gradflow.py)
+    <root>/.last-run.json         the profile and --set overrides of the last `labreport run` here
+    <root>/.speeds.json           this device's speed per setting, timed by `run --dry-run` (engine/speed.py)
 
 What each JSON file holds: store/records.py. torch is imported only where checkpoints are read or
 written, so `status` and a `run` with nothing left to do stay fast.
@@ -30,6 +32,8 @@ from labreport.store.leases import CLAIM_PREFIX, STALE_AFTER_S
 from labreport.store.records import FINAL_STATES, REQUIRED, RESULT_STATUSES, EpochRecord, Result, RunStatus
 
 __all__ = ["RunState", "RunStore", "atomic_write_bytes", "atomic_write_json", "read_json"]
+
+LAST_RUN = ".last-run.json"  # the profile and overrides of the last `labreport run` in the store
 
 
 def metrics_csv(history: list[EpochRecord]) -> bytes:
@@ -111,7 +115,23 @@ class RunStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and len(p.name) == 16)
 
+    def last_run(self) -> dict | None:
+        """What the last `labreport run` here trained: {"profile", "overrides", "at"}, or None."""
+        last = read_json(self.root / LAST_RUN)
+        ok = isinstance(last, dict) and isinstance(last.get("overrides"), list) and \
+            isinstance(last.get("profile"), (str, type(None)))
+        return last if ok else None
+
     # --- writing ---------------------------------------------------------------------------
+    def remember_run(self, profile: str | None, overrides: tuple[str, ...]) -> None:
+        """Note the profile and --set overrides of a `run` starting here: a `build` without them reads
+        the same runs (the matrix's own are not in the store yet)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.root / LAST_RUN, {"profile": profile, "overrides": list(overrides), "at": now()})
+        except OSError:  # not writable: the run itself says so; a note is not worth failing for
+            pass
+
     def write_spec(self, key: str, spec: dict, train_version: int) -> None:
         path = self.run_dir(key) / "spec.json"
         old = read_json(path)
