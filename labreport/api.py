@@ -26,23 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from labreport.config import Config, load_config
+from labreport.config import load_config, store_root
 from labreport.errors import LabreportError
 from labreport.logs import LOG
 from labreport.store import RunStore, atomic_write_bytes
 
 RESULT_FIELDS = ("status", "epochs_run", "best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc",
                  "final_train_acc", "total_time_s", "mean_epoch_time_s", "params")
-RUNS_ENV = "LABREPORT_RUNS"
-
-
-def store_root(runs: str | Path | None, config: Config) -> Path:
-    """The run store: `runs` (--runs), else $LABREPORT_RUNS, else [store] root (relative to the
-    TOML), else ./runs."""
-    root = runs or os.environ.get(RUNS_ENV) or (config.base_dir / config.store.root if config.store.root else None)
-    return Path(root or "runs")
-
-
 def _override_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
     """{"epochs": 10} or ["epochs=10"] as --set items (a dict's values written as TOML values)."""
     if overrides is None:
@@ -112,7 +102,7 @@ class Lab:
         rows = self.state_rows()
         for r in rows:  # submitted to a job array, not claimed by a task yet
             if r["key"] in queued and r["status"] in ("missing", "partial") and not r["leased_by"]:
-                r["queued_job"] = queued[r["key"]]
+                r["queued_job"], r["state"] = queued[r["key"]], f"queued (job {queued[r['key']]})"
         return table(rows, as_frame)
 
     def state_rows(self) -> list[dict]:
@@ -120,7 +110,8 @@ class Lab:
         for run in self.config.runs:
             st = self.store.state(run.key)
             rows.append({"experiment": run.experiment, "task": run.task, "label": run.label, "key": run.key,
-                         "status": st.status, "epochs_done": st.epochs_done, "epochs": run.spec.epochs,
+                         "status": st.status, "state": st.text(run.spec.epochs), "epochs_done": st.epochs_done,
+                         "epochs": run.spec.epochs,
                          "varying": run.coords, "spec": run.spec.to_dict(),
                          "error": st.error, "leased_by": st.leased_by})
         return rows
@@ -145,6 +136,18 @@ class Lab:
                     "supports": sorted(p for p in ("norm", "dropout", "init") if src.takes(p)),
                     "description": f"your own: {src.kind} {src.name} ({src.where}){args}"}
         return list(seen.values())
+
+    def doctor(self):
+        """What this machine has for the lab, a line each with the fix for what is missing: Python,
+        torch and the device `run` trains on, the PDF and DOCX writers, LibreOffice, the data set, the
+        run store and its free disk. print() it; `.ok` when `run` and `build` can work.
+
+        Example:
+            print(lab.doctor())
+        """
+        from labreport.doctor import diagnose
+
+        return diagnose(self.config, self.store.root)
 
     # ---- training -------------------------------------------------------------------------------
     def run(self, *, only: Sequence[str] = (), jobs: int = 1, executor: str = "local", device: str = "auto",

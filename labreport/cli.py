@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -119,10 +120,24 @@ def init(folder, with_templates, force):
     click.echo("next: edit [report] (the title page) in it, then `labreport plan` and `labreport run`")
 
 
-def _state_text(row: dict) -> str:
-    if row.get("queued_job"):
-        return f"queued (job {row['queued_job']})"
-    return f"partial {row['epochs_done']}/{row['epochs']}" if row["status"] == "partial" else row["status"]
+@main.command()
+@click.pass_obj
+def doctor(obj: Context):
+    """Check this machine for the lab (Python, torch and its device, the PDF and DOCX writers,
+    LibreOffice, the data set, the run store's disk): ok, note or missing, with the fix; exit 0
+    when `run` and `build` can work, 2 when something is missing.
+
+    \b
+    Example:
+        labreport doctor
+        labreport --config lab/experiments.toml --runs /data/runs doctor
+    """
+    from labreport.doctor import diagnose_at
+
+    found = diagnose_at(obj.config_path, obj.runs)
+    for line in found.lines():
+        click.echo(line)
+    sys.exit(found.exit_code)
 
 
 @main.command()
@@ -154,7 +169,7 @@ def plan(obj: Context, profile, overrides, as_json):
         click.echo(f"{exp.name}{task}: {spec.model}, {len(erows)} run(s), {spec.epochs} epochs, "
                    f"{spec.optimizer} lr={spec.lr:g}, batch {spec.batch_size}" + (f"; {schedule}" if schedule else ""))
         for r in erows:
-            click.echo(f"  {r['key']}  {_state_text(r):<14} {coords_text(r['varying'].items(), ' ')}")
+            click.echo(f"  {r['key']}  {r['state']:<14} {coords_text(r['varying'].items(), ' ')}")
     click.echo(f"{len(rows)} runs ({len(config.unique_runs())} distinct)"
                + (f", profile '{profile}'" if profile else ""))
 
@@ -209,11 +224,8 @@ def status(obj: Context, profile, overrides, as_json):
         extra = f"  ({r['error']})" if r["error"] else ""
         if holder := r["leased_by"]:
             extra += f"  [claimed by {holder.get('host')}:{holder.get('pid')} since {holder.get('since')}]"
-        click.echo(f"{r['key']}  {_state_text(r):<14} {r['label']}{extra}")
-    counts: dict[str, int] = {}
-    for r in rows:
-        s = "queued" if r.get("queued_job") else r["status"]
-        counts[s] = counts.get(s, 0) + 1
+        click.echo(f"{r['key']}  {r['state']:<14} {r['label']}{extra}")
+    counts = Counter("queued" if r.get("queued_job") else r["status"] for r in rows)
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"  (store: {lab.store.root})")
 
 
@@ -293,11 +305,10 @@ def _confirm_a_long_run(lab: Lab, profile: str | None, only, device: str, thread
         return
     click.echo(f"this trains {len(est.per_run)} run(s) on this CPU for about {duration(est.total_s)} "
                "(`labreport run --dry-run` shows how that was measured)", err=True)
-    preview = next((p for p in PREVIEWS if p in lab.config.profiles and p != profile), None)
-    if preview:
+    if preview := next((p for p in PREVIEWS if p in lab.config.profiles and p != profile), None):
         quick = Lab(lab.config.path, runs=lab.store.root, profile=preview).estimate(device=device, threads=threads)
-        took = f" in about {duration(quick.total_s)}" if quick.total_s else ""
-        click.echo(f"`labreport run --profile {preview}` previews the whole lab{took}", err=True)
+        click.echo(f"`labreport run --profile {preview}` previews the whole lab"
+                   + (f" in about {duration(quick.total_s)}" if quick.total_s else ""), err=True)
     if not click.confirm("train now?", default=False, err=True):
         click.echo("nothing trained", err=True)
         sys.exit(0)

@@ -69,6 +69,16 @@ class Config:
         return list(first.values())
 
 
+RUNS_ENV = "LABREPORT_RUNS"
+
+
+def store_root(runs: str | Path | None, config: Config | None) -> Path:
+    """The run store: `runs` (--runs), else $LABREPORT_RUNS, else [store] root (relative to the
+    TOML), else ./runs."""
+    configured = config.base_dir / config.store.root if config is not None and config.store.root else None
+    return Path(runs or os.environ.get(RUNS_ENV) or configured or "runs")
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 import labreport
-from labreport.api import Lab, store_root, table
+from labreport.api import Lab, table
+from labreport.config import store_root
 from labreport.engine.device import cpu_model
 from labreport.cli import main
 from labreport.errors import LabreportError
