@@ -17,3 +17,8 @@ def __getattr__(name: str):
 
         return Lab
     raise AttributeError(f"module 'labreport' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Lab among the names (tab completion, dir()), though it is imported only when first used."""
+    return sorted({*globals(), *__all__})

@@ -30,7 +30,7 @@ class Context:
         self.config_path, self.runs = config_path, runs
 
     def lab(self, profile: str | None, overrides: tuple[str, ...] = ()) -> Lab:
-        return Lab(self.config_path, runs=self.runs, profile=profile, overrides=overrides)
+        return Lab(self.config_path, runs=self.runs, profile=profile, overrides=overrides, overrides_from="--set")
 
 
 def _fail(e: LabreportError):

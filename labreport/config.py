@@ -17,7 +17,7 @@ from typing import Sequence
 
 from labreport.errors import ConfigError
 from labreport.matrix import Experiment, expand
-from labreport.overrides import apply, parse
+from labreport.overrides import CLI, apply, parse
 from labreport.settings import (AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings, ReportSettings,
                                 RunSettings, StoreSettings, read_sections, unknown)
 from labreport.spec import Run
@@ -52,6 +52,11 @@ class Config:
     def base_dir(self) -> Path:
         return self.path.parent
 
+    @property
+    def templates_dir(self) -> Path | None:
+        """The user's templates and message catalogues ([report] templates, relative to the TOML), if set."""
+        return self.base_dir / self.report.templates if self.report.templates else None
+
     def unique_runs(self) -> list[Run]:
         """Runs with distinct keys, first occurrence wins (what `run` must train)."""
         return self.select()
@@ -82,18 +87,20 @@ def store_root(runs: str | Path | None, config: Config | None) -> Path:
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
-def load_config(path: str | Path, profile: str | None = None, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path, profile: str | None = None, overrides: Sequence[str] = (),
+                overrides_from: str = CLI) -> Config:
     """Read, validate and expand experiments.toml under a profile and `overrides` ("epochs=10",
-    "report.language=en": overrides.py). Raises ConfigError with a one-line message."""
+    "report.language=en": overrides.py; `overrides_from` names them in errors: "--set" on the command
+    line, "overrides" in the API). Raises ConfigError with a one-line message."""
     path = Path(path)
     ctx = Ctx(path)
     doc = _read_toml(path)
     for section in doc:
         if section not in TOP_LEVEL:
             raise ctx.err("top level", unknown(section, TOP_LEVEL, "section"))
-    doc, layer = apply(doc, parse(overrides))
+    doc, layer = apply(doc, parse(overrides, overrides_from))
     sections = read_sections(ctx, doc)
-    experiments, runs, profiles = expand(ctx, doc, profile, layer)
+    experiments, runs, profiles = expand(ctx, doc, profile, layer, f"[{overrides_from}]")
     return Config(path=path, profile=profile, experiments=tuple(experiments), runs=tuple(runs), profiles=profiles,
                   overrides=tuple(overrides), **sections)
 

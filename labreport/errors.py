@@ -24,3 +24,10 @@ class ModelError(LabreportError):
 
 class ClusterError(LabreportError):
     """The cluster refused what `run --executor` asked for (sbatch's error, and the setting to change)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, Slurm's scancel, a notebook runtime stopped) while `labreport run` trains:
+    handled as Ctrl-C is (the last epoch checkpoint kept, the run's claim released), exit code 143."""
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports a process it ended

@@ -28,7 +28,8 @@ from labreport.catalog import CATALOG, OPTIONS, init_problem, model_info
 from labreport.errors import ModelError
 from labreport.fields import check_value
 from labreport.settings import Ctx, section_table, unknown
-from labreport.spec import FIELDS, GRID_KEYS_WITH_LIST_VALUES, ModelArgs, Run, TrainSpec, train_images
+from labreport.spec import (CIFAR10_TEST, CIFAR10_TRAIN, FIELDS, GRID_KEYS_WITH_LIST_VALUES, ModelArgs, Run, TrainSpec,
+                            train_images)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
 MAX_RUNS = 100_000  # runs one file may expand to (disabled experiments included): beyond, surely a typo
@@ -47,13 +48,15 @@ class Experiment:
     description: str = ""
 
 
-def expand(ctx: Ctx, doc: dict, profile: str | None, overrides: dict | None = None
-           ) -> tuple[list[Experiment], list[Run], tuple[str, ...]]:
+def expand(ctx: Ctx, doc: dict, profile: str | None, overrides: dict | None = None,
+           overrides_where: str = "[--set]") -> tuple[list[Experiment], list[Run], tuple[str, ...]]:
     """The matrix of a parsed experiments.toml under a profile and --set overrides (a table of
-    training settings above every other layer): (experiments, runs, every profile's name)."""
+    training settings above every other layer; `overrides_where` names it in errors): (experiments,
+    runs, every profile's name)."""
     defaults, default_seeds = _defaults(ctx, doc)
     profiles = _check_profiles(ctx, doc)
-    layers = (_profile_layer(ctx, profiles, profile), _table_layer(ctx, "[--set]", overrides) if overrides else None)
+    layers = (_profile_layer(ctx, profiles, profile),
+              _table_layer(ctx, overrides_where, overrides) if overrides else None)
     above = tuple(layer for layer in layers if layer is not None)
     tables = _experiment_tables(ctx, doc, above)
     selected = _profile_experiments(ctx, profiles, profile, [t.get("name") for t in tables])
@@ -333,7 +336,19 @@ def _own_model(ctx: Ctx, where: str, point: dict) -> str:
     return src.digest
 
 
+def _checked_sizes(ctx: Ctx, where: str, point: dict) -> None:
+    """The subsets within the data set's files (CIFAR-10's and CIFAR-100's are the same size): a
+    subset as large as its split is the whole split, which 0 already says; a second way to write it
+    would train the same run twice under two keys."""
+    val_size = point.get("val_size", FIELDS["val_size"].default)
+    for key, n, of in (("train_subset", CIFAR10_TRAIN - val_size, f"training images left after val_size = {val_size}"),
+                       ("test_subset", CIFAR10_TEST, "test images")):
+        if point.get(key, 0) >= n:
+            raise ctx.err(where, f"{key} = {point[key]} is not below the {n:,} {of}: 0 means all of them")
+
+
 def _checked_schedule(ctx: Ctx, where: str, point: dict) -> dict:
+    _checked_sizes(ctx, where, point)
     if point.get("schedule") == "step" and not point.get("milestones"):
         raise ctx.err(where, "schedule = 'step' needs 'milestones'")
     if point.get("max_iters"):

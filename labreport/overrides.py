@@ -25,11 +25,24 @@ from labreport.spec import FIELDS
 TOP = {s.NAME for s in SECTIONS}  # report, data, store, analysis, run, executor, gradflow
 
 
+CLI = "--set"  # the command line's name for an override; the Python API's is "overrides"
+
+
 @dataclass(frozen=True)
 class Override:
     text: str  # as given: "epochs=10"
     path: tuple[str, ...]  # ("epochs",), ("experiment", "resnet20-reg", "dropout"), ("report", "language")
     value: Any
+    shown: str = ""  # how errors name it, in the caller's words: "--set epochs=10", "overrides {'epochs': 10}"
+
+
+def shown(text: str, source: str = CLI) -> str:
+    """An override as its giver wrote it: "--set epochs=10" on the command line, "overrides {'epochs':
+    10}" to Lab(overrides=...)."""
+    if source == CLI:
+        return f"--set {text}"
+    key, _, raw = text.partition("=")
+    return f"{source} {{{key.strip()!r}: {raw.strip()}}}"
 
 
 def value_of(raw: str) -> Any:
@@ -40,16 +53,18 @@ def value_of(raw: str) -> Any:
         return raw
 
 
-def parse(items: Sequence[str]) -> list[Override]:
+def parse(items: Sequence[str], source: str = CLI) -> list[Override]:
     out = []
     for text in items:
         key, sep, raw = text.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set epochs=10 or --set report.language=en")
+            example = "--set epochs=10 or --set report.language=en" if source == CLI else \
+                f'{source}={{"epochs": 10, "report.language": "en"}}'
+            raise ConfigError(f"{shown(text, source)}: expected KEY=VALUE, e.g. {example}")
         if parts[0] == "experiment" and len(parts) >= 3:  # an experiment's name may itself hold dots
             parts = ["experiment", ".".join(parts[1:-1]), parts[-1]]
-        out.append(Override(text, tuple(parts), value_of(raw.strip())))
+        out.append(Override(text, tuple(parts), value_of(raw.strip()), shown(text, source)))
     return out
 
 
@@ -66,10 +81,10 @@ def apply(doc: dict, overrides: Sequence[Override]) -> tuple[dict, dict]:
             layer.setdefault("experiment", {}).setdefault(o.path[1], {})[o.path[2]] = o.value
         elif head in TOP and len(o.path) == 2:
             cls = next(s for s in SECTIONS if s.NAME == head)
-            read_section(Ctx(Path(f"--set {o.text}")), {head: {o.path[1]: o.value}}, cls)  # checked alone first
+            read_section(Ctx(Path(o.shown)), {head: {o.path[1]: o.value}}, cls)  # checked alone first
             section = dict(doc.get(head, {})) if isinstance(doc.get(head), dict) else {}
             doc[head] = {**section, o.path[1]: o.value}
         else:
             known = [*FIELDS, "seeds", "experiment.NAME.KEY", *(f"{s}.KEY" for s in sorted(TOP))]
-            raise ConfigError(f"--set {o.text}: {unknown('.'.join(o.path), known)}")
+            raise ConfigError(f"{o.shown}: {unknown('.'.join(o.path), known)}")
     return doc, layer

@@ -21,7 +21,10 @@ from labreport.logs import LOG
 from labreport.store import RunStore
 from procs import tiny_toml
 
-TOML = tiny_toml("{data}", epochs=2) + """[[experiment]]
+TOML = tiny_toml("{data}", epochs=2) + """[profile.only-small]
+experiments = ["small"]
+
+[[experiment]]
 name = "small"
 task = 2
 model = "cifarnet"
@@ -118,6 +121,29 @@ def test_run_leaves_torchs_threads_as_the_caller_set_them(tmp_path, cifar_dir):
         assert lab.run(device="cpu", only=["small"]).trained and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_api_has_no_silent_traps(trained, tmp_path, cifar_dir):
+    """Lab tab-completes; an unknown name for curves() is an error naming the known ones; an empty
+    store's history keeps its columns; errors about overrides speak of overrides, not of --set."""
+    assert "Lab" in dir(labreport)
+    toml, runs, _, _ = trained
+    lab = Lab(toml, runs=runs)
+    with pytest.raises(LabreportError, match=r"unknown experiment 'smal' \(did you mean 'small'\?\)"):
+        lab.curves(["smal"])
+    assert lab.curves("small") is not None  # one name, not a list: as asked
+    smoke = Lab(toml, runs=runs, profile="only-small")
+    with pytest.raises(LabreportError, match="experiment 'resnet' is not in profile 'only-small' "
+                                             r"\(its experiments: small\)"):
+        smoke.curves(["resnet"])
+    empty = Lab(toml, runs=tmp_path / "empty").history()
+    assert len(empty) == 0 and {"label", "epoch", "val_acc", "test_acc"} <= set(empty.columns)
+    assert list(empty.label) == []
+    with pytest.raises(LabreportError, match=r"^overrides \{'epoch': 2\}: unknown key 'epoch' "
+                                             r"\(did you mean 'epochs'\?\)$"):
+        Lab(toml, overrides={"epoch": 2})
+    with pytest.raises(LabreportError, match=r"\[overrides\]: 'epochs' must be >= 1, got 0"):
+        Lab(toml, overrides={"epochs": 0})
 
 
 def test_results_one_record_per_run(trained):

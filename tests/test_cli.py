@@ -309,6 +309,56 @@ def test_an_unusable_device_is_a_usage_error(toml, tmp_path, device):
     assert "Traceback" not in res.output
 
 
+@pytest.mark.slow
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_leaves_no_claim(tmp_path, cifar_dir):
+    """kill, scancel and a stopped notebook runtime send SIGTERM: one line, the checkpoint kept, the
+    claim released (status shows none), exit 143, and the same command resumes."""
+    import signal
+    import time
+
+    from procs import labreport
+
+    toml = tmp_path / "e.toml"
+    toml.write_text(TINY.format(root=cifar_dir).replace("epochs = 1", "epochs = 20"))
+    runs = tmp_path / "runs"
+    proc = labreport(toml, runs, "run", "--only", "small", "--device", "cpu")
+    deadline = time.monotonic() + 120
+    while not list(runs.glob("*/history.json")) and time.monotonic() < deadline:  # its first epoch is saved
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert ("terminated (SIGTERM) during small: its last epoch checkpoint is kept and its claim released; run the "
+            "same command again to resume") in out
+    assert "Traceback" not in out
+    status = cli(toml, runs, "status")
+    (line,) = [x for x in status.stdout.splitlines() if x.endswith("small")]
+    assert "partial" in line and "claimed by" not in line
+    assert not list(runs.glob("*/lease.json"))
+    resumed = cli(toml, runs, "run", "--only", "small", "--device", "cpu")
+    assert resumed.exit_code == 0 and "resuming after epoch " in resumed.stderr, resumed.output
+
+
+def test_the_md5_warning_is_said_once_per_data_folder(toml, tmp_path):
+    runs = tmp_path / "runs"
+    first = cli(toml, runs, "run", "--only", "small", "--device", "cpu")
+    assert first.exit_code == 0 and "differ from the official CIFAR-10 files (md5 check)" in first.stderr
+    second = cli(toml, runs, "run", "--only", "grid", "--device", "cpu")  # loads the same folder again
+    assert second.exit_code == 0 and "2 trained" in second.stdout and "md5 check" not in second.stderr
+    assert "md5 check" in cli(toml, runs, "-v", "run", "--device", "cpu", "--set", "lr=5e-3").stderr  # -v: still
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("report.language=de", "[report] language: no message catalogue for language 'de' (known: en, ru)"),
+    ("train_subset=999999", "train_subset = 999999 is not below the 49,968 training images left after "
+                            "val_size = 32: 0 means all of them"),
+    ("test_subset=10000", "test_subset = 10000 is not below the 10,000 test images: 0 means all of them"),
+])
+def test_settings_that_cannot_work_are_refused_by_plan(toml, tmp_path, setting, message):
+    res = cli(toml, tmp_path / "runs", "plan", "--set", setting)
+    assert res.exit_code == 2 and message in res.stderr, res.output
+
+
 def test_only_an_unknown_experiment(toml, tmp_path):
     res = cli(toml, tmp_path / "runs", "run", "--only", "nope")
     assert res.exit_code == 2

@@ -133,7 +133,7 @@ def test_plan_and_dry_run_never_ask(tmp_path, grid_1024):
     res = cli(grid_1024, tmp_path / "runs", "run", "--dry-run")
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[-1] == "1024 to train, 0 already done"
-    assert not (tmp_path / "runs").exists()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [".speeds.json"]  # its one setting, timed
 
 
 def test_run_with_yes_proceeds(tmp_path, grid_1024, monkeypatch):

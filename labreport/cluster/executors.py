@@ -18,15 +18,18 @@ runs failed, 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 from labreport.config import Config
 from labreport.engine.runner import Outcome, pending
-from labreport.errors import LabreportError
+from labreport.errors import LabreportError, Terminated
 from labreport.spec import Run
 from labreport.store import RunStore
 
@@ -114,6 +117,26 @@ def run(executor: Executor, config: Config, store: RunStore, *, console: Console
     req = Request(config, store, only, device, wait, threads)
     check_size(executor, req, yes)
     return executor.execute(req, console).exit_code
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While training: SIGTERM (kill, scancel, a stopped notebook runtime) stops as Ctrl-C does, by
+    raising errors.Terminated: the run's last epoch checkpoint stays, its claim is released, and
+    the same command resumes it. The caller's handler comes back after. Only the main thread can
+    handle signals: elsewhere (a notebook's worker thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(_signum, _frame):
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def check_size(executor: Executor, req: Request, yes: bool) -> None:

@@ -9,6 +9,7 @@ from typing import Callable, ClassVar
 
 from labreport.cluster.executors import RESUME_HINT, Console, Executor, Outcome, Request, cpu_threads, print_summary
 from labreport.config import Config
+from labreport.errors import Terminated
 from labreport.store import RunStore, atomic_write_json
 
 
@@ -26,22 +27,23 @@ class Local(Executor):
     def execute(self, req: Request, console: Console) -> Outcome:
         from labreport.engine.runner import loader_for
 
-        load = loader_for(req.config)
+        load = loader_for(req.config, req.store)
         out = self._train(req, load, console)
-        if out is None:  # Ctrl-C outside a run's training (loading the data, say)
-            console.err(f"\ninterrupted: {RESUME_HINT}")
-            return Outcome(interrupted=True)
+        if out.interrupted and not out.interrupted_run:  # outside a run's training (loading the data, say)
+            console.err(f"\n{_stopped(out)}: {RESUME_HINT}")
+            return out
         if self.summary_json is not None:
             atomic_write_json(self.summary_json, out.to_json())
         print_summary(console, out, req.store)
         if req.config.gradflow.enabled and not req.only and self.summary_json is None and not out.interrupted:
             _gradflow_after_training(req, load, console, out)
         if out.interrupted and out.interrupted_run:
-            console.err(f"interrupted during {out.interrupted_run}: run the same command again to resume")
+            kept = "its last epoch checkpoint is kept and its claim released; " if out.terminated else ""
+            console.err(f"{_stopped(out)} during {out.interrupted_run}: {kept}run the same command again to resume")
         return out
 
     @staticmethod
-    def _train(req: Request, load, console: Console) -> Outcome | None:
+    def _train(req: Request, load, console: Console) -> Outcome:
         from labreport.cluster.progress import LineReporter, QuietReporter, RichReporter
         from labreport.engine import runner  # looked up at call time (tests replace runner.run_matrix)
 
@@ -52,17 +54,21 @@ class Local(Executor):
                 return runner.run_matrix(req.config, req.store, device=req.device, only=req.only, reporter=reporter,
                                          data_loader=load, wait=req.wait,
                                          threads=cpu_threads(req.threads, req.config.run.threads))
-        except KeyboardInterrupt:
-            return None
+        except KeyboardInterrupt as e:
+            return Outcome(interrupted=True, terminated=isinstance(e, Terminated))
+
+
+def _stopped(out: Outcome) -> str:
+    return "terminated (SIGTERM)" if out.terminated else "interrupted"
 
 
 def _gradflow_after_training(req: Request, load, console: Console, out: Outcome) -> None:
     """Task 1's measurement; cached: a JSON read. Its failure does not undo the training."""
     try:
         measure_gradflow(req.config, req.store, load, req.device, console)
-    except KeyboardInterrupt:
-        console.err("\ninterrupted: finished measurements are saved; run the same command again")
-        out.interrupted = True
+    except KeyboardInterrupt as e:
+        out.interrupted, out.terminated = True, isinstance(e, Terminated)
+        console.err(f"\n{_stopped(out)}: finished measurements are saved; run the same command again")
     except Exception as e:  # noqa: BLE001
         console.err(f"warning: gradflow: {e} (`labreport gradflow` retries; [gradflow] enabled = false skips it)")
 

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from labreport.cluster.executors import RESUME_HINT, Console, Executor, Outcome, Request, cpu_threads, print_summary
 from labreport.config import Config
+from labreport.errors import Terminated
 from labreport.spec import Run
 from labreport.store import RunStore
 
@@ -48,11 +49,12 @@ class Processes(Executor):
             with live or contextlib.nullcontext():
                 out = run_parallel(req, jobs=self.jobs, gpus=self.gpus, fail_fast=self.fail_fast, echo=console.err,
                                    live=live)
-        except KeyboardInterrupt:
-            console.err(f"interrupted: {RESUME_HINT}")
-            return Outcome(interrupted=True)
+        except KeyboardInterrupt as e:
+            out = Outcome(interrupted=True, terminated=isinstance(e, Terminated))
+            console.err(f"{'terminated (SIGTERM)' if out.terminated else 'interrupted'}: {RESUME_HINT}")
+            return out
         if out.interrupted:
-            console.err(f"interrupted: {RESUME_HINT}")
+            console.err(f"{'terminated (SIGTERM)' if out.terminated else 'interrupted'}: {RESUME_HINT}")
         print_summary(console, out, req.store)
         return out
 
@@ -180,14 +182,14 @@ def run_parallel(req: Request, *, jobs: int, gpus: list[str], fail_fast: bool, e
     workers = start_workers(req, jobs=jobs, gpus=gpus)
     try:
         completed = follow(workers, req.config, req.store, only=req.only, fail_fast=fail_fast, echo=echo, live=live)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         for w in workers:
             if w.proc.poll() is None:
-                w.proc.terminate()  # each worker saves nothing mid-epoch; its last checkpoint stands
+                w.proc.terminate()  # SIGTERM: each worker keeps its last checkpoint and releases its run's claim
         for w in workers:
             w.proc.wait()
         out = merge(workers)
-        out.crashed, out.interrupted = [], True
+        out.crashed, out.interrupted, out.terminated = [], True, isinstance(e, Terminated)
         return out
     out = merge(workers)
     if not completed:  # stopped by --fail-fast: the workers it terminated did not crash

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from labreport.config import Config
-from labreport.errors import LabreportError, ModelError
+from labreport.errors import LabreportError, ModelError, Terminated
 from labreport.faults import point as fault_point
 from labreport.spec import NUM_CLASSES, Run
 from labreport.logs import LOG
@@ -44,31 +44,36 @@ class Outcome:
     crashed: list[tuple[int, int, Path]] = field(default_factory=list)
     interrupted: bool = False
     interrupted_run: str | None = None  # the run in training when it was interrupted
+    terminated: bool = False  # interrupted by SIGTERM, not Ctrl-C
 
     @property
     def exit_code(self) -> int:
-        """0 ok, 1 some runs failed (or a worker crashed), 130 interrupted."""
-        return 130 if self.interrupted else 1 if self.failed or self.crashed else 0
+        """0 ok, 1 some runs failed (or a worker crashed), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+        if self.interrupted:
+            return Terminated.exit_code if self.terminated else 130
+        return 1 if self.failed or self.crashed else 0
 
     def to_json(self) -> dict[str, Any]:
         """What a --jobs worker leaves for its parent (crashes are the parent's to see)."""
         return {k: v for k, v in asdict(self).items() if k in ("trained", "cached", "diverged", "failed")}
 
 
-def loader_for(config: Config) -> Callable:
+def loader_for(config: Config, store: RunStore | None = None) -> Callable:
     """The one way a worker loads its data sets ([data], LABREPORT_DATA): `load(dataset)` reads a
     data set's files at its first call only (training and the gradient-flow measurement of one `run`
-    share it: torch and the data only when something is left to do) and logs its warnings once."""
+    share it: torch and the data only when something is left to do). Its warnings (files that are
+    not the official download) are said once per data folder and `store`, then only with -v."""
     cache: dict = {}
 
     def load(dataset: str = "cifar10"):
         if dataset not in cache:
             from labreport.engine.datasets import load, resolve_root
 
-            cache[dataset] = load(resolve_root(config.data.root, config.base_dir), download=config.data.download,
-                                  dataset=dataset)
-            for w in cache[dataset].warnings:
-                LOG.warning(w)
+            cache[dataset] = data = load(resolve_root(config.data.root, config.base_dir),
+                                         download=config.data.download, dataset=dataset)
+            first = store is None or not data.warnings or store.first_notice(str(data.root), data.fingerprint)
+            for w in data.warnings:
+                (LOG.warning if first else LOG.debug)(w)
         return cache[dataset]
 
     return load
@@ -208,7 +213,7 @@ class _Session:
             from labreport.engine.tbevents import check_installed
 
             check_installed()  # before the data set is read: one line, nothing else said or done
-        load = data_loader or loader_for(config)
+        load = data_loader or loader_for(config, store)
         data = {d: load(d) for d in dict.fromkeys(r.spec.dataset for r in todo)}  # a missing one: before any run
         options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile,
                              lab_dir=config.base_dir)
@@ -273,8 +278,9 @@ class _Session:
                                               f"[{self.done_here}/{self.total}] {run.label}")
             store.prune_checkpoints(key)
             (outcome.diverged if result["status"] == "diverged" else outcome.trained).append(run.label)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             outcome.interrupted, outcome.interrupted_run = True, run.label
+            outcome.terminated = isinstance(e, Terminated)
         except Exception as e:  # noqa: BLE001
             self._failed(run, e, outcome)
         finally:

@@ -84,6 +84,13 @@ def translations(lang: str, user_dirs: tuple[Path, ...] = ()) -> gettext.NullTra
     return chain
 
 
+def check_language(code: str, user_dirs: tuple[Path, ...] = ()) -> None:
+    """A CatalogueError unless a report can be written in `code` (what `plan` checks before any `build`)."""
+    if code not in (known := available_languages(user_dirs)):
+        raise CatalogueError(f"no message catalogue for language '{code}' (known: {', '.join(known)}); add "
+                             f"locale/{code}/LC_MESSAGES/{DOMAIN}.po to the templates folder")
+
+
 @dataclass
 class Lang:
     """The words and the number formats of one report language."""
@@ -95,10 +102,7 @@ class Lang:
     def __post_init__(self):
         from babel import Locale, UnknownLocaleError
 
-        if self.code not in available_languages(self.user_dirs):
-            raise CatalogueError(f"no message catalogue for language '{self.code}' (known: "
-                                 f"{', '.join(available_languages(self.user_dirs))}); add "
-                                 f"locale/{self.code}/LC_MESSAGES/{DOMAIN}.po to the templates folder")
+        check_language(self.code, self.user_dirs)
         self.t = translations(self.code, self.user_dirs)
         try:
             self.locale = Locale.parse(self.code)

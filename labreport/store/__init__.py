@@ -11,6 +11,7 @@
     <root>/gradflow-<key>/result.json   a gradient-flow measurement of task 1 (store/gradflow.py)
     <root>/.last-run.json         the profile and --set overrides of the last `labreport run` here
     <root>/.speeds.json           this device's speed per setting, timed by `run --dry-run` (engine/speed.py)
+    <root>/.noted.json            data folders whose warnings (not the official files) were said once
 
 What each JSON file holds: store/records.py. torch is imported only where checkpoints are read or
 written, so `status` and a `run` with nothing left to do stay fast.
@@ -34,6 +35,7 @@ from labreport.store.records import FINAL_STATES, REQUIRED, RESULT_STATUSES, Epo
 __all__ = ["RunState", "RunStore", "atomic_write_bytes", "atomic_write_json", "read_json"]
 
 LAST_RUN = ".last-run.json"  # the profile and overrides of the last `labreport run` in the store
+NOTED = ".noted.json"  # data folders whose warnings were said once: {folder: fingerprint}
 
 
 def metrics_csv(history: list[EpochRecord]) -> bytes:
@@ -123,6 +125,20 @@ class RunStore:
         return last if ok else None
 
     # --- writing ---------------------------------------------------------------------------
+    def first_notice(self, folder: str, fingerprint: str) -> bool:
+        """True the first time a data folder's warnings are shown with this store (a copy of CIFAR that
+        is not the official download), False after: NOTED remembers each folder's fingerprint."""
+        noted = read_json(self.root / NOTED)
+        noted = noted if isinstance(noted, dict) else {}
+        if noted.get(folder) == fingerprint:
+            return False
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.root / NOTED, {**noted, folder: fingerprint})
+        except OSError:  # a store that cannot be written says the warning every time
+            pass
+        return True
+
     def remember_run(self, profile: str | None, overrides: tuple[str, ...]) -> None:
         """Note the profile and --set overrides of a `run` starting here: a `build` without them reads
         the same runs (the matrix's own are not in the store yet)."""

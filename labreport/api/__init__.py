@@ -21,38 +21,16 @@ import csv
 import functools
 import io
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from labreport.api.notebook import figures_shown_in_notebook, print_console, show_messages
+from labreport.api.tables import RESULT_FIELDS, catalog_rows, override_list, own_params, table
 from labreport.config import load_config, store_root
 from labreport.errors import LabreportError
 from labreport.logs import LOG
 from labreport.store import RunStore, atomic_write_bytes
-
-RESULT_FIELDS = ("status", "epochs_run", "best_epoch", "best_val_acc", "test_acc_at_best", "final_test_acc",
-                 "final_train_acc", "total_time_s", "mean_epoch_time_s", "params")
-def _override_list(overrides: Mapping[str, Any] | Iterable[str] | None) -> tuple[str, ...]:
-    """{"epochs": 10} or ["epochs=10"] as --set items (a dict's values written as TOML values)."""
-    if overrides is None:
-        return ()
-    if isinstance(overrides, Mapping):
-        return tuple(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items())
-    return tuple(overrides)
-
-
-def table(records: list[dict], as_frame: bool | None = None):
-    """Records as a pandas DataFrame (as_frame None: when pandas is installed), or as they are."""
-    if as_frame is False:
-        return records
-    try:
-        import pandas as pd
-    except ImportError:
-        if as_frame:
-            raise LabreportError("as_frame=True needs pandas: pip install pandas") from None
-        return records
-    return pd.DataFrame.from_records(records)
+from labreport.store.records import EpochRecord
 
 
 def _reads_the_store(method):
@@ -65,18 +43,15 @@ def _reads_the_store(method):
     return reading
 
 
-def in_jupyter() -> bool:
-    """A notebook's kernel, where a live progress display replaces log lines."""
-    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
-    return type(shell).__name__ == "ZMQInteractiveShell"
-
-
 class Lab:
     """One lab study: its experiments.toml under a profile and overrides, and its run store."""
 
     def __init__(self, config: str | Path = "experiments.toml", *, runs: str | Path | None = None,
-                 profile: str | None = None, overrides: Mapping[str, Any] | Iterable[str] | None = None):
-        self.config = load_config(config, profile, _override_list(overrides))
+                 profile: str | None = None, overrides: Mapping[str, Any] | Iterable[str] | None = None,
+                 overrides_from: str = "overrides"):
+        # overrides_from: how errors name an override: "overrides {'epoch': 2}" here, "--set epoch=2" for the CLI
+        self.config = load_config(config, profile, override_list(overrides), overrides_from=overrides_from)
+        _check_language(self.config)
         self.store = RunStore(store_root(runs, self.config))
         self._reader: Lab | None = None
 
@@ -131,7 +106,7 @@ class Lab:
                 src = ownmodels.read(s.model, self.config.base_dir)
                 args = f", model_args {s.model_args}" if s.model_args else ""
                 seen[(s.model, s.model_args)] = {
-                    "name": s.model, "family": "own", "params": _own_params(s, self.config.base_dir),
+                    "name": s.model, "family": "own", "params": own_params(s, self.config.base_dir),
                     "paper_params_m": None, "paper_error": None,
                     "supports": sorted(p for p in ("norm", "dropout", "init") if src.takes(p)),
                     "description": f"your own: {src.kind} {src.name} ({src.where}){args}"}
@@ -165,13 +140,14 @@ class Lab:
         from labreport.cluster import executors
 
         ex = self._executor(jobs, executor, gpus, fail_fast, partition, time_min, summary_json)
-        console = console or _print_console()
-        _show_messages(console)
+        console = console or print_console()
+        show_messages(console)
         req = executors.Request(self.config, self.store, tuple(only), device, wait, threads)
         executors.check_size(ex, req, yes)
         if jobs > 1 or executor != "local":  # here, before workers or tasks start (a local run checks as it starts)
             self._check_own_models(only)
-        return ex.execute(req, console)
+        with executors.sigterm_as_interrupt():
+            return ex.execute(req, console)
 
     def _check_own_models(self, only: Sequence[str]) -> None:
         from labreport.engine.runner import check_own_models, pending
@@ -223,9 +199,9 @@ class Lab:
         from labreport.cluster.local import measure_gradflow
         from labreport.engine.runner import loader_for
 
-        console = console or _print_console()
-        _show_messages(console)
-        return measure_gradflow(self.config, self.store, loader_for(self.config), device, console)
+        console = console or print_console()
+        show_messages(console)
+        return measure_gradflow(self.config, self.store, loader_for(self.config, self.store), device, console)
 
     # ---- what the store holds -------------------------------------------------------------------
     def reading(self) -> "Lab":
@@ -292,7 +268,7 @@ class Lab:
         trainer recorded (losses, accuracies, learning rate, time, memory)."""
         rows = [{"experiment": run.experiment, "label": run.label, "key": run.key, **h}
                 for run in self.config.runs for h in self.store.read_history(run.key)]
-        return table(rows, as_frame)
+        return table(rows, as_frame, columns=("experiment", "label", "key", *EpochRecord.__annotations__))
 
     @_reads_the_store
     def curves(self, names: Sequence[str] | None = None, *, language: str | None = None):
@@ -301,10 +277,26 @@ class Lab:
         from labreport.report.figures import acc_loss
         from labreport.report.i18n import Lang
 
+        if isinstance(names, str):
+            names = [names]
+        self._check_names(names or ())
         runs = [r for r in self.config.runs if names is None or r.experiment in names or r.label in names]
-        _figures_shown_in_notebook()
+        figures_shown_in_notebook()
         return acc_loss([(r.label, self.store.read_history(r.key)) for r in runs],
                         Lang(language or self.config.report.language))
+
+    def _check_names(self, names: Sequence[str]) -> None:
+        """Each of `names` an experiment or a run label of this lab; else an error naming those it has."""
+        from labreport.settings import unknown
+
+        known = [e.name for e in self.config.experiments]
+        for name in names:
+            if name in known or any(r.label == name for r in self.config.runs):
+                continue
+            if self.config.profile and name in {e.name for e in load_config(self.config.path).experiments}:
+                raise LabreportError(f"experiment '{name}' is not in profile '{self.config.profile}' "
+                                     f"(its experiments: {', '.join(known)})")
+            raise LabreportError(f"{unknown(name, known, 'experiment')} (nor a run label of plan())")
 
     @_reads_the_store
     def conclusions(self) -> dict:
@@ -344,45 +336,14 @@ class Lab:
                      Path(html) if html else None)
 
 
-def catalog_rows() -> list[dict]:
-    """The catalogue's models: name, family, parameters (exact, without building one: no torch) and
-    the paper's figures."""
-    from labreport.catalog import CATALOG
+def _check_language(config) -> None:
+    """[report] language has a message catalogue: said by `plan`, not first by `build` after training."""
+    from labreport.report.i18n import CatalogueError, check_language
 
-    return [{"name": name, "family": info.family, "params": info.params, "paper_params_m": info.paper_params_m,
-             "paper_error": info.paper_error, "supports": sorted(info.supports), "description": info.description}
-            for name, info in CATALOG.items()]
-
-
-def _own_params(spec, lab_dir: Path) -> int:
-    from labreport.engine.networks import build_model, count_parameters
-
-    return count_parameters(build_model(spec.model, norm=spec.norm, dropout=spec.dropout, init=spec.init,
-                                        model_args=spec.model_args.as_dict(), lab_dir=lab_dir))
+    user = config.templates_dir
+    try:
+        check_language(config.report.language, (user / "locale",) if user else ())
+    except CatalogueError as e:
+        raise CatalogueError(f"{config.path}: [report] language: {e}") from None
 
 
-def _figures_shown_in_notebook() -> None:
-    """A Figure that ends a notebook cell is drawn there: labreport draws with matplotlib's object
-    API (no pyplot), which registers no display of its own."""
-    if not in_jupyter():
-        return
-    from IPython import get_ipython
-    from IPython.core.pylabtools import print_figure
-    from matplotlib.figure import Figure
-
-    png = get_ipython().display_formatter.formatters["image/png"]
-    png.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
-
-
-def _show_messages(console) -> None:
-    """Where nothing shows labreport's messages yet (a notebook), show them on the console."""
-    from labreport import logs
-
-    if not logs.configured():
-        logs.configure(0, console.err)
-
-
-def _print_console():
-    from labreport.cluster.executors import Console
-
-    return Console(out=print, err=lambda text: print(text, file=sys.stderr), tty=in_jupyter() or sys.stderr.isatty())
