@@ -1,20 +1,25 @@
-"""Where users are: the wheel installed outside the checkout, and the Colab notebook run top to bottom.
+"""Where users are: the sdist and the wheel as a release publishes them, the wheel installed outside the
+checkout, and the Colab notebook run top to bottom.
 
-Both are slow (a wheel build, a kernel) and run in `make test`, as CI does. The wheel goes into a
+All are slow (a build, a kernel) and run in `make test`, as CI does. The sdist and the wheel are built
+from a copy of the source tree and must pass `twine check` and carry the licences. The wheel goes into a
 fresh virtual environment whose only other packages are labreport's dependencies, borrowed from
 the development environment through a .pth file (a filtered view without labreport itself), so the
 test checks what the wheel carries and that its declared dependencies are met, without copying
 gigabytes of torch. The notebook runs off-Colab through papermill on generated data, so that it
-cannot rot. Both use a tiny profile of the smoke profile's shape (3 runs of 1 epoch on 128 images).
+cannot rot. The installed wheel and the notebook use a tiny profile of the smoke profile's shape (3 runs of
+1 epoch on 128 images).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -98,6 +103,53 @@ def test_the_wheel_carries_its_data_and_works_outside_the_checkout(tmp_path, cif
     assert "3 runs (3 distinct), profile 'tiny'" in outputs["plan"]
     assert outputs["run"].startswith("3 trained, 0 cached") or "\n3 trained, 0 cached" in outputs["run"]
     assert (work / "report.pdf").stat().st_size > 50_000 and (work / "report.docx").stat().st_size > 20_000
+
+
+def source_tree(dest: Path) -> Path:
+    """The files a fresh clone has (tracked, and new ones git does not ignore), copied to dest, so that
+    building leaves nothing in the checkout (build/, *.egg-info) for a test running beside this one."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True)
+    if listed.returncode:  # not a git checkout (an unpacked sdist): everything but what builds leave
+        shutil.copytree(ROOT, dest, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "data", "runs", "demo"))
+        return dest
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        src, dst = ROOT / name, dest / name
+        if not (src.exists() or src.is_symlink()):  # deleted in the work tree, not yet in git
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst, follow_symlinks=False)  # labreport/experiments.toml stays a link
+    return dest
+
+
+def test_the_sdist_and_the_wheel_build_pass_twine_check_and_carry_the_licences(tmp_path):
+    pytest.importorskip("build")
+    pytest.importorskip("twine")
+    src, dist = source_tree(tmp_path / "src"), tmp_path / "dist"
+    # the wheel is built from the sdist, as pip does from an sdist: what the sdist lacks, the wheel lacks
+    res = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(src)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (sdist,), (wheel,) = dist.glob("labreport-*.tar.gz"), dist.glob("labreport-*.whl")
+    res = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(sdist), str(wheel)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.count("PASSED") == 2, res.stdout + res.stderr
+
+    top = sdist.name.removesuffix(".tar.gz")
+    with tarfile.open(sdist) as tar:
+        in_sdist = set(tar.getnames())
+    for name in ("LICENSE", "THIRD_PARTY_NOTICES.md", "labreport/report/fonts/LICENSE_DEJAVU",
+                 "labreport/report/fonts/LICENSE_LIBERATION", "labreport/experiments.toml"):
+        assert f"{top}/{name}" in in_sdist, name
+    with zipfile.ZipFile(wheel) as whl:
+        in_wheel = set(whl.namelist())
+        metadata = whl.read(f"{top}.dist-info/METADATA").decode()
+    for name in ("LICENSE", "THIRD_PARTY_NOTICES.md", "labreport/report/fonts/LICENSE_DEJAVU",
+                 "labreport/report/fonts/LICENSE_LIBERATION"):
+        assert f"{top}.dist-info/licenses/{name}" in in_wheel, name
+    assert "\nLicense-Expression: MIT\n" in metadata
+    assert (src / "LICENSE").read_text().startswith("MIT License")
 
 
 def run_notebook(tmp_path: Path, **parameters) -> str:
