@@ -18,6 +18,7 @@ without predictions) it is listed as untested, never silently called a tie or a 
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -82,6 +83,7 @@ class Comparison:
     df: float | None = None
     se: float | None = None  # Welch: the standard error of the difference of the means
     detectable: float | None = None  # smallest true difference found with 80 % power at alpha / m
+    agree: bool = False  # both get exactly the same test images right (see same_images_right)
 
     def distinguishable(self, alpha: float) -> bool | None:
         return None if self.p_adj is None else self.p_adj < alpha
@@ -90,32 +92,43 @@ class Comparison:
 def compare_groups(best, other) -> Comparison:
     """Welch's t-test when both have >= 2 seeds, else McNemar on the same test images."""
     diff = best.mean - other.mean
+    agree = same_images_right(paired_counts(best, other, all_seeds=True))
     w = welch_t(best.values, other.values)
     if w is not None:
-        return Comparison(other, diff, "welch", w.p, t=w.t, df=w.df, se=w.se)
+        return Comparison(other, diff, "welch", w.p, t=w.t, df=w.df, se=w.se, agree=agree)
     pc = paired_counts(best, other)
     if pc is None:
         return Comparison(other, diff, "none", None)
-    return Comparison(other, diff, "mcnemar", mcnemar_exact(pc.b, pc.c), paired=pc)
+    return Comparison(other, diff, "mcnemar", mcnemar_exact(pc.b, pc.c), paired=pc, agree=agree)
+
+
+def same_images_right(pc: Paired | None) -> bool:
+    """Whether two sides got exactly the same test images right over every matched pair of runs (no
+    discordant image: b = c = 0), as two networks collapsed onto one class do. Then no test has
+    anything to go on, and no difference it "could detect" is quoted: they agree on every image."""
+    return pc is not None and pc.n > 0 and pc.b == pc.c == 0
 
 
 def _with_holm(items: list, alpha: float, se_of) -> list:
     """Holm-adjust the p-values of the tested items; each gets the difference it could detect at
-    the first (strictest) Holm step, alpha / m."""
+    the first (strictest) Holm step, alpha / m (None where the standard error says nothing)."""
     tested = [i for i, c in enumerate(items) if c.p is not None]
     adj = holm([items[i].p for i in tested])
     m = max(len(tested), 1)
     out = list(items)
     for i, a in zip(tested, adj):
         se = se_of(items[i])
-        out[i] = replace(items[i], p_adj=a, detectable=None if se is None else detectable_difference(se, alpha / m))
+        usable = se is not None and 0 < se < math.inf  # 0: no spread; inf: no images
+        out[i] = replace(items[i], p_adj=a, detectable=detectable_difference(se, alpha / m) if usable else None)
     return out
 
 
 def _se(c) -> float | None:
+    """The standard error a detectable difference scales with; None: none to scale by (seeds without
+    spread, or two sides that agree on every image: sqrt(b + c) = 0 is no measure of the noise)."""
     if c.test == "welch":
-        return c.se or None  # 0: seeds without spread, nothing to scale a detectable difference by
-    if c.paired is not None:
+        return c.se or None
+    if c.paired is not None and c.paired.b + c.paired.c > 0:
         return paired_se(c.paired.b, c.paired.c, c.paired.n)
     return None
 
@@ -141,6 +154,11 @@ class Ranking:
     @property
     def untested(self) -> tuple:
         return tuple(c.other for c in self.comparisons if c.p_adj is None)
+
+    @property
+    def agreeing(self) -> tuple:
+        """Ties that get exactly the same test images right as the best: nothing tells them apart."""
+        return tuple(c.other for c in self.comparisons if c.agree and c.distinguishable(self.alpha) is False)
 
     @property
     def tests(self) -> tuple[str, ...]:
@@ -184,6 +202,7 @@ class LevelTest:
     df: float | None = None
     se: float | None = None
     detectable: float | None = None
+    agree: bool = False  # the two levels get exactly the same test images right (same_images_right)
 
 
 @dataclass(frozen=True)
@@ -215,6 +234,12 @@ class Effect:
         return statistics.median(d) if d else None
 
     @property
+    def agree(self) -> bool:
+        """Every level gets exactly the same test images right as the best level: no test can see a
+        difference, and no detectable one is quoted."""
+        return bool(self.tests) and all(t.agree for t in self.tests)
+
+    @property
     def test_names(self) -> tuple[str, ...]:
         used = {t.test for t in self.tests}
         return tuple(t for t in ("mcnemar", "welch") if t in used)
@@ -236,19 +261,27 @@ def _level_test(strata: dict, best, level, diff: float) -> LevelTest:
     shared = [s for s in a if s in b]
     seeds_a = [v for s in shared for v in a[s].values]
     seeds_b = [v for s in shared for v in b[s].values]
+    total = _stratified_counts(a, b, shared)
+    agree = same_images_right(total)
     if shared and all(len(a[s].values) >= 2 and len(b[s].values) >= 2 for s in shared):
         w = welch_t(seeds_a, seeds_b)  # pooled over strata: their differences only widen the spread
         if w is not None:
-            return LevelTest(level, diff, "welch", w.p, t=w.t, df=w.df, se=w.se)
+            return LevelTest(level, diff, "welch", w.p, t=w.t, df=w.df, se=w.se, agree=agree)
+    if total is None:
+        return LevelTest(level, diff, "none", None)
+    return LevelTest(level, diff, "mcnemar", mcnemar_exact(total.b, total.c), paired=total, agree=agree)
+
+
+def _stratified_counts(a: dict, b: dict, shared: list) -> Paired | None:
+    """b, c summed over the strata both levels have (every matched seed); None when a stratum has no
+    comparable predictions or there is no stratum."""
     total = Paired(0, 0, 0, 0)
     for s in shared:
         pc = paired_counts(a[s], b[s], all_seeds=True)
         if pc is None:
-            return LevelTest(level, diff, "none", None)
+            return None
         total = Paired(total.b + pc.b, total.c + pc.c, total.n + pc.n, total.pairs + pc.pairs)
-    if not total.pairs:
-        return LevelTest(level, diff, "none", None)
-    return LevelTest(level, diff, "mcnemar", mcnemar_exact(total.b, total.c), paired=total)
+    return total if total.pairs else None
 
 
 def factor_effect(groups: Sequence, factor: str, alpha: float = ALPHA) -> Effect:

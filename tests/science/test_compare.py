@@ -117,3 +117,43 @@ def test_factor_effect_with_seeds_uses_welch_and_a_single_level_is_no_effect():
 
 def test_rank_on_nothing_finished_is_none():
     assert rank(group_runs([view("a", None, status="missing")])) is None
+
+
+# ---- networks collapsed onto one class: nothing to compare, nothing "detectable" -----------------
+LABELS = "".join(str(i % 10) for i in range(N))  # a balanced test set: 100 images of each class
+
+
+def collapsed(exp: str, seed=None, **coords):
+    """A run whose every prediction is class 0: 10 % accuracy, the same images right as any other such run."""
+    v = view(exp, 0.1, seed=seed, **coords)
+    v.result.update(test_predictions="0" * N, test_labels=LABELS, n_test=N)
+    return v
+
+
+def test_collapsed_networks_agree_on_every_image_and_quote_no_detectable_difference():
+    # one seed each: McNemar with b = c = 0
+    r = rank(group_runs([collapsed("bn", norm="batch"), collapsed("nobn", norm="none")]))
+    (c,) = r.comparisons
+    assert (c.test, c.paired.b, c.paired.c, c.p_adj) == ("mcnemar", 0, 0, 1.0)
+    assert c.agree and c.detectable is None and r.detectable is None
+    assert [g.label for g in r.agreeing] == [g.label for g in r.ties] == ["nobn"]
+    # several seeds each: Welch over identical accuracies (no spread), and the images say the same
+    runs = [collapsed("g", seed=s, dropout=d) for d in (0.0, 0.3) for s in range(3)]
+    e = factor_effect(group_runs(runs), "dropout")
+    (t,) = e.tests
+    assert t.test == "welch" and t.agree and t.detectable is None
+    assert e.detected is False and e.agree and e.detectable is None
+    # a grid of one seed each, summed over strata: McNemar, the same
+    grid = [collapsed("h", dropout=d, weight_decay=w) for d in (0.0, 0.3) for w in (0.0, 1e-4)]
+    e = factor_effect(group_runs(grid), "dropout")
+    assert e.tests[0].test == "mcnemar" and e.agree and e.detectable is None
+
+
+def test_one_discordant_image_is_no_agreement():
+    other = "1" + "0" * (N - 1)  # one image right where the collapsed run is wrong
+    a, b = collapsed("a"), view("b", None, correct=other)
+    b.result["test_labels"] = LABELS
+    b.result["test_predictions"] = LABELS[0] + "7" * (N - 1)
+    r = rank(group_runs([a, b]))
+    (c,) = r.comparisons
+    assert not c.agree and c.detectable is not None and c.detectable > 0 and r.agreeing == ()
