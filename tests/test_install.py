@@ -171,7 +171,8 @@ def test_the_colab_notebook_runs_top_to_bottom_off_colab(tmp_path, cifar_dir, mo
     text = run_notebook(tmp_path, **params)  # labreport is importable here: "already installed"
     assert "labreport: already installed" in text
     assert "profile 'tiny': 3 runs" in text  # the Lab
-    assert "to train" in text  # the dry-run estimate
+    assert "to train" in text  # the estimate of what this notebook trains, before it trains
+    assert "the full lab (FULL_LAB = True) would take" in text  # and of the full lab, which it does not train
     assert "3 trained, 0 cached" in text and "exit code 0" in text  # trained every run through the API
     assert "test_acc_at_best" in text and "image/png" in text  # the results table and the curves
     assert "best: " in text
