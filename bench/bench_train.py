@@ -60,6 +60,7 @@ from labreport.engine.precision import autocast, grad_scaler
 from labreport.engine.device import RunOptions, resolve_device
 from labreport.engine.precision import resolve_precision
 from labreport.engine.splits import SPLIT_SEED, prepare
+from labreport.engine.observe import Observer
 from labreport.engine.trainer import train
 
 MODEL = "resnet20"
@@ -190,6 +191,16 @@ def minor_faults() -> int:
 
 
 # ------------------------------------------------------------------------------------ methods
+class FaultMarks(Observer):
+    """The process's minor page faults at the end of each epoch (after its checkpoint)."""
+
+    def __init__(self, marks: dict):
+        self.marks = marks
+
+    def epoch_done(self, record: dict) -> None:
+        self.marks[record["epoch"]] = minor_faults()
+
+
 def run_labreport(prepared, n: int, batch: int, device: torch.device, seed: int) -> dict:
     """Two epochs in one train() call; the figures are the second's (the trainer records its own
     images/s per epoch), the wall is the whole call's, evaluation and checkpoints included."""
@@ -198,7 +209,7 @@ def run_labreport(prepared, n: int, batch: int, device: torch.device, seed: int)
         sync(device)
         f0, t0 = minor_faults(), time.perf_counter()
         result = train(lab_spec(n, batch, seed, EPOCHS), prepared, device, RunStore(tmp), options=RunOptions(),
-                       on_epoch=lambda e: marks.__setitem__(e, minor_faults()))
+                       observer=FaultMarks(marks))
         sync(device)
         wall = time.perf_counter() - t0
         hist = RunStore(tmp).read_history(result["key"])

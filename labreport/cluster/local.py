@@ -47,11 +47,11 @@ class Local(Executor):
         from labreport.cluster.progress import LineReporter, QuietReporter, RichReporter
         from labreport.engine import runner  # looked up at call time (tests replace runner.run_matrix)
 
-        reporter = QuietReporter() if console.quiet else RichReporter(len(req.config.select(req.only))) \
+        progress = QuietReporter() if console.quiet else RichReporter(len(req.config.select(req.only))) \
             if console.tty else LineReporter()
         try:
-            with reporter:
-                return runner.run_matrix(req.config, req.store, device=req.device, only=req.only, reporter=reporter,
+            with progress:
+                return runner.run_matrix(req.config, req.store, device=req.device, only=req.only, observer=progress,
                                          data_loader=load, wait=req.wait,
                                          threads=cpu_threads(req.threads, req.config.run.threads))
         except KeyboardInterrupt as e:

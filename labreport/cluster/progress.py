@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
+from labreport.engine.observe import Observer
+
 
 def _hms(seconds: float) -> str:
     s = int(seconds)
@@ -27,7 +29,7 @@ def epoch_line(label: str, epochs: int, rec: dict, elapsed: float) -> str:
             f"GPU_Mem_alloc: {_mem(rec['mem_alloc_mib'])} GPU_Mem_cached: {_mem(rec['mem_reserved_mib'])}")
 
 
-class LineReporter:
+class LineReporter(Observer):
     """One line per epoch, to a stream (stderr by default)."""
 
     def __init__(self, stream=None):
@@ -38,15 +40,6 @@ class LineReporter:
         self.label, self.epochs, self.t0 = label, epochs, time.perf_counter()
         resumed = f", resuming after epoch {start_epoch}" if start_epoch else ""
         self._print(f"{label} run {key}: {epochs} epoch{'s' * (epochs != 1)} x {steps} steps{resumed}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def step(self, epoch, step):
-        pass
 
     def epoch_done(self, rec):
         self._print(epoch_line(self.label, self.epochs, rec, time.perf_counter() - self.t0))
@@ -81,9 +74,10 @@ class RichReporter(LineReporter):
         self.progress.start()
         return self
 
-    def __exit__(self, *exc):
+    def close(self):
         if self.task is not None:  # the last run's bar: count it in the matrix bar too
             self.progress.advance(self.matrix)
+            self.task = None
         self.progress.stop()
 
     def run_started(self, label, key, epochs, start_epoch, steps):

@@ -139,7 +139,7 @@ class TrainRun:
         if not config.select(keys=(self.key,)):
             return {"key": self.key, "label": self.label, "status": "missing", "trained": False,
                     "message": f"no longer a run of {self.config_path}"}
-        out = run_matrix(config, store, keys=(self.key,), device=self.device, reporter=LineReporter(sys.stdout),
+        out = run_matrix(config, store, keys=(self.key,), device=self.device, observer=LineReporter(sys.stdout),
                          wait=True, poll_s=self.poll_s, threads=self.threads)
         status = "failed" if out.failed else store.state(self.key).status
         return {"key": self.key, "label": self.label, "status": status, "trained": bool(out.trained or out.diverged),

@@ -30,7 +30,6 @@ class RunOptions:
     channels_last: bool = True
     compile: bool | str = False  # [run] compile: False, True or a torch.compile mode (see compile_mode)
     micro_batch: int | None = None  # split each batch into micro-batches (set by the OOM fallback)
-    checkpoint_every: int = 1  # epochs between checkpoints
     lab_dir: Path = Path(".")  # experiments.toml's folder: where a model of one's own ("nets.py:Net") is found
 
 

@@ -10,7 +10,8 @@ is not finite: `Diverged`, a valid outcome of a run that the trainer records, no
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,9 @@ from labreport.engine.data import iterate_batches
 from labreport.engine.precision import StepWatch, autocast, fp32_logits_max
 from labreport.engine.schedule import lr_at
 from labreport.engine.splits import Split
+from labreport.engine.observe import Observer
 from labreport.faults import point as fault_point
+from labreport.spec import TrainSpec
 
 EVAL_BATCH = 1000  # images per forward pass when evaluating (no gradients: memory is small)
 SYNC_EVERY = 32  # steps between reads of the divergence watch on CUDA (a read waits for the GPU)
@@ -29,10 +32,11 @@ class Diverged(Exception):
     """The loss (or, without loss scaling, the gradient norm) became NaN or infinite: a valid
     outcome of a run, not a crash. The message is the reason (precision.divergence_reason)."""
 
-    def __init__(self, epoch: int, step: int, reason: str, skipped: int = 0):
+    def __init__(self, epoch: int, step: int, reason: str, skipped: int = 0, taken: int | None = None):
         super().__init__(reason)
         self.epoch, self.step, self.reason = epoch, step, reason
         self.skipped = skipped  # fp16 steps skipped in the unfinished epoch: in no epoch's record
+        self.taken = step if taken is None else taken  # optimizer steps the run had taken when it stopped
 
 
 @dataclass
@@ -67,69 +71,91 @@ class EpochSums:
     skipped: int
 
 
-def train_epoch(run, train: Split, reporter) -> EpochSums:
-    """One pass over the training split (`run` is the trainer's _Run). Raises Diverged."""
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)  # the epoch's peak: its record's mem_*_mib
+@dataclass
+class Stepper:
+    """The live objects an optimizer step uses. The trainer builds it (trainer.TrainState.live) and
+    the epoch loop only reads it: the loop keeps no state of the run, and says what it did in its
+    EpochSums (or Diverged), from which the trainer advances its own progress."""
+
+    spec: TrainSpec  # the batch size, augmentation, max_iters and learning-rate schedule
+    device: torch.device
+    precision: str  # what "auto" resolved to on this device
+    channels_last: bool
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16 only; otherwise a pass-through
+    gen: torch.Generator  # data order and augmentation
+    steps_per_epoch: int
+    micro: int  # images per forward pass (the batch, unless an out-of-memory retry halved it)
+    fwd: Callable | None = None  # the model, or its compiled form
+    mode: str | None = None  # torch.compile's mode ("reduce-overhead": CUDA graphs), None: eager
+    params: list = field(default_factory=list)  # the trained parameters, for the gradient norm
+
+
+def train_epoch(s: Stepper, train: Split, epochs_done: int, step: int, observer: Observer) -> EpochSums:
+    """One pass over the training split after `epochs_done` epochs and `step` optimizer steps.
+    Raises Diverged (with the steps it took)."""
+    if s.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(s.device)  # the epoch's peak: its record's mem_*_mib
     t0 = time.perf_counter()
-    run.model.train()
-    sums, watch = Sums.zeros(run.device), StepWatch(run.device)
-    start, lr = run.step, 0.0
-    batches = iterate_batches(train.x, train.y, run.spec.batch_size, shuffle=True, augment=run.spec.augment,
-                              generator=run.gen, channels_last=run.options.channels_last, drop_last=True,
+    s.model.train()
+    sums, watch = Sums.zeros(s.device), StepWatch(s.device)
+    start, lr = step, 0.0
+    batches = iterate_batches(train.x, train.y, s.spec.batch_size, shuffle=True, augment=s.spec.augment,
+                              generator=s.gen, channels_last=s.channels_last, drop_last=True,
                               mean=train.mean, std=train.std)
     for i, (x, y) in enumerate(batches):
-        if run.spec.max_iters and run.step >= run.spec.max_iters:
+        if s.spec.max_iters and step >= s.spec.max_iters:
             break
-        lr = lr_at(run.spec, run.step, run.steps_per_epoch)
-        for g in run.opt.param_groups:
+        lr = lr_at(s.spec, step, s.steps_per_epoch)
+        for g in s.opt.param_groups:
             g["lr"] = lr
-        _step(run, x, y, sums, watch)
-        if _must_read(run, i):
-            bad = watch.divergence(run.epoch + 1, run.precision, run.scaler.is_enabled(),
-                                   lambda: fp32_logits_max(run.model, x.split(run.micro)))
+        _step(s, x, y, sums, watch, step)
+        if _must_read(s, i, step):
+            bad = watch.divergence(epochs_done + 1, s.precision, s.scaler.is_enabled(),
+                                   lambda: fp32_logits_max(s.model, x.split(s.micro)))
             if bad is not None:
-                raise Diverged(run.epoch + 1, *bad, skipped=int(sums.skipped.item()))
-        run.scaler.step(run.opt)  # fp16: skipped when the gradients overflowed; else opt.step()
-        run.scaler.update()  # fp16: the scale halves after a skip, doubles after 2000 clean steps
-        run.step += 1
+                raise Diverged(epochs_done + 1, *bad, skipped=int(sums.skipped.item()), taken=step)
+        s.scaler.step(s.opt)  # fp16: skipped when the gradients overflowed; else opt.step()
+        s.scaler.update()  # fp16: the scale halves after a skip, doubles after 2000 clean steps
+        step += 1
         fault_point("train.step")  # test hook: a kill mid-epoch
-        reporter.step(run.epoch, i + 1)
-    return EpochSums(t0, time.perf_counter() - t0, lr, run.step - start, sums.loss.item(), int(sums.correct.item()),
+        observer.step(epochs_done, i + 1)
+    return EpochSums(t0, time.perf_counter() - t0, lr, step - start, sums.loss.item(), int(sums.correct.item()),
                      sums.gnorm.item(), sums.gnorm_max.item(), int(sums.skipped.item()))
 
 
-def _step(run, x: torch.Tensor, y: torch.Tensor, sums: Sums, watch: StepWatch) -> None:
+def _step(s: Stepper, x: torch.Tensor, y: torch.Tensor, sums: Sums, watch: StepWatch, step: int) -> None:
     """Forward and backward over the batch's micro-batches (their gradients add up to the batch's
     mean), then the gradient norm and the finiteness checks; the optimizer step is the caller's."""
-    run.opt.zero_grad(set_to_none=True)
-    loss_ok = logits_ok = torch.ones((), device=run.device, dtype=torch.bool)
-    for xm, ym in zip(x.split(run.micro), y.split(run.micro)):
-        if run.mode == "reduce-overhead":
+    s.opt.zero_grad(set_to_none=True)
+    loss_ok = logits_ok = torch.ones((), device=s.device, dtype=torch.bool)
+    for xm, ym in zip(x.split(s.micro), y.split(s.micro)):
+        if s.mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # the last graph's outputs are consumed
-        with autocast(run.device, run.precision):
-            out = run.fwd(xm)
+        with autocast(s.device, s.precision):
+            out = s.fwd(xm)
         loss = F.cross_entropy(out.float(), ym)
-        run.scaler.scale(loss * (len(ym) / len(y))).backward()  # the mean over the whole batch
+        s.scaler.scale(loss * (len(ym) / len(y))).backward()  # the mean over the whole batch
         sums.loss += loss.detach().double() * len(ym)
         sums.correct += (out.argmax(1) == ym).sum()
         loss_ok = loss_ok & torch.isfinite(loss.detach())
         logits_ok = logits_ok & torch.isfinite(out.detach()).all()
-    run.scaler.unscale_(run.opt)  # fp16: the true gradients, so their norm means what it says
-    gnorm = torch.nn.utils.get_total_norm([p.grad for p in run.params if p.grad is not None])
+    s.scaler.unscale_(s.opt)  # fp16: the true gradients, so their norm means what it says
+    gnorm = torch.nn.utils.get_total_norm([p.grad for p in s.params if p.grad is not None])
     grad_ok = torch.isfinite(gnorm)
-    watch.update(run.step, loss_ok, logits_ok, grad_ok)
-    if run.scaler.is_enabled():  # an overflow of the scaled gradients: the scaler skips the step
+    watch.update(step, loss_ok, logits_ok, grad_ok)
+    if s.scaler.is_enabled():  # an overflow of the scaled gradients: the scaler skips the step
         sums.skipped += (~grad_ok & loss_ok).long()
     sums.gnorm += torch.where(grad_ok, gnorm.double(), 0.0)
     sums.gnorm_max = torch.maximum(sums.gnorm_max, torch.where(grad_ok, gnorm.float(), 0.0))
 
 
-def _must_read(run, i: int) -> bool:
+def _must_read(s: Stepper, i: int, step: int) -> bool:
     """Whether to read the divergence watch after batch i: every step on a CPU or under loss
     scaling (which syncs in every step anyway), else every SYNC_EVERY steps and at the epoch's end."""
-    return (run.device.type == "cpu" or run.scaler.is_enabled() or i % SYNC_EVERY == SYNC_EVERY - 1
-            or i == run.steps_per_epoch - 1 or run.step + 1 == run.spec.max_iters)
+    return (s.device.type == "cpu" or s.scaler.is_enabled() or i % SYNC_EVERY == SYNC_EVERY - 1
+            or i == s.steps_per_epoch - 1 or step + 1 == s.spec.max_iters)
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from labreport.config import Config
 from labreport.errors import LabreportError, ModelError, Terminated
 from labreport.faults import point as fault_point
 from labreport.spec import NUM_CLASSES, Run
+from labreport.engine.observe import Observer, Observers
 from labreport.logs import LOG
 from labreport.store import RunStore
 
@@ -88,7 +89,7 @@ def pending(store: RunStore, runs: list[Run]) -> tuple[list[Run], list[Run]]:
 
 
 def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: tuple[str, ...] = (),
-               keys: tuple[str, ...] = (), reporter=None, data_loader: Callable | None = None,
+               keys: tuple[str, ...] = (), observer: Observer | None = None, data_loader: Callable | None = None,
                retry_failed: bool = True, wait: bool = False, poll_s: float = 5.0, threads: int = 0) -> Outcome:
     """Train what is missing. `data_loader(dataset)` returns a CifarData (called once per data set, and only if
     something is left to train; by default the data set of the config). Failed runs are retried,
@@ -101,7 +102,7 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     todo = _left_to_train(config.select(only, keys), store, retry_failed, outcome)
     if not todo:
         return outcome
-    session = _Session.open(config, store, device, reporter, data_loader, threads, todo)
+    session = _Session.open(config, store, device, observer, data_loader, threads, todo)
     store.remember_run(config.profile, config.overrides)  # what a `build` without them reads (Lab.reading)
     try:
         while todo:
@@ -176,34 +177,32 @@ class _Session:
     """What training the runs left needs once: torch, the device, the data set, the splits of the
     last spec (one on the device at a time), and the count of runs trained here."""
 
-    def __init__(self, store: RunStore, dev, reporter, data, options, total: int):
-        self.store, self.dev, self.reporter, self.data, self.options = store, dev, reporter, data, options
+    def __init__(self, store: RunStore, dev, observer: Observer, data, options, total: int):
+        self.store, self.dev, self.observer, self.data, self.options = store, dev, observer, data, options
         self.total, self.done_here, self.prepared = total, 0, {}
         self.tensorboard: Path | None = None  # where event files go, when [run] tensorboard is on
         self.threads_before: int | None = None  # torch's CPU threads as the caller had them, restored by close()
 
     @classmethod
-    def open(cls, config: Config, store: RunStore, device: str, reporter, data_loader, threads: int,
+    def open(cls, config: Config, store: RunStore, device: str, observer: Observer | None, data_loader, threads: int,
              todo: list[Run]) -> "_Session":
         import torch  # from here on, there is work to do
 
         from labreport.engine.device import resolve_device
-        from labreport.engine.trainer import SilentReporter
-
         fault_point("runner.start")  # test hook (LABREPORT_FAULT_AT): a kill during start-up
-        reporter = reporter or SilentReporter()
+        observer = observer or Observer()
         dev = resolve_device(device if device != "auto" else config.run.device)
         threads_before = torch.get_num_threads()
         if threads > 0:
             torch.set_num_threads(threads)
         try:
-            return cls._opened(config, store, dev, reporter, data_loader, todo, threads_before)
+            return cls._opened(config, store, dev, observer, data_loader, todo, threads_before)
         except BaseException:
             torch.set_num_threads(threads_before)
             raise
 
     @classmethod
-    def _opened(cls, config: Config, store: RunStore, dev, reporter, data_loader, todo: list[Run],
+    def _opened(cls, config: Config, store: RunStore, dev, observer: Observer, data_loader, todo: list[Run],
                 threads_before: int) -> "_Session":
         from labreport.engine.device import RunOptions, describe
 
@@ -218,7 +217,7 @@ class _Session:
         options = RunOptions(channels_last=config.run.channels_last, compile=config.run.compile,
                              lab_dir=config.base_dir)
         LOG.info(describe(dev, options.compile))
-        session = cls(store, dev, reporter, data, options, len(todo))
+        session = cls(store, dev, observer, data, options, len(todo))
         session.threads_before = threads_before
         if config.run.tensorboard:
             session.tensorboard = config.base_dir / config.run.tensorboard_dir if config.run.tensorboard_dir \
@@ -268,14 +267,10 @@ class _Session:
                         run.label, store.run_dir(key) / "result.json")
         store.clear_error(key)  # a retry is under way: the old failure no longer describes the run
         self.done_here += 1
-        reporter = self.reporter
-        if self.tensorboard is not None:
-            from labreport.engine.tbevents import TensorBoardReporter, run_dir
-
-            reporter = TensorBoardReporter(self.reporter, run_dir(self.tensorboard, run))
         try:
-            result = _train_with_oom_fallback(run, self._splits(run), self.dev, store, self.options, reporter,
-                                              f"[{self.done_here}/{self.total}] {run.label}")
+            with self._observers(run) as observer:
+                result = _train_with_oom_fallback(run, self._splits(run), self.dev, store, self.options, observer,
+                                                  f"[{self.done_here}/{self.total}] {run.label}")
             store.prune_checkpoints(key)
             (outcome.diverged if result["status"] == "diverged" else outcome.trained).append(run.label)
         except KeyboardInterrupt as e:
@@ -285,8 +280,16 @@ class _Session:
             self._failed(run, e, outcome)
         finally:
             store.release(key)
-            if reporter is not self.reporter:
-                reporter.close()
+
+    def _observers(self, run: Run) -> Observers:
+        """Who watches this run: the lease's heartbeat, the user's progress (closed by whoever made it,
+        after the last run), and TensorBoard's event files when asked for."""
+        watchers: list[Observer] = [LeaseKeeper(self.store, run.key), _Borrowed(self.observer)]
+        if self.tensorboard is not None:
+            from labreport.engine.tbevents import TensorBoard, run_dir
+
+            watchers.append(TensorBoard(run_dir(self.tensorboard, run)))
+        return Observers(*watchers)
 
     def _splits(self, run: Run):
         from labreport.engine.splits import prepare, prepare_key
@@ -319,7 +322,7 @@ def _check_writable(store: RunStore) -> None:
         raise LabreportError(f"run store {store.root} is not a writable folder ({e.strerror})") from None
 
 
-def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporter, label: str) -> dict:
+def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, observer: Observer, label: str) -> dict:
     """train(), retried with half the micro-batch (gradient accumulation keeps the effective batch)
     after a CUDA out-of-memory error, down to one image per micro-batch."""
     import dataclasses
@@ -330,43 +333,53 @@ def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, reporte
 
     options = base
     while True:
-        oom = False
         try:
-            return train(run.spec, data, dev, store, options=options,
-                         reporter=_LeaseKeeper(reporter, store, run.key), label=label,
-                         on_epoch=lambda _e, k=run.key: store.heartbeat(k))
+            return train(run.spec, data, dev, store, options=options, observer=observer, label=label)
         except torch.OutOfMemoryError:
-            oom = True  # handled below, once the traceback no longer pins the GPU tensors
-        if oom:
-            micro = (options.micro_batch or run.spec.batch_size) // 2
-            if micro < 1:
-                raise RuntimeError("out of memory even with a micro-batch of 1 image")
-            if dev.type == "cuda":
-                gc.collect()  # tensors held only by reference cycles (the failed step's frames) go first
-                torch.cuda.empty_cache()
-            LOG.warning("%s: out of memory; retrying with micro-batch %d and gradient accumulation "
-                        "(effective batch %d)",
-                        run.label, micro, run.spec.batch_size)
-            options = dataclasses.replace(base, micro_batch=micro)
+            pass  # handled below, once the traceback no longer pins the GPU tensors
+        micro = (options.micro_batch or run.spec.batch_size) // 2
+        if micro < 1:
+            raise RuntimeError("out of memory even with a micro-batch of 1 image")
+        if dev.type == "cuda":
+            gc.collect()  # tensors held only by reference cycles (the failed step's frames) go first
+            torch.cuda.empty_cache()
+        LOG.warning("%s: out of memory; retrying with micro-batch %d and gradient accumulation (effective batch %d)",
+                    run.label, micro, run.spec.batch_size)
+        options = dataclasses.replace(base, micro_batch=micro)
 
 
-class _LeaseKeeper:
-    """Passes a Reporter's calls on, and refreshes the run's lease every HEARTBEAT_EVERY_S from the
-    step loop: an epoch on a CPU can last longer than the lease's stale_after, and a lease refreshed
-    only between epochs would then be taken over by another worker while this one still trains."""
+class LeaseKeeper(Observer):
+    """Refreshes the run's lease after every epoch, and every HEARTBEAT_EVERY_S from the step loop: an
+    epoch on a CPU can last longer than a lease's stale_after, and a lease refreshed only between
+    epochs would then be taken over by another worker while this one still trains."""
 
-    def __init__(self, reporter, store: RunStore, key: str):
-        self.reporter, self.store, self.key = reporter, store, key
+    def __init__(self, store: RunStore, key: str):
+        self.store, self.key = store, key
         self.last = time.monotonic()
 
-    def run_started(self, *args):
-        self.reporter.run_started(*args)
-
-    def step(self, epoch, step):
-        self.reporter.step(epoch, step)
+    def step(self, epoch: int, step: int) -> None:
         if time.monotonic() - self.last >= HEARTBEAT_EVERY_S:
-            self.store.heartbeat(self.key)
-            self.last = time.monotonic()
+            self.beat()
 
-    def epoch_done(self, record):
-        self.reporter.epoch_done(record)
+    def epoch_done(self, record: dict) -> None:
+        self.beat()
+
+    def beat(self) -> None:
+        self.store.heartbeat(self.key)
+        self.last = time.monotonic()
+
+
+class _Borrowed(Observer):
+    """An observer another owner closes (the user's progress, which lasts for every run): passed on, never closed."""
+
+    def __init__(self, inner: Observer):
+        self.inner = inner
+
+    def run_started(self, *args) -> None:
+        self.inner.run_started(*args)
+
+    def step(self, epoch: int, step: int) -> None:
+        self.inner.step(epoch, step)
+
+    def epoch_done(self, record: dict) -> None:
+        self.inner.epoch_done(record)

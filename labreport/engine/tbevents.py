@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from labreport.engine.observe import Observer
 from labreport.errors import LabreportError
 from labreport.spec import Run, coords_text
 
@@ -39,26 +40,19 @@ def run_dir(root: Path, run: Run) -> Path:
     return root / run.experiment / re.sub(r"[^\w.=,+-]", "_", point)
 
 
-class TensorBoardReporter:
-    """Passes a Reporter's calls on; writes each epoch's record to the run's event file."""
+class TensorBoard(Observer):
+    """Writes each epoch's record of one run to its event file."""
 
-    def __init__(self, inner, folder: Path):
+    def __init__(self, folder: Path):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.inner, self.writer = inner, SummaryWriter(log_dir=str(folder))
+        self.writer = SummaryWriter(log_dir=str(folder))
 
-    def run_started(self, *args):
-        self.inner.run_started(*args)
-
-    def step(self, epoch, step):
-        self.inner.step(epoch, step)
-
-    def epoch_done(self, record):
+    def epoch_done(self, record: dict) -> None:
         for field, tag in SCALARS.items():
             if isinstance(value := record.get(field), (int, float)):
                 self.writer.add_scalar(tag, value, record["epoch"])
         self.writer.flush()
-        self.inner.epoch_done(record)
 
     def close(self) -> None:
         self.writer.close()

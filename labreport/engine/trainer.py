@@ -19,14 +19,14 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
 
 import torch
 
 from labreport.engine import hostmem
 from labreport.engine.device import RunOptions, compile_mode, cudagraph_skips, peak_memory_mib, provenance
-from labreport.engine.epoch import EVAL_BATCH, Diverged, EpochSums, evaluate, train_epoch
+from labreport.engine.epoch import EVAL_BATCH, Diverged, EpochSums, Stepper, evaluate, train_epoch
 from labreport.engine.networks import build_model, count_parameters
+from labreport.engine.observe import Observer
 from labreport.engine.precision import grad_scaler, resolve_precision
 from labreport.engine.splits import Prepared, Split
 from labreport.faults import point as fault_point
@@ -36,39 +36,20 @@ from labreport.store import RunStore
 from labreport.store.records import EpochRecord, Result, ResultStatus
 
 
-class Reporter(Protocol):
-    def run_started(self, label: str, key: str, epochs: int, start_epoch: int, steps: int) -> None: ...
-    def step(self, epoch: int, step: int) -> None: ...
-    def epoch_done(self, record: dict) -> None: ...
+@dataclass(frozen=True)
+class Setup:
+    """What a run is, fixed for its life."""
 
-
-class SilentReporter:
-    def run_started(self, *a, **k): pass
-    def step(self, *a, **k): pass
-    def epoch_done(self, *a, **k): pass
+    spec: TrainSpec
+    options: RunOptions
+    name: str  # how messages call the run
+    n_epochs: int  # epochs it trains (with max_iters: as many as the steps take, the last one partial)
 
 
 @dataclass
-class _Run:
-    """One run in training: what it computes with, and how far it has come (what a checkpoint keeps)."""
+class Progress:
+    """How far a run has come: what its checkpoint keeps besides the live objects' states."""
 
-    spec: TrainSpec
-    device: torch.device
-    precision: str  # what "auto" resolved to on this device
-    options: RunOptions
-    name: str  # how messages call the run
-    model: torch.nn.Module
-    opt: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler  # fp16 only; otherwise a pass-through
-    gen: torch.Generator  # data order and augmentation
-    steps_per_epoch: int
-    n_epochs: int
-    micro: int  # images per forward pass (the batch, unless an out-of-memory retry halved it)
-    fwd: Any = None  # the model, or its compiled form
-    mode: str | None = None  # torch.compile's mode, None: eager
-    graph_skips0: int | None = None
-    params: list = field(default_factory=list)
-    # how far it has come
     epoch: int = 0  # epochs finished
     step: int = 0  # optimizer steps taken
     history: list[EpochRecord] = field(default_factory=list)
@@ -80,9 +61,20 @@ class _Run:
     diverged: Diverged | None = None
 
 
+@dataclass
+class TrainState:
+    """One run in training, in three parts: what it is (setup), what it computes with (live: the
+    model, optimizer, loss scaler and data generator the epoch loop steps, epoch.Stepper) and how far
+    it has come (progress). Owned by this module; the epoch loop only reads `live`."""
+
+    setup: Setup
+    live: Stepper
+    progress: Progress = field(default_factory=Progress)
+    graph_skips0: int | None = None  # inductor's CUDA-graph skips before this run compiled
+
+
 def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore, *,
-          options: RunOptions = RunOptions(), reporter: Reporter = SilentReporter(), label: str = "",
-          on_epoch: Callable[[int], None] | None = None) -> Result:
+          options: RunOptions = RunOptions(), observer: Observer = Observer(), label: str = "") -> Result:
     """Train one run (or resume it from the store) and write its result. Returns the result.
 
     Raises torch.OutOfMemoryError to the caller (the runner retries with a smaller micro-batch).
@@ -92,23 +84,24 @@ def train(spec: TrainSpec, data: Prepared, device: torch.device, store: RunStore
         hostmem.keep_freed_memory()  # no page faults per step or eval batch (measured in hostmem.py)
     store.write_spec(spec.key, spec.to_dict(), TRAIN_VERSION)
     with _determinism(spec.deterministic, device):
-        run = _set_up(spec, data, device, precision, options, label or spec.key)
-        _resume(run, store, reporter)
-        _compile(run)
-        reporter.run_started(run.name, spec.key, run.n_epochs, run.epoch, run.steps_per_epoch)
-        while run.epoch < run.n_epochs:
+        state = _set_up(spec, data, device, precision, options, label or spec.key)
+        _resume(state, store)
+        _compile(state)
+        run, live, done = state.setup, state.live, state.progress
+        observer.run_started(run.name, spec.key, run.n_epochs, done.epoch, live.steps_per_epoch)
+        while done.epoch < run.n_epochs:
             try:
-                sums = train_epoch(run, data.train, reporter)
+                sums = train_epoch(live, data.train, done.epoch, done.step, observer)
             except Diverged as d:
-                run.status, run.diverged = "diverged", d
+                done.step, done.status, done.diverged = d.taken, "diverged", d
                 LOG.warning("%s: %s; recorded as diverged", run.name, d)
                 break
-            reporter.epoch_done(_record_epoch(run, data, sums))
-            _checkpoint(run, store)
-            if on_epoch is not None:
-                on_epoch(run.epoch)
-    result = _result(run, data)
-    store.write_history(spec.key, run.history)
+            done.step += sums.steps
+            record = _record_epoch(state, data, sums)
+            _checkpoint(state, store)
+            observer.epoch_done(record)  # once it is safe: a crash from here on loses nothing of it
+    result = _result(state, data)
+    store.write_history(spec.key, state.progress.history)
     fault_point("result.before")  # test hook: a kill between the last checkpoint and the result
     store.write_result(spec.key, result)
     return result
@@ -133,21 +126,21 @@ def measure_speed(spec: TrainSpec, device: torch.device, *, num_classes: int, op
     data = Prepared(split(batch * steps), split(eval_images), split(0), "", False, num_classes)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             _determinism(spec.deterministic, device):
-        run = _set_up(spec, data, device, precision, options, spec.key)
-        _compile(run)
-        _timed_epoch(run, Split(data.train.x[:batch], data.train.y[:batch], data.train.mean, data.train.std))
-        train_s = _timed_epoch(run, data.train) / (batch * steps)
+        state = _set_up(spec, data, device, precision, options, spec.key)
+        _compile(state)
+        _timed_epoch(state.live, Split(data.train.x[:batch], data.train.y[:batch], data.train.mean, data.train.std))
+        train_s = _timed_epoch(state.live, data.train) / (batch * steps)
         t0 = time.perf_counter()
-        evaluate(run.model, data.val, run.precision, options.channels_last, eval_images)
+        evaluate(state.live.model, data.val, precision, options.channels_last, eval_images)
         return train_s, (time.perf_counter() - t0) / eval_images
 
 
-def _timed_epoch(run: _Run, split: Split) -> float:
+def _timed_epoch(live: Stepper, split: Split) -> float:
     """Seconds of one pass over `split`; a run that diverges meanwhile (a BN-less net at init) is
     timed as far as it came: its steps cost the same."""
     t0 = time.perf_counter()
     try:
-        train_epoch(run, split, SilentReporter())
+        train_epoch(live, split, 0, 0, Observer())
     except Diverged:
         pass
     return time.perf_counter() - t0
@@ -157,60 +150,60 @@ def _timed_epoch(run: _Run, split: Split) -> float:
 # The phases
 # --------------------------------------------------------------------------------------------
 def _set_up(spec: TrainSpec, data: Prepared, device: torch.device, precision: str, options: RunOptions,
-            name: str) -> _Run:
+            name: str) -> TrainState:
     """A fresh run: the model's initial weights and the data generator from the run's seed."""
     torch.manual_seed(spec.seed)  # the model's initial weights and dropout masks
     model = build_model(spec.model, num_classes=data.num_classes, norm=spec.norm, dropout=spec.dropout, init=spec.init,
                         model_args=spec.model_args.as_dict(), lab_dir=options.lab_dir).to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = _make_optimizer(spec, model.parameters())
-    scaler = grad_scaler(device, precision)
-    gen = torch.Generator(device=device).manual_seed(spec.seed)
     n_train = len(data.train.y)
     steps_per_epoch = n_train // spec.batch_size  # the last partial batch is dropped
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {spec.batch_size} is larger than the {n_train} training images")
     # max_iters > 0 replaces epochs: as many epochs as it takes, the last one stopping at max_iters
     n_epochs = -(-spec.max_iters // steps_per_epoch) if spec.max_iters else spec.epochs
-    return _Run(spec, device, precision, options, name, model, opt, scaler, gen, steps_per_epoch, n_epochs,
-                micro=options.micro_batch or spec.batch_size)
+    live = Stepper(spec, device, precision, options.channels_last, model, _make_optimizer(spec, model.parameters()),
+                   grad_scaler(device, precision), torch.Generator(device=device).manual_seed(spec.seed),
+                   steps_per_epoch, micro=options.micro_batch or spec.batch_size)
+    return TrainState(Setup(spec, options, name, n_epochs), live)
 
 
-def _resume(run: _Run, store: RunStore, reporter: Reporter) -> None:
+def _resume(state: TrainState, store: RunStore) -> None:
     """Continue from the newest readable checkpoint, if there is one."""
-    ckpt, warnings = store.load_checkpoint(run.spec.key, map_location=run.device)
+    spec, micro = state.setup.spec, state.setup.options.micro_batch
+    ckpt, warnings = store.load_checkpoint(spec.key, map_location=state.live.device)
     for w in warnings:
         LOG.warning(w)
     if ckpt is not None:
-        _restore(run, ckpt, reporter)
-    micro = run.options.micro_batch
-    if micro and micro < run.spec.batch_size and not any(e["micro_batch"] == micro for e in run.oom_events):
-        run.oom_events.append({"epoch": run.epoch, "micro_batch": micro})
+        _restore(state, ckpt)
+    if micro and micro < spec.batch_size and not any(e["micro_batch"] == micro for e in state.progress.oom_events):
+        state.progress.oom_events.append({"epoch": state.progress.epoch, "micro_batch": micro})
 
 
-def _restore(run: _Run, ckpt: dict, reporter: Reporter) -> None:
-    run.model.load_state_dict(ckpt["model"])
-    run.opt.load_state_dict(ckpt["optimizer"])
-    if not _set_rng_state(ckpt["rng"], run.device, run.gen):
+def _restore(state: TrainState, ckpt: dict) -> None:
+    live, done, name = state.live, state.progress, state.setup.name
+    live.model.load_state_dict(ckpt["model"])
+    live.opt.load_state_dict(ckpt["optimizer"])
+    if not _set_rng_state(ckpt["rng"], live.device, live.gen):
         LOG.warning("%s: the checkpoint was made on another device type; data order and augmentation go on from "
-                    "the seed (not bit-identical)", run.name)
-    run.epoch, run.step, run.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
-    run.micro = min(run.micro, ckpt.get("micro_batch", run.micro))
-    run.oom_events = list(ckpt.get("oom_events", []))
-    if run.scaler.is_enabled() and ckpt.get("scaler"):  # the loss scale goes on where it was
-        run.scaler.load_state_dict(ckpt["scaler"])
-    before = run.history[-1].get("precision") if run.history else None  # None: an older record without it
-    if before not in (None, run.precision):
+                    "the seed (not bit-identical)", name)
+    done.epoch, done.step, done.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+    live.micro = min(live.micro, ckpt.get("micro_batch", live.micro))
+    done.oom_events = list(ckpt.get("oom_events", []))
+    if live.scaler.is_enabled() and ckpt.get("scaler"):  # the loss scale goes on where it was
+        live.scaler.load_state_dict(ckpt["scaler"])
+    before = done.history[-1].get("precision") if done.history else None  # None: an older record without it
+    if before not in (None, live.precision):
         LOG.warning("%s: trained in %s so far, goes on in %s on this device (each epoch's record says which)",
-                    run.name, before, run.precision)
-    run.best_val, run.best_epoch, run.best_pred = (ckpt.get("best_val"), ckpt.get("best_epoch"),
-                                                   ckpt.get("best_test_pred"))
-    if run.best_epoch is None and run.history:  # a checkpoint from before predictions were kept
-        run.best_val = max((h["val_acc"] for h in run.history if h["val_acc"] is not None), default=None)
+                    name, before, live.precision)
+    done.best_val, done.best_epoch, done.best_pred = (ckpt.get("best_val"), ckpt.get("best_epoch"),
+                                                      ckpt.get("best_test_pred"))
+    if done.best_epoch is None and done.history:  # a checkpoint from before predictions were kept
+        done.best_val = max((h["val_acc"] for h in done.history if h["val_acc"] is not None), default=None)
 
 
-def _compile(run: _Run) -> None:
+def _compile(state: TrainState) -> None:
     """torch.compile the model as [run] compile asks; evaluation stays eager.
 
     Training steps have one static shape (the last partial batch is dropped; micro-batches add at
@@ -219,76 +212,79 @@ def _compile(run: _Run) -> None:
     compile again. Each run compiles as in a fresh process: a matrix of runs in one process would
     otherwise pile up graphs up to dynamo's recompile limit, beyond which it silently runs eager,
     and keep every finished run's CUDA-graph memory pool."""
-    run.mode = compile_mode(run.options.compile)
-    if run.mode:
+    live = state.live
+    live.mode = compile_mode(state.setup.options.compile)
+    if live.mode:
         torch.compiler.reset()
-    run.fwd = torch.compile(run.model, mode=run.mode, dynamic=False) if run.mode else run.model
-    run.graph_skips0 = cudagraph_skips() if run.mode == "reduce-overhead" else None
-    run.params = [p for p in run.model.parameters() if p.requires_grad]
+    live.fwd = torch.compile(live.model, mode=live.mode, dynamic=False) if live.mode else live.model
+    state.graph_skips0 = cudagraph_skips() if live.mode == "reduce-overhead" else None
+    live.params = [p for p in live.model.parameters() if p.requires_grad]
 
 
-def _record_epoch(run: _Run, data: Prepared, sums: EpochSums) -> EpochRecord:
+def _record_epoch(state: TrainState, data: Prepared, sums: EpochSums) -> EpochRecord:
     """Evaluate the epoch just trained, keep the test predictions of the best epoch so far, and
     append the epoch's record to the history."""
+    live, done, batch = state.live, state.progress, state.setup.spec.batch_size
     # after an OOM the evaluation batch shrinks with the micro-batch: it may be what ran out
-    eval_batch = EVAL_BATCH if run.micro == run.spec.batch_size else max(1, min(EVAL_BATCH, 2 * run.micro))
-    val_loss, val_acc = evaluate(run.model, data.val, run.precision, run.options.channels_last, eval_batch)
+    eval_batch = EVAL_BATCH if live.micro == batch else max(1, min(EVAL_BATCH, 2 * live.micro))
+    val_loss, val_acc = evaluate(live.model, data.val, live.precision, live.channels_last, eval_batch)
     preds: list = []
-    test_loss, test_acc = evaluate(run.model, data.test, run.precision, run.options.channels_last, eval_batch, preds)
-    run.epoch += 1
+    test_loss, test_acc = evaluate(live.model, data.test, live.precision, live.channels_last, eval_batch, preds)
+    done.epoch += 1
     # the test predictions of the epoch summarize() will choose: the best validation accuracy,
     # earliest of ties (strictly greater), or the last epoch without validation
-    if preds and (val_acc is None or run.best_val is None or val_acc > run.best_val):
-        run.best_val, run.best_epoch, run.best_pred = val_acc, run.epoch, preds[0]
-    alloc, reserved = peak_memory_mib(run.device)
-    seen = sums.steps * run.spec.batch_size
+    if preds and (val_acc is None or done.best_val is None or val_acc > done.best_val):
+        done.best_val, done.best_epoch, done.best_pred = val_acc, done.epoch, preds[0]
+    alloc, reserved = peak_memory_mib(live.device)
+    seen = sums.steps * batch
     record: EpochRecord = {
-        "epoch": run.epoch, "lr": sums.lr, "train_loss": sums.loss / seen, "train_acc": sums.correct / seen,
+        "epoch": done.epoch, "lr": sums.lr, "train_loss": sums.loss / seen, "train_acc": sums.correct / seen,
         "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
         "train_time_s": sums.train_time_s, "epoch_time_s": time.perf_counter() - sums.t0,
         "images_per_s": seen / sums.train_time_s,
         # over the steps that were taken (a skipped step's norm is inf)
         "grad_norm_mean": sums.gnorm_sum / max(sums.steps - sums.skipped, 1), "grad_norm_max": sums.gnorm_max,
-        "steps": run.step, "mem_alloc_mib": alloc, "mem_reserved_mib": reserved, "micro_batch": run.micro,
-        "precision": run.precision, "skipped_steps": sums.skipped,
-        "loss_scale": run.scaler.get_scale() if run.scaler.is_enabled() else None,
+        "steps": done.step, "mem_alloc_mib": alloc, "mem_reserved_mib": reserved, "micro_batch": live.micro,
+        "precision": live.precision, "skipped_steps": sums.skipped,
+        "loss_scale": live.scaler.get_scale() if live.scaler.is_enabled() else None,
     }
-    run.history.append(record)
+    done.history.append(record)
     return record
 
 
-def _checkpoint(run: _Run, store: RunStore) -> None:
-    """Every options.checkpoint_every epochs and after the last: every state the run needs to go on."""
-    if run.epoch % run.options.checkpoint_every and run.epoch != run.n_epochs:
-        return
-    store.save_checkpoint(run.spec.key, {
-        "epoch": run.epoch, "step": run.step, "history": run.history, "model": run.model.state_dict(),
-        "optimizer": run.opt.state_dict(), "rng": _rng_state(run.device, run.gen),
-        "micro_batch": run.micro, "oom_events": run.oom_events,
-        "scaler": run.scaler.state_dict(),  # {} unless fp16: the loss scale and its growth counter
-        "best_val": run.best_val, "best_epoch": run.best_epoch, "best_test_pred": run.best_pred,
+def _checkpoint(state: TrainState, store: RunStore) -> None:
+    """After every epoch: every state the run needs to go on (an epoch is what a crash may lose)."""
+    live, done, key = state.live, state.progress, state.setup.spec.key
+    store.save_checkpoint(key, {
+        "epoch": done.epoch, "step": done.step, "history": done.history, "model": live.model.state_dict(),
+        "optimizer": live.opt.state_dict(), "rng": _rng_state(live.device, live.gen),
+        "micro_batch": live.micro, "oom_events": done.oom_events,
+        "scaler": live.scaler.state_dict(),  # {} unless fp16: the loss scale and its growth counter
+        "best_val": done.best_val, "best_epoch": done.best_epoch, "best_test_pred": done.best_pred,
     })
-    store.write_history(run.spec.key, run.history)
-    LOG.debug("%s: epoch %d checkpointed in %s", run.spec.key, run.epoch, store.run_dir(run.spec.key))
+    store.write_history(key, done.history)
+    LOG.debug("%s: epoch %d checkpointed in %s", key, done.epoch, store.run_dir(key))
 
 
-def _result(run: _Run, data: Prepared) -> Result:
+def _result(state: TrainState, data: Prepared) -> Result:
     """The run's result.json: its headline numbers, how and where it was computed."""
-    d = run.diverged
-    result = summarize(run.spec, run.history, run.status, d.epoch if d else None, d.reason if d else None)
-    graph_skips = None if run.graph_skips0 is None or (now := cudagraph_skips()) is None else now - run.graph_skips0
-    if run.mode:
-        run.fwd = None
+    run, live, done = state.setup, state.live, state.progress
+    d = done.diverged
+    result = summarize(run.spec, done.history, done.status, d.epoch if d else None, d.reason if d else None)
+    skips0 = state.graph_skips0
+    graph_skips = None if skips0 is None or (now := cudagraph_skips()) is None else now - skips0
+    if live.mode:
+        live.fwd = None
         torch.compiler.reset()  # frees this run's graphs (and their CUDA memory pool) now
-    result.update(provenance=provenance(run.device, data.fingerprint, data.official, run.precision, run.options,
+    result.update(provenance=provenance(live.device, data.fingerprint, data.official, live.precision, run.options,
                                         graph_skips),
-                  oom_events=run.oom_events, params=count_parameters(run.model), steps=run.step,
-                  skipped_steps=(d.skipped if d else 0) + sum(h.get("skipped_steps", 0) for h in run.history),
+                  oom_events=done.oom_events, params=count_parameters(live.model), steps=done.step,
+                  skipped_steps=(d.skipped if d else 0) + sum(h.get("skipped_steps", 0) for h in done.history),
                   n_train=len(data.train.y), n_val=len(data.val.y), n_test=len(data.test.y))
-    if run.best_pred is not None and run.best_epoch == result["best_epoch"]:
+    if done.best_pred is not None and done.best_epoch == result["best_epoch"]:
         # per-image test predictions of the chosen epoch, and the labels they are scored against,
         # so that two configurations can be compared on the same images (science.compare)
-        result.update(test_predictions=digits(run.best_pred), test_labels=digits(data.test.y.cpu()))
+        result.update(test_predictions=digits(done.best_pred), test_labels=digits(data.test.y.cpu()))
     return result
 
 

@@ -142,7 +142,7 @@ def one_run(tmp_path, data, monkeypatch, builder, **settings):
     config = load_config(write_config(tmp_path / "e.toml", [{"name": "r"}], **{**FP16, **settings}))
     store = RunStore(tmp_path / "runs")
     rec = Recorder()
-    summary, _ = matrix(config, store, data, reporter=rec)
+    summary, _ = matrix(config, store, data, observer=rec)
     key = config.runs[0].key
     ckpt = final_ckpt(store, key) if (store.run_dir(key) / "ckpt.pt").exists() else None  # none before epoch 1
     return summary, store.read_result(key), store.read_history(key), ckpt, rec
@@ -238,7 +238,7 @@ def resume_fp16(fp16_runs, data, tmp_path, monkeypatch, edit=None):
     monkeypatch.setattr(train_mod, "build_model", tiny_net)
     monkeypatch.setattr(train_mod, "grad_scaler", jumpy_scaler)
     rec = Recorder()
-    summary, _ = matrix(config, store, data, reporter=rec)
+    summary, _ = matrix(config, store, data, observer=rec)
     assert summary.trained == ["f"] and rec.started[0][3] == 2  # resumed after epoch 2
     return store, key
 

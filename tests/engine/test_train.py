@@ -34,6 +34,7 @@ from labreport.engine.networks import build_model, count_parameters
 from labreport.engine.runner import run_matrix
 from labreport.store import RunStore, read_json
 from labreport.engine.splits import prepare
+from labreport.engine.observe import Observer
 from labreport.engine.trainer import summarize, train
 
 TINY = {"model": "cifarnet", "epochs": 1, "batch_size": 32, "train_subset": 64, "val_size": 64,
@@ -61,8 +62,8 @@ def write_config(path: Path, experiments: list[dict], title: str = "Lab", **defa
     return path
 
 
-class Recorder:
-    """A Reporter that remembers what it was told, and the messages labreport logged meanwhile."""
+class Recorder(Observer):
+    """An Observer that remembers what it was told, and the messages labreport logged meanwhile."""
 
     def __init__(self):
         self.started: list[tuple] = []  # (label, key, epochs, start_epoch, steps)
@@ -248,7 +249,7 @@ def resume(crashed_root: Path, tmp_path: Path, config, data, damage=()) -> tuple
         path = store.run_dir(key) / name
         path.write_bytes(path.read_bytes()[:1000])  # truncated
     rec = Recorder()
-    summary, _ = matrix(config, store, data, reporter=rec)
+    summary, _ = matrix(config, store, data, observer=rec)
     assert (summary.trained, summary.failed) == (["det"], [])
     return store, rec
 
@@ -301,7 +302,7 @@ def test_a_crash_between_the_last_checkpoint_and_the_result(reference, resume_co
     (store.run_dir(key) / "result.json").unlink()
     assert store.state(key).status == "partial"
     rec = Recorder()
-    summary, _ = matrix(resume_config, store, data, reporter=rec)
+    summary, _ = matrix(resume_config, store, data, observer=rec)
     assert summary.trained == ["det"]
     assert rec.started[0][3] == 3 and rec.epochs == []  # nothing retrained: the result is rebuilt
     res = store.read_result(key)
@@ -349,7 +350,7 @@ def test_a_checkpoint_from_another_device_type_still_resumes(tmp_path, data, tin
     ckpt["rng"] = dict(ckpt["rng"], data=cuda_like, cuda=cuda_like)
     torch.save(ckpt, path)
     rec = Recorder()
-    summary, _ = matrix(config, store, data, reporter=rec)
+    summary, _ = matrix(config, store, data, observer=rec)
     assert (summary.trained, summary.failed) == (["moved"], [])
     assert rec.started[0][3] == 1 and store.read_result(key)["epochs_run"] == 2
     assert any("another device type" in m for m in rec.messages)
@@ -364,7 +365,7 @@ def test_resume_on_cuda(tmp_path, data):
     with interrupted_after_epoch(1):
         assert matrix(config, store, data, device="cuda")[0].interrupted_run == "gpu"
     rec = Recorder()
-    summary, _ = matrix(config, store, data, device="cuda", reporter=rec)
+    summary, _ = matrix(config, store, data, device="cuda", observer=rec)
     assert (summary.trained, summary.failed) == (["gpu"], [])
     assert rec.started[0][3] == 1 and not any("warning" in m for m in rec.messages)
     res = store.read_result(config.runs[0].key)
@@ -401,7 +402,7 @@ def test_a_diverged_run_is_recorded_and_never_retried(tmp_path, data, monkeypatc
     key = config.runs[0].key
     monkeypatch.setattr(train_mod, "build_model", nan_after(2))  # epoch 1 has 2 steps: NaN in epoch 2
     rec = Recorder()
-    summary, _ = matrix(config, store, data, reporter=rec)
+    summary, _ = matrix(config, store, data, observer=rec)
     assert (summary.diverged, summary.trained, summary.failed, summary.exit_code) == (["nan"], [], [], 0)
     res = store.read_result(key)
     assert res["status"] == "diverged" and res["diverged_at_epoch"] == 2
@@ -446,7 +447,7 @@ def test_out_of_memory_falls_back_to_micro_batches(tmp_path, data, monkeypatch, 
     config = load_config(write_config(tmp_path / "e.toml", [{"name": "oom"}], epochs=2))
     store = RunStore(tmp_path / "runs")
     rec = Recorder()
-    summary, _ = matrix(config, store, data, reporter=rec)
+    summary, _ = matrix(config, store, data, observer=rec)
     assert (summary.trained, summary.failed) == (["oom"], [])
     res = store.read_result(config.runs[0].key)
     assert res["oom_events"] == [{"epoch": after // 2, "micro_batch": 16}]
@@ -574,10 +575,10 @@ def test_the_lease_is_refreshed_during_an_epoch(tmp_path, data, monkeypatch, tin
 
     monkeypatch.setattr(RunStore, "heartbeat", heartbeat)
     monkeypatch.setattr(runner_mod, "HEARTBEAT_EVERY_S", 0.0)
-    assert run_matrix(config, store, device="cpu", data_loader=lambda dataset: data, reporter=rec).trained == ["a"]
+    assert run_matrix(config, store, device="cpu", data_loader=lambda dataset: data, observer=rec).trained == ["a"]
     # per epoch: a beat after each of the 2 steps and one after the epoch's checkpoint
     assert beats == [0, 0, 1, 1, 1, 2]
-    assert len(rec.epochs) == 2  # the wrapped reporter still hears everything
+    assert len(rec.epochs) == 2  # the user's observer still hears everything
 
 
 def test_a_run_leased_by_a_live_worker_is_skipped(tmp_path, data, tiny):
