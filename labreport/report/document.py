@@ -109,14 +109,15 @@ def tidy_punctuation(html: str) -> str:
     "p.."; "6,61 ± 0,16 %" and "п. п." never broken across lines. Rules of Russian and English
     typography, applied to the text of the report (never to tags or attributes), so that no template
     has to know whether a number's unit ends in a period. And no text of a block ends in a space
-    (_SPACE_BEFORE_BLOCK_END, _SPACE_BEFORE_INLINE)."""
+    (_SPACE_BEFORE_BLOCK_END, _SPACE_BEFORE_INLINE). Names and identifiers are marked (mark_identifiers)."""
     parts, last = _TAG.split(html), ""
     for i, part in enumerate(parts):
-        if i % 2 or (i and parts[i - 1].lower().startswith(("<style", "<script"))):  # a tag, or no text
+        if i % 2 or (i and parts[i - 1].lower().startswith(("<style", "<script", "<title"))):  # a tag, or no text
             continue
-        parts[i] = part = _tidy_text(part, last)
+        part = _tidy_text(part, last)
         if part.strip():
             last = part.rstrip()
+        parts[i] = mark_identifiers(part)
     html = _SPACE_BEFORE_BLOCK_END.sub(r"\1", "".join(parts))
     return _SPACE_BEFORE_INLINE.sub(r"<\1\2> ", html)
 
@@ -132,3 +133,64 @@ def _tidy_text(part: str, last: str) -> str:
     # nor a formula at its slash, "√(2/fan_in)": a word joiner (U+2060, invisible) after it
     part = re.sub(r"√\([^()\s]*\)", lambda m: m.group(0).replace("/", "/\u2060"), part)
     return re.sub(r"(?<=[\w′)]) ([+−]) (?=[\w(])", "\u00a0\\1\u00a0", part)  # nor at "F′ + 1", "6n + 2"
+
+
+# Names and identifiers ("ResNet-110", "resnet110-nobn", "CIFARNet", "weight_decay=1e-05", a group
+# "АВТ-213") are never hyphenated nor broken at their hyphen: the HTML marks each as <span class="id">,
+# and each writer binds it its own way (the PDF: `hyphens: manual` and a word joiner after each
+# hyphen, pdf.py; the DOCX: Word's non-breaking hyphen, word.py). An English compound with a hyphen
+# ("non-finite") is bound too (it moves to the next line whole); a Russian one ("из-за") is not, nor
+# an address (a "/" in it), which must break somewhere.
+_ENTITY = re.compile(r"(&#?\w+;)")
+_SEPARATOR = r"\s«»“”„\"'()\[\]{}&<>"  # what ends a token: "resnet20-reg[dropout=0.15, ...]" holds two
+_TOKEN = re.compile(rf"(?<![^{_SEPARATOR}])[^{_SEPARATOR}]+")
+_HYPHENATED = re.compile(r"\w-\w")
+_CODE_LIKE = re.compile(r"(?<=\w)[A-Z]|\d|_")  # CamelCase, letters and digits, snake_case
+HYPHENATED_FROM = 7  # letters: the style sheet's hyphenate-limit-chars; a shorter word is never hyphenated
+_TRAILING = ".,;:!?…"
+
+
+def is_identifier(token: str) -> bool:
+    """A name or identifier: a Latin letter or a digit in it, and a hyphen inside it ("ResNet-110",
+    "АВТ-213", "1e-05") or, in a word long enough to be hyphenated, CamelCase, digits or "_"."""
+    if not re.search(r"[A-Za-z0-9]", token):
+        return False
+    if _HYPHENATED.search(token):
+        return True
+    return len(token) >= HYPHENATED_FROM and re.search(r"[A-Za-z]", token) is not None \
+        and _CODE_LIKE.search(token) is not None
+
+
+def _mark_token(m: re.Match) -> str:
+    token = m.group(0)
+    core = token.rstrip(_TRAILING)
+    if "/" in core or not is_identifier(core):  # an address ("https://...") must break somewhere
+        return token
+    return f'<span class="id">{core}</span>{token[len(core):]}'
+
+
+def mark_identifiers(text: str) -> str:
+    """A text (no tags in it) with every name or identifier in <span class="id">; entities kept whole."""
+    parts = _ENTITY.split(text)
+    return "".join(p if i % 2 else _TOKEN.sub(_mark_token, p) for i, p in enumerate(parts))
+
+
+_QUOTES = {"«": "»", "“": "”", "„": "“", '"': '"', "'": "'"}
+
+
+def unquoted(text: str) -> str:
+    """A title without the quotes that enclose all of it ("«Исследование ResNet»" -> "Исследование
+    ResNet"): the title page puts the language's own around it, and must not double them. Quotes
+    that enclose only a part ("«A» и «B»", "Исследование «ResNet»") stay."""
+    t = (text or "").strip()
+    if len(t) < 2 or _QUOTES.get(t[0]) != t[-1]:
+        return text
+    opening, closing, inner = t[0], t[-1], t[1:-1]
+    if opening == closing:  # "A" and "B": which quote closes which cannot be told
+        return text if opening in inner else inner.strip()
+    depth = 0
+    for c in inner:
+        depth += (c == opening) - (c == closing)
+        if depth < 0:  # «A» и «B»: the first quote closes before the end
+            return text
+    return inner.strip() if depth == 0 else text

@@ -1,11 +1,10 @@
-"""Results -> matplotlib Figures for the report (no torch, no I/O): accuracy curves, the grid's
-heatmap, every seed against the threshold of "trained", and the cost of training.
+"""Results -> matplotlib Figures for the report (no torch, no I/O): accuracy curves, the grid's heatmap, every
+seed against the threshold of "trained", and the cost of training.
 
-Every function takes what the science computed (groups, success rates, resources) and an
-`i18n.Lang` (the words come from the message catalogue, the numbers follow the language: "40 %"
-and decimal commas in Russian), and returns a `matplotlib.figure.Figure` in the house style
-(style.py), or None when there is nothing to draw, so the report can skip the figure and say why.
-"""
+Every function takes what the science computed (groups, success rates, resources) and an `i18n.Lang` (the words
+come from the message catalogue, the numbers follow the language: "40 %" and decimal commas in Russian), and
+returns a `matplotlib.figure.Figure` in the house style (style.py), or None when there is nothing to draw, so the
+report can skip the figure and say why. A curve of a few epochs (a preview's) is drawn as its points."""
 
 from __future__ import annotations
 
@@ -17,10 +16,10 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter
 
 from labreport.report.labels import axis_name, factor_value
-from labreport.report.style import PAGE_WIDTH, PALETTE, finite, pct_axis, styled
+from labreport.report.style import PAGE_WIDTH, PALETTE, accuracy_axes, epoch_axis, finite, pct_axis, points, styled
 from labreport.science.conclusions import Group, Resource
 
 MANY = 6  # more groups than this: small multiples, a few lines per panel
@@ -95,19 +94,17 @@ def _draw_curves(ax, g: Group, colour, lw: float = 1.2, mark_incomplete: bool = 
     end of an incomplete group's (where no legend entry can say so). Whether it had a validation curve."""
     runs = [r for r in g.runs if r.history]
     te, tv = _mean_curve(runs, "test_acc")
-    ax.plot(te, tv, color=colour, ls="-", lw=lw)
+    ax.plot(te, tv, color=colour, ls="-", lw=lw, **points(len(te)))
     if mark_incomplete and not g.complete and te:
         ax.plot(te[-1:], tv[-1:], color=colour, marker="x", ms=5, ls="none")
     ve, vv = _mean_curve(runs, "val_acc")
     if ve:
-        ax.plot(ve, vv, color=colour, ls="--", lw=lw - 0.2)
+        ax.plot(ve, vv, color=colour, ls="--", lw=lw - 0.2, **points(len(ve), hollow=True))
     return bool(ve)
 
 
-def _accuracy_axis(ax, L, ylim: tuple[float, float] = (0, 1)) -> None:
-    ax.set_ylim(*ylim)
-    ax.yaxis.set_major_formatter(pct_axis(L))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def _last_epoch(groups: Sequence[Group]) -> int:
+    return max((h.get("epoch") or 0 for g in groups for r in g.runs for h in r.history), default=0)
 
 
 def _late_range(groups: Sequence[Group]) -> tuple[float, float]:
@@ -127,10 +124,10 @@ def _late_range(groups: Sequence[Group]) -> tuple[float, float]:
     return max(0.0, lo), min(1.0, hi)
 
 
-def _val_test_handles(L, any_val: bool) -> list[Line2D]:
-    handles = [Line2D([], [], color="0.3", ls="-", lw=1.0, label=L._("test"))]
+def _val_test_handles(L, any_val: bool, last: int = 0) -> list[Line2D]:
+    handles = [Line2D([], [], color="0.3", ls="-", lw=1.0, label=L._("test"), **points(last))]
     if any_val:
-        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=L._("validation")))
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0, label=L._("validation"), **points(last, True)))
     return handles
 
 
@@ -142,10 +139,10 @@ def _curves_one_axis(drawn: list[Group], L, names, title: str | None) -> Figure:
         colour = PALETTE[i % len(PALETTE)]
         any_val |= _draw_curves(ax, g, colour)
         handles.append(Line2D([], [], color=colour, lw=1.2, label=_legend_label(g, drawn, L, names)))
-    handles += _val_test_handles(L, any_val)
+    handles += _val_test_handles(L, any_val, _last_epoch(drawn))
     ax.set_xlabel(L._("Epoch"))
     ax.set_ylabel(L._("Accuracy"))
-    _accuracy_axis(ax, L)
+    accuracy_axes(ax, L, last=_last_epoch(drawn))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False,
                handlelength=2.5, columnspacing=1.2)
     if title:
@@ -191,14 +188,14 @@ def _curves_panels(drawn: list[Group], L, names) -> Figure:
         for g in gs:
             any_val |= _draw_curves(ax, g, colour_of(g), lw=1.1, mark_incomplete=True)
         ax.set_title(panel_title, fontsize=8)
-        _accuracy_axis(ax, L, ylim)
+        accuracy_axes(ax, L, ylim, _last_epoch(drawn))
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel(L._("Epoch"))
     for ax in axes[:, 0]:
         ax.set_ylabel(L._("Accuracy"))
-    handles = handles + _val_test_handles(L, any_val)
+    handles = handles + _val_test_handles(L, any_val, _last_epoch(drawn))
     if not all(g.complete for g in drawn):
         handles.append(Line2D([], [], color="0.3", marker="x", ls="none", label=L._("incomplete")))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
@@ -382,19 +379,19 @@ def acc_loss(runs: Sequence[tuple[str, Sequence[dict]]], L) -> Figure | None:
         return None
     fig = Figure(figsize=(PAGE_WIDTH, 2.8 + 0.18 * len(runs)), layout="constrained")
     acc_ax, loss_ax = fig.subplots(1, 2)
+    last = max(h["epoch"] for _, history in runs for h in history)
     for i, (label, history) in enumerate(runs):
-        colour = PALETTE[i % len(PALETTE)]
-        epochs = [h["epoch"] for h in history]
-        acc_ax.plot(epochs, [h["test_acc"] for h in history], color=colour, lw=1.2, label=label)
+        colour, epochs = PALETTE[i % len(PALETTE)], [h["epoch"] for h in history]
+        acc_ax.plot(epochs, [h["test_acc"] for h in history], color=colour, lw=1.2, label=label, **points(last))
         if any(h.get("val_acc") is not None for h in history):
-            acc_ax.plot(epochs, [h.get("val_acc") for h in history], color=colour, lw=1.0, ls="--")
-        loss_ax.plot(epochs, [h["train_loss"] for h in history], color=colour, lw=1.2)
-    _accuracy_axis(acc_ax, L)
+            acc_ax.plot(epochs, [h.get("val_acc") for h in history], color=colour, lw=1.0, ls="--", **points(last, True))
+        loss_ax.plot(epochs, [h["train_loss"] for h in history], color=colour, lw=1.2, **points(last))
+    accuracy_axes(acc_ax, L, last=last)
     acc_ax.set_ylabel(L._("Accuracy"))
     loss_ax.set_ylabel(L._("Training loss"))
-    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(loss_ax, last)
     for ax in (acc_ax, loss_ax):
         ax.set_xlabel(L._("Epoch"))
-    handles = acc_ax.get_legend_handles_labels()[0] + _val_test_handles(L, True)
+    handles = acc_ax.get_legend_handles_labels()[0] + _val_test_handles(L, True, last)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), frameon=False)
     return fig

@@ -57,6 +57,33 @@ def cant_split(row) -> None:
     row._tr.get_or_add_trPr().append(el)
 
 
+def no_break_hyphens(run) -> None:
+    """Every "-" of the run as Word's non-breaking hyphen (w:noBreakHyphen): no line break after it."""
+    r = run._r
+    for t in [t for t in r.findall(qn("w:t")) if "-" in (t.text or "")]:
+        at = r.index(t)
+        r.remove(t)
+        for i, piece in enumerate(t.text.split("-")):
+            if i:
+                r.insert(at, OxmlElement("w:noBreakHyphen"))
+                at += 1
+            if piece:
+                el = OxmlElement("w:t")
+                el.set(qn("xml:space"), "preserve")
+                el.text = piece
+                r.insert(at, el)
+                at += 1
+
+
+def keep_together(table) -> None:
+    """The table on one page: every paragraph of every row but the last kept with the next (Word's
+    and LibreOffice's way of saying that a table must not break across pages)."""
+    for row in table.rows[:-1]:
+        for cell in row.cells:
+            for p in cell.paragraphs:
+                p.paragraph_format.keep_with_next = True
+
+
 def set_fonts(rpr_owner, name: str) -> None:
     rpr = rpr_owner.get_or_add_rPr()
     fonts = rpr.find(qn("w:rFonts"))

@@ -8,7 +8,18 @@ else: no network, no other `file://` path, whatever a template or a title says.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+_IDENTIFIER = re.compile(r'(<span class="id">)([^<]*)(</span>)')
+WORD_JOINER = "\u2060"  # invisible; no line break on either side of it (Unicode line breaking, UAX #14)
+
+
+def bind_identifiers(html: str) -> str:
+    """A word joiner after every hyphen of a name or identifier (<span class="id">, see
+    document.mark_identifiers): "resnet110-nobn" never breaks as "resnet110-" / "nobn". The PDF's
+    text still reads "resnet110-nobn": the joiner has no glyph."""
+    return _IDENTIFIER.sub(lambda m: m.group(1) + m.group(2).replace("-", "-" + WORD_JOINER) + m.group(3), html)
 
 
 class _LocalOnlyFetcher:
@@ -49,7 +60,7 @@ def pdf_bytes(html: str, allowed: list[Path], base_url: Path) -> bytes:
     with the current time unless SOURCE_DATE_EPOCH is set, so it is pinned (and the PDF id fixed)."""
     import weasyprint
 
-    doc = weasyprint.HTML(string=html, base_url=base_url.as_uri() + "/", url_fetcher=_LocalOnlyFetcher(allowed))
+    doc = weasyprint.HTML(string=bind_identifiers(html), base_url=base_url.as_uri() + "/", url_fetcher=_LocalOnlyFetcher(allowed))
     old = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = old or "0"
     try:

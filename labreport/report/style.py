@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 PAGE_WIDTH = 6.3  # inches: A4 minus 2 x 2.5 cm margins, minus a little
 PALETTE = matplotlib.colormaps["tab10"].colors  # colour-blind-safe, 10 colours
@@ -48,6 +48,33 @@ def styled(fn):
 def pct_axis(L):
     """Accuracy axis ticks as percentages in the report's language: 40 % / 40%."""
     return FuncFormatter(lambda v, _pos: L.pct(v, 0))
+
+
+FEW_EPOCHS = 5  # a curve of this many epochs or fewer is drawn as its points, on an axis of whole epochs
+
+
+def epoch_axis(ax, last: int) -> None:
+    """The epoch axis: whole epochs only; for a short run (a preview's 1 or 2 epochs) every epoch
+    ticked and half an epoch of room on each side, not matplotlib's 0.945 ... 1.050 around one point."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if 0 < last <= FEW_EPOCHS:
+        ax.set_xlim(0.5, last + 0.5)
+        ax.set_xticks(range(1, last + 1))
+
+
+def accuracy_axes(ax, L, ylim: tuple[float, float] = (0, 1), last: int = 0) -> None:
+    """Accuracy (in percent, the language's way) against epochs up to `last`."""
+    ax.set_ylim(*ylim)
+    ax.yaxis.set_major_formatter(pct_axis(L))
+    epoch_axis(ax, last)
+
+
+def points(n: int, hollow: bool = False) -> dict:
+    """Line keywords that mark each point of a curve of few epochs (one point alone draws no line);
+    `hollow` for the second curve of a pair (validation beside test), so that equal points both show."""
+    if n > FEW_EPOCHS:
+        return {}
+    return {"marker": "o", "ms": 3.5, **({"mfc": "white"} if hollow else {})}
 
 
 def finite(v) -> bool:

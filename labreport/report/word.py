@@ -15,8 +15,10 @@ so the DOCX holds the PDF's sentences, tables and figures and no second copy of 
     section.title-page     the title page: counted, not numbered (a different first-page footer)
     section.landscape      a landscape section (appendix A)
 
-The body font is Times New Roman, as ГОСТ 7.32-2017 (6.1.1) names it: Word has it, and
-LibreOffice substitutes its metric twin Liberation Serif, the font of the PDF.
+The body font is Times New Roman, as ГОСТ 7.32-2017 (6.1.1) names it (with the default [report]
+font; another bundled font is named as itself). The PDF's fonts are embedded (wordfonts.py): Word
+has Times New Roman, and where it is missing LibreOffice lays the text out with the embedded Liberation
+Serif, its metric twin, so lines and pages break as in the PDF.
 """
 
 from __future__ import annotations
@@ -28,14 +30,20 @@ from urllib.parse import unquote, urlparse
 
 from docx import Document
 from docx.enum.section import WD_SECTION
-from docx.enum.table import WD_TABLE_ALIGNMENT
+from docx.enum.table import WD_CELL_VERTICAL_ALIGNMENT, WD_TABLE_ALIGNMENT
 from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK, WD_TAB_ALIGNMENT
 from docx.shared import Cm, Mm, Pt
 
 from labreport.report import ooxml as ox
-from labreport.report.wordlayout import INDENT, add_page_number, column_widths, set_page, set_styles
+from labreport.report.wordfonts import FONTS_DIR, STYLES, embed_fonts
+from labreport.report.wordlayout import (INDENT, add_page_number, column_widths, docx_font, set_page, set_styles,
+                                         text_extent)
 
 MONO_FONT = "Courier New"
+# Rows of a table kept on one page with its caption (at most ~1.2 cm a row at 12 pt: 18 cm of the
+# 25.7 cm text height). Word cannot write "Продолжение таблицы N" where it breaks a longer table;
+# it repeats its header row there (docs/report.md).
+KEEP_ROWS = 15
 _SPACE = re.compile(r"[ \t\r\n]+")  # HTML white space (not the non-breaking space of "25,90 %")
 
 
@@ -48,7 +56,20 @@ def docx_bytes(html: str, font: dict, allowed: list[Path]) -> bytes:
     writer.write(root.find("body"))
     buf = io.BytesIO()
     writer.doc.save(buf)
-    return buf.getvalue()
+    return embed_fonts(buf.getvalue(), embedded(font))
+
+
+def embedded(font: dict) -> dict[str, dict[str, Path]]:
+    """The font files the document embeds: the report's family (each file once: a set without a bold
+    italic names its bold twice) and, with Liberation Serif, Liberation Mono for the monospaced text."""
+    family: dict[str, Path] = {}
+    for style in STYLES:
+        if font[style] not in [p.name for p in family.values()]:
+            family[style] = FONTS_DIR / font[style]
+    out = {font["family"]: family}
+    if font["mono"].startswith("LiberationMono"):
+        out["Liberation Mono"] = {"regular": FONTS_DIR / font["mono"]}
+    return out
 
 
 def _table_rows(el) -> tuple[list, set[int]]:
@@ -68,11 +89,12 @@ def _table_rows(el) -> tuple[list, set[int]]:
 class _Writer:
     def __init__(self, font: dict, allowed: list[Path]):
         self.size, self.size_table = Pt(font["size"]), Pt(font["size_table"])
+        self.files = font  # the report's font files (settings.FontSet), for measuring table columns
         self.allowed = allowed
         self.doc = Document()
         self.bookmarks = 0
         self.section_fresh = True  # no page break before an h1 that opens a section
-        set_styles(self.doc, self.size, self.size_table)
+        set_styles(self.doc, self.size, self.size_table, docx_font(font["family"]))
         set_page(self.doc.sections[0], landscape=False)
         add_page_number(self.doc.sections[0])
         self.doc.sections[0].different_first_page_header_footer = True  # the title page has no number
@@ -114,8 +136,9 @@ class _Writer:
 
     # ---- inline text -------------------------------------------------------------------------
     def inline(self, paragraph, el, *, bold=False, italic=False, mono=False, sup=False, sub=False,
-               size=None, skip_self_text=False) -> None:
-        """el's text and children as runs (b, strong, i, em, sup, sub, span.mono, a, br)."""
+               size=None, skip_self_text=False, ident=False) -> None:
+        """el's text and children as runs (b, strong, i, em, sup, sub, span.mono, a, br); the hyphens
+        of a name or identifier (span.id) as Word's non-breaking hyphens."""
         def run(text, b=bold, i=italic, m=mono, up=sup, down=sub):
             text = _SPACE.sub(" ", text or "")  # white space collapses, as it does in HTML
             last = ox.last_text(paragraph)
@@ -134,6 +157,8 @@ class _Writer:
             if m:
                 ox.set_fonts(r._r, MONO_FONT)
                 r.font.size = Pt(max(8, (size or self.size).pt - 2))
+            if ident:
+                ox.no_break_hyphens(r)
 
         if not skip_self_text:
             run(el.text)
@@ -145,9 +170,9 @@ class _Writer:
             elif t in ("b", "strong", "i", "em", "sup", "sub", "span", "a", "code"):
                 self.inline(paragraph, child, bold=bold or t in ("b", "strong"), italic=italic or t in ("i", "em"),
                             mono=mono or "mono" in ccls or t == "code", sup=sup or t == "sup", sub=sub or t == "sub",
-                            size=size)
+                            size=size, ident=ident or "id" in ccls)
             elif t:
-                self.inline(paragraph, child, bold=bold, italic=italic, mono=mono, size=size)
+                self.inline(paragraph, child, bold=bold, italic=italic, mono=mono, size=size, ident=ident)
             run(child.tail)
 
     def fill(self, paragraph, el, **style) -> None:
@@ -155,7 +180,8 @@ class _Writer:
         self.inline(paragraph, el, **style)
         for r in reversed(paragraph.runs):
             if r.text:
-                r.text = r.text.rstrip(" ")
+                if r.text.endswith(" "):  # setting the text anew would turn non-breaking hyphens into "-"
+                    r.text = r.text.rstrip(" ")
                 break
 
     @staticmethod
@@ -255,6 +281,8 @@ class _Writer:
                     done.add(id(slot[0]))
                     self._cell(table, ri, ci, slot, size, bold)
         self._widths(table, grid, n_cols, size)
+        if len(rows) <= KEEP_ROWS:  # never continued: a continued table would need "Продолжение таблицы N"
+            ox.keep_together(table)
         self.doc.add_paragraph().paragraph_format.line_spacing = 1.0  # the gap after a table
 
     def _cell(self, table, ri: int, ci: int, slot: tuple, size, bold: bool) -> None:
@@ -272,8 +300,18 @@ class _Writer:
         self.fill(p, td, size=size, bold=bold, mono="mono" in tcls)
 
     def _widths(self, table, grid, n_cols: int, size) -> None:
-        texts = [[None if slot is None or slot[2] > 1 else self.text(slot[0]) for slot in cells] for cells in grid]
-        mm = column_widths(texts, n_cols, size.pt, self._text_width() / Mm(1))
+        """Each column as wide as the PDF's: measured with the report's fonts (bold in bold rows, the
+        monospaced font, 2 pt smaller, in mono cells)."""
+        def extent(slot, bold: bool):
+            if slot is None or slot[2] > 1:
+                return None
+            if "mono" in (slot[0].get("class") or "").split():
+                return text_extent(self.text(slot[0]), FONTS_DIR / self.files["mono"], size.pt - 2)
+            return text_extent(self.text(slot[0]), FONTS_DIR / self.files["bold" if bold else "regular"], size.pt)
+
+        rows = [[extent(slot, "best" in (slot[0].getparent().get("class") or "").split() if slot else False)
+                 for slot in cells] for cells in grid]
+        mm = column_widths(rows, n_cols, self._text_width() / Mm(1))
         table.autofit = False
         for ci, col in enumerate(table.columns):
             col.width = Mm(mm[ci])
@@ -310,14 +348,14 @@ class _Writer:
         lays pages out itself, so the gaps are fixed heights that leave room on an A4 page."""
         gaps = {"kind": Mm(45), "signatures": Mm(30), "city": Mm(35)}
 
-        def centred(child, bold=False, space=None):
+        def centred(child, bold=False, space=None, **style):
             p = self.doc.add_paragraph()
             p.alignment = WD_ALIGN_PARAGRAPH.CENTER
             pf = p.paragraph_format
             pf.first_line_indent, pf.line_spacing = Cm(0), 1.15
             if space is not None:
                 pf.space_before = space
-            self.fill(p, child, bold=bold)
+            self.fill(p, child, bold=bold, **style)
             return p
 
         for child in el:
@@ -326,6 +364,9 @@ class _Writer:
                 centred(child, bold=True, space=gaps["kind"])
             elif child.tag == "p" and "topic" in cls:
                 centred(child, bold=True, space=Pt(6))
+            elif child.tag == "p" and "preview" in cls:
+                centred(child, space=Pt(12), italic=True, size=self.size_table)
+                self.running_header(child.get("data-header") or "")
             elif child.tag == "p" and "city" in cls:
                 centred(child, space=gaps["city"])
             elif child.tag == "p":
@@ -335,10 +376,26 @@ class _Writer:
                 self.signatures(child)
         self.section_fresh = False
 
+    def running_header(self, text: str) -> None:
+        """A preview's line at the top of every page but the title page (every section inherits it)."""
+        p = self.doc.sections[0].header.paragraphs[0]
+        p.alignment = WD_ALIGN_PARAGRAPH.RIGHT
+        p.paragraph_format.first_line_indent = Cm(0)
+        r = p.add_run(text)
+        r.italic, r.font.size = True, Pt(10)
+
     def signatures(self, el) -> None:
+        """Who did and who checked the work: role, signature line, name, in the PDF's 45/25/30 % columns,
+        each cell's text at its bottom, level with the signature line."""
         rows = [tr for tr in el.iter("tr")]
         table = self.doc.add_table(rows=len(rows), cols=3)
         ox.no_borders(table)
+        table.autofit = False
+        for col, share in zip(table.columns, (0.45, 0.25, 0.30)):
+            col.width = int(self._text_width() * share)
+            for cell in col.cells:
+                cell.width = col.width
+                cell.vertical_alignment = WD_CELL_VERTICAL_ALIGNMENT.BOTTOM
         for ri, tr in enumerate(rows):
             tds = [td for td in tr if td.tag == "td"]
             for ci, td in enumerate(tds[:3]):
@@ -347,7 +404,7 @@ class _Writer:
                 pf.first_line_indent, pf.line_spacing, pf.space_after = Cm(0), 1.15, Pt(18)
                 if "sign" in (td.get("class") or ""):
                     p.alignment = WD_ALIGN_PARAGRAPH.CENTER
-                    p.add_run("_" * 18)
+                    p.add_run("_" * 15)  # 15 x 0.5 em at 14 pt: 37 mm, within the 41 mm column
                     hint = next((s for s in td.iter("span") if "hint" in (s.get("class") or "")), None)
                     if hint is not None:
                         p.add_run().add_break(WD_BREAK.LINE)

@@ -200,7 +200,8 @@ def test_overfitting_is_concluded_only_over_configurations_that_trained(report):
     ("(σ = √(2/fan_in)), init", "(σ = √(2/\u2060fan_in)), init"),  # a formula never breaks at its slash
     ("factors (F′ + 1), F(x) − x, 6n + 2", "factors (F′\u00a0+\u00a01), F(x)\u00a0−\u00a0x, 6n\u00a0+\u00a02"),
     ('<a href="x/y">2/3</a>', '<a href="x/y">2/3</a>'),  # attributes and plain fractions untouched
-    ("task is <b>CIFARNet</b>: 80", "task is<b> CIFARNet</b>: 80"),  # the space goes into the element
+    ("task is <b>CIFAR</b>: 80", "task is<b> CIFAR</b>: 80"),  # the space goes into the element
+    ("task is <b>CIFARNet</b>: 80", 'task is<b> <span class="id">CIFARNet</span></b>: 80'),  # a name is marked
     ('dropout <a class="cite" href="#r">[4]</a>', 'dropout<a class="cite" href="#r"> [4]</a>'),
     ("<td>1</td> <b>2</b>", "<td>1</td> <b>2</b>"),  # after a tag: no text to move it from
     ("worse.\n\n\n</p>\n<p>Next </li>", "worse.</p>\n<p>Next</li>"),  # no text ends a block with a space
