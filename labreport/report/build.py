@@ -21,7 +21,8 @@ import jinja2
 from labreport.version import __version__
 from labreport.report import labels as lb
 from labreport.science.conclusions import Study, conclude
-from labreport.report.document import Numbering, outline, task_title, tidy_punctuation
+from labreport.report.document import Numbering, outline, task_title, tidy_punctuation, unquoted
+from labreport.report.preview import preview_texts
 from labreport.report.summary import summary
 from labreport.catalog import CATALOG
 from labreport.config import Config
@@ -233,6 +234,7 @@ def report_fields(config: Config, L: Lang) -> dict:
     r = asdict(config.report)
     if r["ministry"] is None:
         r["ministry"] = L._("Ministry of Science and Higher Education of the Russian Federation")
+    r["title"], r["discipline"] = unquoted(r["title"]), unquoted(r["discipline"])  # the title page quotes them
     return r
 
 
@@ -249,6 +251,7 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
     citations = Citations(L, access_date(config.report.accessed))
     context = dict(
         r=report_fields(config, L), lang=L.code, outline=outline(study, L), study=study, views=views,
+        preview=preview_texts(config, L),
         figures=figures, provenance=_provenance(views), config=config, version=__version__,
         experiments=experiment_rows(config), models=model_rows(config, views, L), no_result=_NoResult(),
         datasets=list(dict.fromkeys(r.spec.dataset for r in config.runs)), dataset_title=DATASET_TITLES.get,
