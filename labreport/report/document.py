@@ -140,7 +140,7 @@ def _tidy_text(part: str, last: str) -> str:
 # and each writer binds it its own way (the PDF: `hyphens: manual` and a word joiner after each
 # hyphen, pdf.py; the DOCX: Word's non-breaking hyphen, word.py). An English compound with a hyphen
 # ("non-finite") is bound too (it moves to the next line whole); a Russian one ("из-за") is not, nor
-# an address (a "/" in it), which must break somewhere.
+# a word with a "/" in it. An address ("https://...") is marked <span class="url">: never hyphenated.
 _ENTITY = re.compile(r"(&#?\w+;)")
 _SEPARATOR = r"\s«»“”„\"'()\[\]{}&<>"  # what ends a token: "resnet20-reg[dropout=0.15, ...]" holds two
 _TOKEN = re.compile(rf"(?<![^{_SEPARATOR}])[^{_SEPARATOR}]+")
@@ -164,13 +164,16 @@ def is_identifier(token: str) -> bool:
 def _mark_token(m: re.Match) -> str:
     token = m.group(0)
     core = token.rstrip(_TRAILING)
-    if "/" in core or not is_identifier(core):  # an address ("https://...") must break somewhere
+    if "://" in core:  # an address: never hyphenated (a hyphen would change it), broken anywhere if it must
+        return f'<span class="url">{core}</span>{token[len(core):]}'
+    if "/" in core or not is_identifier(core):
         return token
     return f'<span class="id">{core}</span>{token[len(core):]}'
 
 
 def mark_identifiers(text: str) -> str:
-    """A text (no tags in it) with every name or identifier in <span class="id">; entities kept whole."""
+    """A text (no tags in it) with every name or identifier in <span class="id">, every address in
+    <span class="url">; entities kept whole."""
     parts = _ENTITY.split(text)
     return "".join(p if i % 2 else _TOKEN.sub(_mark_token, p) for i, p in enumerate(parts))
 

@@ -40,10 +40,11 @@ from labreport.report.wordlayout import (INDENT, add_page_number, column_widths,
                                          text_extent)
 
 MONO_FONT = "Courier New"
-# Rows of a table kept on one page with its caption (at most ~1.2 cm a row at 12 pt: 18 cm of the
-# 25.7 cm text height). Word cannot write "Продолжение таблицы N" where it breaks a longer table;
-# it repeats its header row there (docs/report.md).
-KEEP_ROWS = 15
+# A table of this many rows or fewer is kept on one page with its caption, so it is never continued
+# (at most ~1.2 cm a row at 12 pt: ~10 cm, the most that moving it to the next page leaves blank).
+# Word cannot write "Продолжение таблицы N" where it breaks a longer table; it repeats the header
+# row there (docs/report.md).
+KEEP_ROWS = 8
 _SPACE = re.compile(r"[ \t\r\n]+")  # HTML white space (not the non-breaking space of "25,90 %")
 
 

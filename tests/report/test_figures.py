@@ -217,3 +217,45 @@ def test_every_figure_renders_in_both_languages(grid, tmp_path):
         for name, fig in figs.items():
             paths = save_figure(fig, tmp_path, f"{name}_{lang}")
             assert paths["png"].stat().st_size > 1000
+
+
+# --- a preview's few epochs -------------------------------------------------------------------
+def _epochs_only(view: RunView, n: int) -> RunView:
+    """The run as if it had trained `n` epochs (a smoke run: 1)."""
+    from dataclasses import replace
+
+    return replace(view, spec={**view.spec, "epochs": n}, history=_history(0.4, n))
+
+
+def test_curves_of_one_epoch_are_points_on_a_whole_epoch_axis():
+    """`run --profile smoke` trains 1 epoch: each curve is one point, which a line alone does not
+    draw, so each is a marker (validation hollow beside test), on an axis from 0.5 to 1.5 ticked
+    at 1 only, not matplotlib's 0.945 ... 1.050 around the point."""
+    views = [_epochs_only(_view(e, {}, 0.4), 1) for e in ("cifarnet", "resnet20")]
+    fig = figures.curves(group_runs(views), L=RU)
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert len(lines) == 4 and all(len(line.get_xdata()) == 1 and line.get_marker() == "o" for line in lines)
+    assert {line.get_markerfacecolor() for line in lines if line.get_linestyle() == "--"} == {"white"}
+    assert ax.get_xlim() == (0.5, 1.5) and list(ax.get_xticks()) == [1]
+    legend = {h.get_label(): h.get_marker() for leg in fig.legends for h in leg.legend_handles}
+    assert legend["тест"] == "o" and legend["валидация"] == "o"  # the legend shows the points too
+
+
+def test_curves_of_one_epoch_in_small_multiples_and_the_apis_curves():
+    views = [_epochs_only(_view(f"e{i}", {}, 0.4), 1) for i in range(8)]  # more than MANY: a panel each
+    fig = figures.curves(group_runs(views), L=EN)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 8 and all(ax.get_xlim() == (0.5, 1.5) and list(ax.get_xticks()) == [1] for ax in axes)
+    assert all(line.get_marker() == "o" for ax in axes for line in ax.get_lines())
+    fig = figures.acc_loss([("smoke", _history(0.4, 1))], EN)  # Lab.curves
+    assert all(ax.get_xlim() == (0.5, 1.5) and list(ax.get_xticks()) == [1] for ax in fig.axes)
+    assert all(line.get_marker() == "o" for ax in fig.axes for line in ax.get_lines())
+
+
+def test_curves_of_many_epochs_are_lines_on_whole_epochs():
+    views = [_epochs_only(_view(e, {}, 0.4), 50) for e in ("cifarnet", "resnet20")]
+    (ax,) = figures.curves(group_runs(views), L=EN).axes
+    assert all(line.get_marker() in ("None", "", None) for line in ax.get_lines())
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert len(ticks) >= 4 and all(float(t).is_integer() for t in ticks) and ax.get_xlim()[1] >= 50

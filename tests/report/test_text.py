@@ -3,6 +3,8 @@ of 50 epochs, 10,000 test predictions each, and the bn-claim arms), in Russian a
 test per class of slip a red pen would mark."""
 from __future__ import annotations
 
+import functools
+import json
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +15,8 @@ from babel import Locale
 
 from labreport.config import load_config
 from labreport.report.build import build
-from labreport.report.document import tidy_punctuation
+from labreport.report.document import is_identifier, tidy_punctuation, unquoted
+from labreport.report.pdf import bind_identifiers
 from labreport.report.labels import MAX_NAMED, Labels
 from labreport.report.i18n import Lang
 from labreport.science.conclusions import group_runs
@@ -216,22 +219,110 @@ def _text_of(box) -> str:
     return box.text if isinstance(box, boxes.TextBox) else "".join(_text_of(c) for c in getattr(box, "children", ()))
 
 
+@functools.cache
+def laid_out(html: Path) -> tuple[tuple[int, tuple[str, ...], bool], ...]:
+    """The report's HTML laid out by WeasyPrint as the PDF is (names and identifiers bound, pdf.py):
+    per block of text, (its page, its lines, whether it is justified)."""
+    weasyprint = pytest.importorskip("weasyprint")
+    from weasyprint.formatting_structure import boxes
+
+    doc = weasyprint.HTML(string=bind_identifiers(html.read_text(encoding="utf-8")),
+                          base_url=html.parent.as_uri() + "/").render()
+    blocks = []
+    for number, page in enumerate(doc.pages):
+        for block in page._page_box.descendants():
+            if isinstance(block, boxes.BlockBox):
+                texts = tuple(_text_of(ln).strip() for ln in block.children if isinstance(ln, boxes.LineBox))
+                blocks.append((number, texts, block.style["text_align_all"] == "justify"))
+    return tuple(blocks)
+
+
 def test_no_justified_line_is_left_with_a_word_or_two(report, study):
     """Laid out by WeasyPrint, every line of a justified paragraph but its last is full: never
     "is                CIFARNet:" with the rest of the sentence on the next line (a text that
     ended in a space before an inline element or the paragraph's end; see document.py)."""
-    weasyprint = pytest.importorskip("weasyprint")
-    from weasyprint.formatting_structure import boxes
-
     lang, _, _ = report
-    doc = weasyprint.HTML(filename=str(study / f"{lang}.html")).render()
-    lines, every = [], []
-    for page in doc.pages:
-        for block in page._page_box.descendants():
-            if isinstance(block, boxes.BlockBox):
-                texts = [_text_of(ln).strip() for ln in block.children if isinstance(ln, boxes.LineBox)]
-                every += texts
-                lines += texts[:-1] if block.style["text_align_all"] == "justify" else []
+    blocks = laid_out(study / f"{lang}.html")
+    lines = [t for _, texts, justified in blocks if justified for t in texts[:-1]]
+    every = [t for _, texts, _ in blocks for t in texts]
     assert len(lines) > 100
     assert not [t for t in lines if len(t) < 40]  # a full line of 14 pt text holds 70-90 characters
     assert not [t for t in every if t.startswith("– ")]  # nor does a line start with a dash (bibliography too)
+
+
+# --- names, identifiers and quotes, at full size and in a preview ------------------------------------------
+TITLE_PAGE = {"university": "Федеральное государственное бюджетное образовательное учреждение высшего образования "
+                            "«Новосибирский государственный технический университет»",
+              "title": "«Исследование архитектуры ResNet на датасете CIFAR»", "group": "АВТ-213"}
+
+
+@functools.cache
+def preview(study: Path, lang: str) -> Path:
+    """The HTML of the smoke profile's report (1 epoch, 256 images) of a made-up smoke store, with a
+    long university name, a title already in quotes and a group with a hyphen."""
+    if not (study / "smoke-runs").exists():
+        write_study_store(study / "smoke-runs", study / "experiments.toml", ("smoke",), n_test=256)
+    toml = (study / f"{lang}.toml").read_text(encoding="utf-8")
+    for key, value in TITLE_PAGE.items():
+        toml = re.sub(rf'(?m)^{key} = ".*"', f"{key} = {json.dumps(value, ensure_ascii=False)}", toml)
+    (study / f"{lang}-smoke.toml").write_text(toml, encoding="utf-8")
+    html = study / f"{lang}-smoke.html"
+    build(load_config(study / f"{lang}-smoke.toml", "smoke"), RunStore(study / "smoke-runs"), None, html)
+    return html
+
+
+def broken_names(blocks) -> list[str]:
+    """Line ends inside a name or identifier: hyphenated ("res‐" / "net110", WeasyPrint's hyphen is
+    U+2010) or broken at its own hyphen ("resnet110-" / "nobn", "АВТ-" / "213")."""
+    found = []
+    for _, lines, _ in blocks:
+        for line, following in zip(lines, lines[1:]):
+            if not line.endswith(("-", "\u2010")) or not following:
+                continue
+            word = (line.split()[-1].removesuffix("\u2010") + following.split()[0]).strip("«»“”„()[],.;:")
+            if is_identifier(word) or "://" in word:  # nor is an address hyphenated
+                found.append(word)
+    return found
+
+
+DOUBLED_QUOTES = re.compile(r"««|»»|““|””|„„|\"\"")
+
+
+def test_no_name_or_identifier_is_hyphenated_nor_a_quote_doubled(report, study):
+    """At full size and in a preview, in both languages: no line ends inside "ResNet-110",
+    "resnet110-nobn", "CIFARNet" or the group "АВТ-213"; the title page hyphenates nothing, not
+    even the university's long name; a title written in quotes gets one pair of them."""
+    lang, _, _ = report
+    for blocks in (laid_out(study / f"{lang}.html"), laid_out(preview(study, lang))):
+        assert not broken_names(blocks)
+        text = " ".join(t for _, texts, _ in blocks for t in texts)
+        assert not DOUBLED_QUOTES.search(text)
+    title_page = [t for page, texts, _ in laid_out(preview(study, lang)) if page == 0 for t in texts]
+    assert not [t for t in title_page if t.endswith(("-", "\u2010"))], title_page
+    assert {"ru": "«Исследование архитектуры ResNet на датасете CIFAR»",
+            "en": "“Исследование архитектуры ResNet на датасете CIFAR”"}[lang] in " ".join(title_page)
+
+
+def test_the_layout_check_finds_a_broken_name():
+    blocks = ((3, ("the configuration resnet110-", "nobn trained", "the res\u2010", "net110 and the pre-",
+                   "activation of из-", "за"), True),)
+    assert broken_names(blocks) == ["resnet110-nobn", "resnet110", "pre-activation"]
+
+
+@pytest.mark.parametrize("token, want", [
+    ("ResNet-110", True), ("resnet110-nobn", True), ("CIFARNet", True), ("АВТ-213", True), ("1e-05", True),
+    ("weight_decay", True), ("BatchNorm", True), ("из-за", False), ("Liberation", False), ("ResNet", False),
+    ("CIFAR", False), ("2015", False),
+])
+def test_what_is_a_name_or_identifier(token, want):
+    assert bool(is_identifier(token)) is want
+
+
+@pytest.mark.parametrize("title, want", [
+    ("«Исследование ResNet»", "Исследование ResNet"), ("“ResNet on CIFAR”", "ResNet on CIFAR"),
+    ('"ResNet"', "ResNet"), ("„ResNet“", "ResNet"), ("Исследование ResNet", "Исследование ResNet"),
+    ("«A» и «B»", "«A» и «B»"), ("Исследование «ResNet»", "Исследование «ResNet»"), ('"A" and "B"', '"A" and "B"'),
+    ("«Исследование «ResNet»»", "Исследование «ResNet»"), ("", ""),
+])
+def test_a_title_in_quotes_loses_them_once(title, want):
+    assert unquoted(title) == want
