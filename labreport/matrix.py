@@ -33,7 +33,7 @@ from labreport.spec import (CIFAR10_TEST, CIFAR10_TRAIN, FIELDS, GRID_KEYS_WITH_
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
 MAX_RUNS = 100_000  # runs one file may expand to (disabled experiments included): beyond, surely a typo
-EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled"}
+EXPERIMENT_KEYS = {"name", "task", "seeds", "description", "enabled", "display_name", "family", "depth"}
 PROFILE_KEYS = {"experiment", "seeds", "experiments"}  # besides the training settings
 TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", list: "a list",
               dict: "a table"}
@@ -46,6 +46,7 @@ class Experiment:
     settings: dict[str, Any]  # as written (before profiles), lists are grids
     seeds: tuple[int, ...]
     description: str = ""
+    declared: ownmodels.Declared = ownmodels.Declared()  # its model of one's own: name, family (report only)
 
 
 def expand(ctx: Ctx, doc: dict, profile: str | None, overrides: dict | None = None,
@@ -251,7 +252,29 @@ def _experiment(ctx: Ctx, i: int, table: dict, names: set[str], lay: _Layers) ->
         merged.update(settings)
     # grid coordinates in the order the experiment writes them
     merged = {k: merged[k] for k in [*own, *(k for k in merged if k not in own)]}
-    return Experiment(name, task, dict(table), seeds, desc), _expand(ctx, where, name, task, merged, seeds), enabled
+    runs = _expand(ctx, where, name, task, merged, seeds)
+    return Experiment(name, task, dict(table), seeds, desc, _declared(ctx, where, table, runs)), runs, enabled
+
+
+def _declared(ctx: Ctx, where: str, table: dict, runs: list[Run]) -> ownmodels.Declared:
+    """display_name, family and depth: what the report calls the experiment's own model and which
+    catalogue model it implements (never in a run key); only for a model of one's own."""
+    own = [r for r in runs if ownmodels.is_own(r.spec.model)]
+    given = {k: table[k] for k in ("display_name", "family", "depth") if k in table}
+    if given and not own:
+        raise ctx.err(where, f"'{next(iter(given))}' is for a model of your own (model = 'nets.py:Net'); "
+                             "a catalogue model has its name")
+    for key, ok, want in (("display_name", lambda v: isinstance(v, str) and v.strip(), "non-empty text"),
+                          ("family", lambda v: v in ownmodels.FAMILIES, f"one of {', '.join(ownmodels.FAMILIES)}"),
+                          ("depth", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                           "a positive whole number")):
+        if key in given and not ok(given[key]):
+            raise ctx.err(where, f"'{key}' must be {want}, got {given[key]!r}")
+    declared = ownmodels.Declared(**given)
+    for r in own:
+        if problem := ownmodels.declaration_problem(declared, r.spec.model_args.as_dict()):
+            raise ctx.err(where, problem)
+    return declared
 
 
 def _profile_experiments(ctx: Ctx, profiles: dict, profile: str | None, names: list) -> set[str] | None:

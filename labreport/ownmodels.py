@@ -15,6 +15,18 @@ This module is the static half (no torch, no import of the student's code, so `p
 instant): find the file, parse it, find the name and its parameters, hash the source. The run key
 covers the reference, model_args and that hash, so editing the file trains the model anew and the
 old results stay in the store. engine/networks.py imports the code and checks one forward pass.
+
+What the report calls such a model and which catalogue model it implements are report-only
+settings of its [[experiment]] (never in a run key):
+
+    display_name = "ResNet-110"   the name the report and `labreport models` show (default: the
+                                  class and its depth, "ResNet-110" for ResNet with depth = 110)
+    family = "cifar-resnet"       it implements the catalogue model of this family and depth (the
+    depth = 110                   depth: model_args' depth, else this), compared with He et al. as
+                                  the student's implementation of it
+
+Without `family`, a model whose trained runs count exactly a catalogue model's parameters is taken
+for that model (science/identity.py).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from labreport.catalog import CATALOG, ModelInfo
 from labreport.errors import ModelError
 
 REF_RE = re.compile(r"^(?P<target>[^:]+):(?P<name>[A-Za-z_]\w*)\Z")
@@ -173,3 +186,71 @@ def not_taken(ref: str, who: str, option: str, value) -> ModelError:
     its signature)."""
     return ModelError(f"model '{ref}': {option} = {value!r} is set, but {who} takes no '{option}' parameter: "
                       f"add one, or leave {option} at its default")
+
+
+# ---- what the report calls it, and which catalogue model it implements ------------------------
+FAMILIES = tuple(dict.fromkeys(i.family for i in CATALOG.values()))  # cifar-resnet, plain, torchvision, baseline
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What an [[experiment]] says of its model of one's own for the report (never part of a run key)."""
+
+    display_name: str = ""  # "": the class and its depth
+    family: str = ""  # a catalogue family ("cifar-resnet"): it implements that family's model of its depth
+    depth: int | None = None  # its depth where model_args gives none
+
+
+def model_id(spec: dict) -> str:
+    """A model as the report tells models apart: a catalogue name ("resnet110"), or one's own
+    reference with its model_args ("nets.py:ResNet(depth=110)"): the same class at two depths is two models."""
+    args = spec.get("model_args") or {}
+    if not args:
+        return spec["model"]
+    return f"{spec['model']}({', '.join(f'{k}={args[k]}' for k in sorted(args))})"
+
+
+def parse_id(mid: str) -> tuple[str, str, str]:
+    """(file or module, class or function, model_args as written) of an own model's model_id."""
+    ref, _, args = mid.partition("(")
+    target, name = split(ref)
+    return target, name, args.removesuffix(")")
+
+
+def depth_of(declared: Declared, model_args: dict) -> int | None:
+    """The depth an own model is built with: model_args' `depth` where it is a whole number, else the declared one."""
+    depth = model_args.get("depth")
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else declared.depth
+
+
+def display_name(ref: str, model_args: dict, declared: Declared = Declared()) -> str:
+    """What the report calls an own model: the declared name, else its class and depth ("ResNet-110";
+    "ResNet110" already says its depth), else the class alone."""
+    if declared.display_name:
+        return declared.display_name
+    name, depth = split(ref)[1], depth_of(declared, model_args)
+    return name if depth is None or name.endswith(str(depth)) else f"{name}-{depth}"
+
+
+def implemented(declared: Declared, model_args: dict) -> ModelInfo | None:
+    """The catalogue model an own model declares it implements (family and depth), if any."""
+    depth = depth_of(declared, model_args)
+    if not declared.family:
+        return None
+    return next((i for i in CATALOG.values() if i.family == declared.family and i.depth == depth), None)
+
+
+def declaration_problem(declared: Declared, model_args: dict) -> str | None:
+    """Why a declared family and depth name no catalogue model, or why the declared depth is not the
+    one model_args builds (None: nothing is wrong)."""
+    built = model_args.get("depth")
+    if declared.depth is not None and isinstance(built, int) and built != declared.depth:
+        return f"depth = {declared.depth}, but model_args builds depth = {built}: leave depth out"
+    if not declared.family or implemented(declared, model_args) is not None:
+        return None
+    depths = sorted(i.depth for i in CATALOG.values() if i.family == declared.family and i.depth)
+    depth = depth_of(declared, model_args)
+    if depth is None:
+        return (f"family = '{declared.family}' needs the depth: model_args = {{ depth = N }}, or depth = N "
+                f"({', '.join(map(str, depths))})")
+    return f"family = '{declared.family}' has no model of depth {depth} (depths: {', '.join(map(str, depths))})"

@@ -20,12 +20,14 @@ import jinja2
 
 from labreport.version import __version__
 from labreport.report import labels as lb
+from labreport.report import coverage, provenance as prov
 from labreport.science.conclusions import Study, conclude
 from labreport.report.document import Numbering, outline, task_title, tidy_punctuation, unquoted
 from labreport.report.preview import preview_texts
 from labreport.report.summary import summary
 from labreport.catalog import CATALOG
 from labreport.config import Config
+from labreport.ownmodels import model_id
 from labreport.spec import DATASET_TITLES, NUM_CLASSES
 from labreport.settings import FONTS
 from labreport.errors import LabreportError
@@ -118,8 +120,7 @@ def _arm_label(a, L: Lang) -> str:
 
 # --------------------------------------------------------------------------------------------
 def user_templates(config: Config) -> Path | None:
-    folder = config.report.templates
-    return (config.base_dir / folder) if folder else None
+    return config.templates_dir
 
 
 def language(config: Config) -> Lang:
@@ -153,24 +154,13 @@ def _test_word(t: str, L: Lang) -> str:
     return {"mcnemar": L._("McNemar's exact test"), "welch": L._("Welch's t-test")}.get(t, "—")
 
 
-def _provenance(views: list[RunView]) -> dict:
-    """Hardware/software/data facts from the finished runs (the set of distinct values each)."""
-    keys = ("device", "torch", "cuda", "precision", "data_fingerprint", "data_official", "threads")
-    seen: dict[str, list] = {k: [] for k in keys}
-    for v in views:
-        prov = (v.result or {}).get("provenance", {})
-        for k in keys:
-            if k in prov and prov[k] not in seen[k]:
-                seen[k].append(prov[k])
-    return seen
-
-
 METHOD_KEYS = ("model", "norm", "init", "dropout", "optimizer", "lr", "weight_decay", "batch_size", "epochs",
                "schedule", "augment", "precision", "dataset")
 
 
 def experiment_rows(config: Config) -> list[dict]:
-    """Per experiment: every setting the method table shows, grids as their list of values."""
+    """Per experiment: every setting the method table shows, grids as their list of values (a model
+    as its model_id: one's own with its model_args)."""
     rows = []
     for exp in config.experiments:
         specs = [r.spec.to_dict() for r in config.runs if r.experiment == exp.name]
@@ -178,8 +168,9 @@ def experiment_rows(config: Config) -> list[dict]:
         for k in METHOD_KEYS:
             vals: list = []
             for sp in specs:
-                if sp[k] not in vals:
-                    vals.append(sp[k])
+                v = model_id(sp) if k == "model" else sp[k]
+                if v not in vals:
+                    vals.append(v)
             row[k] = vals
         s0 = specs[0]
         row["split"] = (s0["train_subset"] or 50000 - s0["val_size"], s0["val_size"], s0["test_subset"] or 10000)
@@ -187,17 +178,19 @@ def experiment_rows(config: Config) -> list[dict]:
     return rows
 
 
-def model_rows(config: Config, views: list[RunView], L: Lang) -> list[dict]:
-    """The models table: every model the matrix uses (per data set, where it uses several), in its
-    order, with its parameter count (the BatchNorm variant's) and the paper's; the catalogue's count
-    is for 10 classes, so a model of one's own or one on CIFAR-100 is counted by its runs."""
-    used = list(dict.fromkeys((r.spec.model, r.spec.dataset) for r in config.runs))
+def model_rows(config: Config, views: list[RunView], L: Lang, own: dict | None = None) -> list[dict]:
+    """The models table: every model the matrix uses (per data set, where it uses several; one's own
+    per model_args), in its order, with its parameter count (the BatchNorm variant's) and the paper's;
+    the catalogue's count is for 10 classes, so a model of one's own or one on CIFAR-100 is counted
+    by its runs. `own`: Study.own, what the student calls each own model and what it implements."""
+    used = list(dict.fromkeys((model_id(r.spec.to_dict()), r.spec.dataset) for r in config.runs))
     several = len({d for _, d in used}) > 1
     rows = []
     for m, d in used:
         info = CATALOG.get(m)
-        name = lb.model_name(m, L) + (f" ({DATASET_TITLES[d]})" if several else "")
-        rows.append({"model": m, "name": name, "description": lb.model_description(m, L), "own": not info,
+        name = lb.model_name(m, L, own) + (f" ({DATASET_TITLES[d]})" if several else "")
+        rows.append({"model": m, "name": name, "description": lb.model_description(m, L, own), "own": not info,
+                     "implements": own[m].implements if own and m in own else None,
                      "params": info.params if info and d == "cifar10" else _counted_params(m, d, views),
                      "paper_params_m": info.paper_params_m if info and d == "cifar10" else None})
     return rows
@@ -206,7 +199,7 @@ def model_rows(config: Config, views: list[RunView], L: Lang) -> list[dict]:
 def _counted_params(model: str, dataset: str, views: list[RunView]) -> int | None:
     """The parameters the model's runs counted (a BatchNorm run's where there is one)."""
     counted = [(v.spec.get("norm") != "batch", v.result["params"]) for v in views
-               if v.spec["model"] == model and v.spec.get("dataset", "cifar10") == dataset
+               if model_id(v.spec) == model and v.spec.get("dataset", "cifar10") == dataset
                and v.result and v.result.get("params")]
     return min(counted)[1] if counted else None
 
@@ -246,14 +239,16 @@ def font_context(config: Config) -> dict:
 def render_html(config: Config, study: Study, views: list[RunView], figures: dict[str, FigureRef],
                 L: Lang, gradflow: dict | None = None) -> str:
     env = _env(config, L)
-    names = lb.Labels(study.groups, L)
+    env.filters["model_name"] = lambda m: lb.model_name(m, L, study.own)
+    names = lb.Labels(study.groups, L, study.own)
     num = Numbering(L)
     citations = Citations(L, access_date(config.report.accessed))
     context = dict(
         r=report_fields(config, L), lang=L.code, outline=outline(study, L), study=study, views=views,
-        preview=preview_texts(config, L),
-        figures=figures, provenance=_provenance(views), config=config, version=__version__,
-        experiments=experiment_rows(config), models=model_rows(config, views, L), no_result=_NoResult(),
+        preview=preview_texts(config, L), not_run=coverage.texts(config, L, study.own),
+        figures=figures, provenance=prov.facts(views), devices=[prov.device_phrase(d, L) for d in prov.devices(views)],
+        config=config, version=__version__,
+        experiments=experiment_rows(config), models=model_rows(config, views, L, study.own), no_result=_NoResult(),
         datasets=list(dict.fromkeys(r.spec.dataset for r in config.runs)), dataset_title=DATASET_TITLES.get,
         num_classes=NUM_CLASSES.get, per_dataset=lambda values: lb.per_dataset(values, L),
         chances=[(d, 1 / NUM_CLASSES[d]) for d in study.datasets],
@@ -267,9 +262,9 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
         lbl=names, lbl_of=names.of, fval=lambda f, v: lb.factor_value(f, v, L), fname=lambda f: lb.factor_name(f, L),
         aname=lambda f: lb.axis_name(f, L),
         init_name=lambda i: lb.init_name(i, L), init_short=lambda i: lb.init_short(i, L),
-        model_name=lambda m: lb.model_name(m, L),
-        model_description=lambda m: lb.model_description(m, L), test_word=lambda t: _test_word(t, L),
-        configs=lambda groups, ref: lb.configurations(groups, ref, names, L),
+        model_name=lambda m: lb.model_name(m, L, study.own), model_phrase=lambda m: lb.model_phrase(m, L, study.own),
+        test_word=lambda t: _test_word(t, L),
+        configs=lambda groups, ref: lb.configurations(groups, ref, names, L), join_and=L.join_and,
     )
     env.filters["lbl"] = names
     env.filters["why"] = lambda reason: lb.divergence(reason, L)
@@ -302,14 +297,15 @@ def study_of(config: Config, store: RunStore) -> tuple[list[RunView], Study]:
     """The runs of the matrix as the store has them, and what they conclude."""
     views = collect(config, store)
     a = config.analysis
-    return views, conclude(views, a.trained_threshold, a.claim_rate, a.confidence, a.alpha)
+    declared = {e.name: e.declared for e in config.experiments}
+    return views, conclude(views, a.trained_threshold, a.claim_rate, a.confidence, a.alpha, declared)
 
 
 def summary_of(config: Config, store: RunStore) -> dict:
     """Every number the report's conclusions use (summary.json), without drawing or writing anything."""
     _, study = study_of(config, store)
     _, flow = gradflow_context(config, store)
-    return summary(study, flow["facts"], lb.Labels(study.groups, language(config)))
+    return summary(study, flow["facts"], lb.Labels(study.groups, language(config), study.own))
 
 
 def check_outputs(outputs) -> tuple[Path, ...]:
@@ -329,7 +325,7 @@ def build(config: Config, store: RunStore, out: Path | tuple | list | None = Pat
     outputs = check_outputs([out] if isinstance(out, (str, Path)) else (out or ()))
     L = language(config)
     views, study = study_of(config, store)
-    names = lb.Labels(study.groups, L)
+    names = lb.Labels(study.groups, L, study.own)
     anchor = outputs[0] if outputs else html_out
     assets = anchor.resolve().parent / f"{anchor.stem}_files"  # figures and the summary, next to the report
     assets.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ Pure functions over conclusions.Group and an i18n.Lang (the words come from the 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from markupsafe import Markup, escape
 
@@ -21,9 +21,11 @@ ORDER = ("model", "norm", "init", "dropout", "weight_decay", "optimizer", "lr", 
          "batch_size", "epochs", "max_iters", "augment", "train_subset", "warmup", "precision")
 
 
-def model_name(name: str, L) -> str:
-    if ownmodels.is_own(name):  # "nets.py:ResNet110": its class or function
-        return ownmodels.split(name)[1]
+def model_name(name: str, L, own: Mapping | None = None) -> str:
+    """A model as the report names it: "ResNet-110", "CIFARNet"; one's own by what the student calls
+    it (`own`: science.identity.OwnModel by model_id), else by its class or function."""
+    if ownmodels.is_own(name):  # a model_id: "nets.py:ResNet(depth=110)"
+        return own[name].name if own and name in own else ownmodels.parse_id(name)[1]
     if name.startswith("resnet") and name != "resnet18":
         return f"ResNet-{name.removeprefix('resnet')}"
     if name.startswith("plain"):
@@ -31,12 +33,31 @@ def model_name(name: str, L) -> str:
     return {"resnet18": "ResNet-18", "cifarnet": "CIFARNet"}.get(name, name)
 
 
-def model_description(name: str, L) -> str:
+def model_phrase(name: str, L, own: Mapping | None = None) -> str:
+    """A model in a sentence that compares it with the paper or the lab's claim: one's own says so,
+    "ResNet-110 (собственная реализация)", so that it is never taken for the catalogue's."""
+    if ownmodels.is_own(name):
+        return L._("%(name)s (own implementation)", name=model_name(name, L, own))
+    return model_name(name, L)
+
+
+def model_description(name: str, L, own: Mapping | None = None) -> str:
+    """The models table's description; one's own names its class, model_args and file, and the
+    catalogue model it is compared as, with how that is known (science/identity.py)."""
     from labreport.catalog import CATALOG
 
-    if ownmodels.is_own(name):  # "nets.py:ResNet110", "mypackage.nets:make_resnet"
-        target, obj = ownmodels.split(name)
-        return L._("own implementation: %(name)s from %(file)s", name=obj, file=target)
+    if ownmodels.is_own(name):  # "nets.py:ResNet(depth=110)", "mypackage.nets:make_resnet"
+        target, obj, args = ownmodels.parse_id(name)
+        obj += f"({args})" if args else ""
+        o = own.get(name) if own else None
+        if o is None or o.implements is None:
+            return L._("own implementation: %(name)s from %(file)s", name=obj, file=target)
+        twin = model_name(o.implements, L)
+        if o.basis == "declared":
+            return L._("own implementation of %(model)s (as declared in experiments.toml): %(name)s from %(file)s",
+                       model=twin, name=obj, file=target)
+        return L._("own implementation of %(model)s (the same number of parameters): %(name)s from %(file)s",
+                   model=twin, name=obj, file=target)
     info = CATALOG[name]
     if info.family == "cifar-resnet":
         return L.n_("CIFAR ResNet-%(depth)s: 3 stages of %(num)d basic block, option-A shortcuts",
@@ -111,6 +132,8 @@ def factor_value(factor: str, value, L) -> str:
         return L._("seed %(n)s", n=value)
     if factor == "augment":
         return L._("augmentation") if value else L._("no augmentation")
+    if factor == "model_args":  # a grid over an own model's arguments: "depth=20"
+        return ", ".join(f"{k}={v}" for k, v in (value.items() if isinstance(value, dict) else value))
     return f"{factor} {L.sci(value)}"
 
 
@@ -127,9 +150,10 @@ def distinguishing(groups: Sequence) -> dict[str, tuple[str, ...]]:
 
 
 class Labels:
-    """The human label of every configuration of a study, keyed by its raw label (Group.label)."""
+    """The human label of every configuration of a study, keyed by its raw label (Group.label);
+    `own`: the models of one's own (Study.own), named as the student names them."""
 
-    def __init__(self, groups: Sequence, L):
+    def __init__(self, groups: Sequence, L, own: Mapping | None = None):
         self.L = L
         fields = distinguishing(groups)
         self.by_raw: dict[str, str] = {}
@@ -137,8 +161,9 @@ class Labels:
             spec = g.runs[0].spec
             coords = dict(g.coords)
             keys = [k for k in ORDER if k in fields.get(g.model, ()) or (k in coords and k != "model")]
-            keys += [k for k in coords if k not in keys and k not in ("model", "seed")]
-            parts = [model_name(g.model, L)] + [factor_value(k, coords.get(k, spec.get(k)), L) for k in keys]
+            # the model's name already tells its model_args apart (Group.model is its model_id)
+            keys += [k for k in coords if k not in keys and k not in ("model", "model_args", "seed")]
+            parts = [model_name(g.model, L, own)] + [factor_value(k, coords.get(k, spec.get(k)), L) for k in keys]
             self.by_raw[g.label] = ", ".join(parts)
         seen: dict[str, list[str]] = {}
         for raw, human in self.by_raw.items():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from labreport.catalog import CATALOG
+from labreport.ownmodels import model_id
 from labreport.science.stats import binom_sf, smallest_rejecting_k, wilson_interval
 
 INIT_ORDER = ("he", "torch", "fixup")  # the order arms are shown in
@@ -175,7 +176,7 @@ def bn_claims(views: Sequence, threshold: float | Callable[[str], float], claim_
     for m in _models_with_and_without_bn(views):
         arms: dict[tuple, list] = {}  # (norm, init, budget) -> runs
         for v in views:
-            if v.spec["model"] == m:
+            if model_id(v.spec) == m:
                 arms.setdefault((v.spec.get("norm"), v.spec.get("init", "he"), _budget(v.spec)), []).append(v)
         for budget in dict.fromkeys(b for (norm, _, b) in arms if norm == "none"):
             first = next(r for (_, _, b), runs in arms.items() if b == budget for r in runs)
@@ -185,7 +186,7 @@ def bn_claims(views: Sequence, threshold: float | Callable[[str], float], claim_
 
 
 def _models_with_and_without_bn(views: Sequence) -> list[str]:
-    """The catalogue's by depth, then one's own in matrix order."""
-    used = dict.fromkeys(v.spec["model"] for v in views)
-    models = [m for m in used if {v.spec.get("norm") for v in views if v.spec["model"] == m} >= {"batch", "none"}]
+    """The catalogue's by depth, then one's own in matrix order (model_id: one per model_args)."""
+    used = dict.fromkeys(model_id(v.spec) for v in views)
+    models = [m for m in used if {v.spec.get("norm") for v in views if model_id(v.spec) == m} >= {"batch", "none"}]
     return sorted(models, key=lambda m: (CATALOG[m].depth or 0) if m in CATALOG else 1_000_000)

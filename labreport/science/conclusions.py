@@ -9,12 +9,14 @@ validation (`test_acc_at_best`), never the best test epoch.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
 
 from labreport.science.bnclaim import BnClaim, bn_claims, trained
-from labreport.catalog import CATALOG
+from labreport.catalog import CATALOG, ModelInfo
+from labreport.ownmodels import Declared, model_id
 from labreport.science.compare import ALPHA, Effect, Ranking, factor_effect, rank
+from labreport.science.identity import OwnModel, identify
 from labreport.spec import NUM_CLASSES
 from labreport.store.views import RunView
 
@@ -29,7 +31,7 @@ class Group:
     label: str
     experiment: str
     task: str | None
-    model: str
+    model: str  # ownmodels.model_id: a catalogue name, or one's own with its model_args
     coords: tuple[tuple[str, object], ...]  # grid coordinates without the seed
     runs: tuple[RunView, ...]
 
@@ -73,7 +75,7 @@ def group_runs(views: Iterable[RunView]) -> list[Group]:
     groups = []
     for (exp, label), runs in order.items():
         coords = tuple((k, val) for k, val in runs[0].varying.items() if k != "seed")
-        groups.append(Group(label, exp, runs[0].task, runs[0].spec["model"], coords, tuple(runs)))
+        groups.append(Group(label, exp, runs[0].task, model_id(runs[0].spec), coords, tuple(runs)))
     return groups
 
 
@@ -109,6 +111,7 @@ class PaperRow:
     within: bool | None = None  # our mean within the paper's mean ± std (None: no published std)
     within_yardstick: bool | None = None  # within Table 6's number ± ResNet-110's std, borrowed
     recipe: bool = False  # our runs used the paper's training recipe (profile paper)
+    own: str | None = None  # the student's implementation of `model` this row is (its model_id); None: the catalogue's
 
 
 # He et al. 2015 sec. 4.2: SGD, momentum 0.9, wd 1e-4, batch 128, lr 0.1 / 10 at 32k and 48k, stop at 64k.
@@ -130,26 +133,32 @@ def within_spread(ours: float | None, centre: float | None, std: float | None) -
     return abs(ours - centre) <= std + 1e-9
 
 
-def paper_comparison(groups: Sequence[Group]) -> list[PaperRow]:
-    """Our error next to He et al. 2015 Table 6 for every CIFAR ResNet depth that was run (BN on,
-    best configuration of that depth). Only ResNet-110 has a published spread (mean ± std over 5
-    runs); for the other depths `within_yardstick` borrows it, and says so by its name."""
+def paper_comparison(groups: Sequence[Group], own: Mapping[str, OwnModel] | None = None) -> list[PaperRow]:
+    """Our error next to He et al. 2015 Table 6 for every CIFAR ResNet depth that was run on CIFAR-10
+    (BN on, best configuration of that depth): the catalogue's model, then each model of one's own
+    that implements it (`own`: science/identity.py), as a row of its own. Only ResNet-110 has a
+    published spread (mean ± std over 5 runs); for the other depths `within_yardstick` borrows it,
+    and says so by its name."""
+    own = own or {}
     rows = []
     for model, info in CATALOG.items():
         if info.paper_error is None:
             continue
-        cand = [g for g in groups if g.model == model and g.runs[0].spec.get("norm") == "batch"]
-        if not cand:
-            continue
-        g = best_group(cand) or cand[0]
-        err = None if g.mean is None else 100 * (1 - g.mean)
-        std = None if g.std is None else 100 * g.std
-        rows.append(PaperRow(model, info.depth, info.paper_error, err, std, len(g.values), g.runs[0].spec["epochs"],
-                             info.paper_mean, info.paper_std, info.paper_runs,
-                             within_spread(err, info.paper_mean, info.paper_std),
-                             within_spread(err, info.paper_error, YARDSTICK_STD),
-                             all(paper_recipe(r.spec) for r in g.runs)))
+        for mid in [model, *(m.id for m in own.values() if m.implements == model)]:
+            cand = [g for g in groups if g.model == mid and g.runs[0].spec.get("norm") == "batch"
+                    and dataset_of(g) == "cifar10"]
+            if cand:
+                rows.append(_paper_row(info, best_group(cand) or cand[0], None if mid == model else mid))
     return rows
+
+
+def _paper_row(info: ModelInfo, g: Group, own: str | None) -> PaperRow:
+    err = None if g.mean is None else 100 * (1 - g.mean)
+    std = None if g.std is None else 100 * g.std
+    return PaperRow(info.name, info.depth, info.paper_error, err, std, len(g.values), g.runs[0].spec["epochs"],
+                    info.paper_mean, info.paper_std, info.paper_runs,
+                    within_spread(err, info.paper_mean, info.paper_std),
+                    within_spread(err, info.paper_error, YARDSTICK_STD), all(paper_recipe(r.spec) for r in g.runs), own)
 
 
 @dataclass(frozen=True)
@@ -219,6 +228,7 @@ class Study:
     alpha: float = ALPHA
     test_images: tuple[int, ...] = ()  # distinct test-set sizes of the finished runs
     thresholds: tuple[tuple[str, float], ...] = ()  # (data set, threshold of "trained"), in matrix order
+    own: Mapping[str, OwnModel] = field(default_factory=dict)  # the models of one's own, by model_id
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -257,10 +267,12 @@ def default_threshold(dataset: str) -> float:
 
 
 def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: float, confidence: float = 0.95,
-             alpha: float = ALPHA) -> Study:
+             alpha: float = ALPHA, declared: Mapping[str, Declared] | None = None) -> Study:
     """The study's conclusions; `threshold` None: each data set's default_threshold. The overall
-    ranking is over the configurations on the first data set of the matrix (the lab's)."""
+    ranking is over the configurations on the first data set of the matrix (the lab's). `declared`:
+    per experiment, what it says of its model of one's own (its name, the catalogue model it implements)."""
     groups = group_runs(views)
+    own = identify(views, declared)
     tasks = sorted({g.task or "" for g in groups}, key=lambda t: (t == "", t))
     task_results = tuple(_task_result(t, [g for g in groups if (g.task or "") == t], alpha) for t in tasks)
     datasets = tuple(dict.fromkeys(v.spec.get("dataset", "cifar10") for v in views)) or ("cifar10",)
@@ -270,5 +282,5 @@ def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: floa
     deepest = claims[-1] if claims else None
     sizes = tuple(sorted({int(n) for v in views if v.finished and (n := v.metric("n_test"))}))
     return Study(progress_counts(views), tuple(groups), task_results, rank(_same_data(groups), alpha), claims,
-                 deepest, tuple(paper_comparison(groups)), tuple(resources(groups, threshold_of)),
-                 thresholds[0][1], claim_rate, confidence, alpha, sizes, thresholds)
+                 deepest, tuple(paper_comparison(groups, own)), tuple(resources(groups, threshold_of)),
+                 thresholds[0][1], claim_rate, confidence, alpha, sizes, thresholds, own)
