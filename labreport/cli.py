@@ -254,10 +254,9 @@ def status(obj: Context, profile, overrides, as_json):
 @click.option("--yes", "-y", is_flag=True,
               help=f"do not ask: train even when more than {CONFIRM_RUNS:,} runs are left, or (in a terminal) "
                    "when the estimate on a CPU is over an hour")
-@click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.pass_obj
 def run(obj: Context, profile, overrides, only, device, dry_run, jobs, gpus, fail_fast, wait, executor, partition,
-        time_min, threads, tensorboard, yes, summary_json):
+        time_min, threads, tensorboard, yes):
     """Train every run of the matrix that is not done yet (interrupted runs resume).
 
     Several `labreport run` processes, here or on other machines sharing the run store, never
@@ -271,8 +270,6 @@ def run(obj: Context, profile, overrides, only, device, dry_run, jobs, gpus, fai
         labreport run --executor slurm --wait  # one Slurm array task per run left
         labreport run --set epochs=10 --tensorboard runs/tb
     """
-    if executor != "local" and jobs > 1:
-        raise click.UsageError("--jobs is for local workers: with --executor each run is its own task")
     if tensorboard is not None:
         overrides = (*overrides, "run.tensorboard=true",
                      f"run.tensorboard_dir={json.dumps(str(tensorboard.resolve()))}")
@@ -286,7 +283,7 @@ def run(obj: Context, profile, overrides, only, device, dry_run, jobs, gpus, fai
         return
     if not yes and executor == "local" and _interactive():
         _confirm_a_long_run(lab, profile, only, device, threads, jobs)
-    out = lab.run(**options, wait=wait, fail_fast=fail_fast, yes=yes, console=_console(), summary_json=summary_json)
+    out = lab.run(**options, wait=wait, fail_fast=fail_fast, yes=yes, console=_console())
     sys.exit(out.exit_code)
 
 

@@ -100,16 +100,18 @@ class Lab:
         from labreport import ownmodels
 
         seen: dict[tuple, dict] = {}
+        declared = {e.name: e.declared for e in self.config.experiments}  # display_name, family, depth
         for run in self.config.runs:
             s = run.spec
             if ownmodels.is_own(s.model) and (s.model, s.model_args) not in seen:
                 src = ownmodels.read(s.model, self.config.base_dir)
                 args = f", model_args {s.model_args}" if s.model_args else ""
+                shown = ownmodels.display_name(s.model, s.model_args.as_dict(), declared[run.experiment])
                 seen[(s.model, s.model_args)] = {
                     "name": s.model, "family": "own", "params": own_params(s, self.config.base_dir),
                     "paper_params_m": None, "paper_error": None,
                     "supports": sorted(p for p in ("norm", "dropout", "init") if src.takes(p)),
-                    "description": f"your own: {src.kind} {src.name} ({src.where}){args}"}
+                    "description": f"{shown}: your own {src.kind} {src.name} ({src.where}){args}"}
         return list(seen.values())
 
     def doctor(self):
@@ -127,11 +129,9 @@ class Lab:
     # ---- training -------------------------------------------------------------------------------
     def run(self, *, only: Sequence[str] = (), jobs: int = 1, executor: str = "local", device: str = "auto",
             wait: bool = False, threads: int = 0, gpus: Sequence[str] = (), fail_fast: bool = False,
-            partition: str | None = None, time_min: int | None = None, yes: bool = False, console=None,
-            summary_json: Path | None = None):
+            partition: str | None = None, time_min: int | None = None, yes: bool = False, console=None):
         """Train every run not done yet (interrupted runs resume); returns what happened (an
-        Outcome: trained, cached, diverged, failed, exit_code). `summary_json` is for the worker
-        processes of jobs > 1: where each leaves its outcome for the parent.
+        Outcome: trained, cached, diverged, failed, exit_code).
 
         Example:
             outcome = lab.run(only=["resnet20-reg"])
@@ -139,15 +139,13 @@ class Lab:
         """
         from labreport.cluster import executors
 
-        ex = self._executor(jobs, executor, gpus, fail_fast, partition, time_min, summary_json)
+        ex = self._executor(jobs, executor, gpus, fail_fast, partition, time_min)
         console = console or print_console()
         show_messages(console)
-        req = executors.Request(self.config, self.store, tuple(only), device, wait, threads)
-        executors.check_size(ex, req, yes)
         if jobs > 1 or executor != "local":  # here, before workers or tasks start (a local run checks as it starts)
             self._check_own_models(only)
-        with executors.sigterm_as_interrupt():
-            return ex.execute(req, console)
+        return executors.run(ex, executors.Request(self.config, self.store, tuple(only), device, wait, threads),
+                             console, yes=yes)
 
     def _check_own_models(self, only: Sequence[str]) -> None:
         from labreport.engine.runner import check_own_models, pending
@@ -157,13 +155,16 @@ class Lab:
         if runs:
             check_own_models(pending(self.store, runs)[0], self.config.base_dir)
 
-    def _executor(self, jobs, executor, gpus, fail_fast, partition, time_min, summary_json=None):
+    @staticmethod
+    def _executor(jobs, executor, gpus, fail_fast, partition, time_min):
+        """The executor these options ask for, given only the options set (an executor refuses the others)."""
         from labreport.cluster import executors
 
         if executor != "local" and jobs > 1:
             raise LabreportError("jobs > 1 are local workers: with an executor each run is its own task")
-        return executors.get("processes" if jobs > 1 else executor, jobs=jobs, gpus=list(gpus), fail_fast=fail_fast,
-                             partition=partition, time_min=time_min, summary_json=summary_json)
+        options = dict(jobs=jobs if jobs > 1 else None, gpus=list(gpus) or None, fail_fast=fail_fast or None,
+                       partition=partition, time_min=time_min)
+        return executors.get("processes" if jobs > 1 else executor, **{k: v for k, v in options.items() if v})
 
     def dry_run(self, *, only: Sequence[str] = (), jobs: int = 1, executor: str = "local", device: str = "auto",
                 threads: int = 0, gpus: Sequence[str] = (), partition: str | None = None,

@@ -3,16 +3,16 @@ or as a job array, through the same two calls (in the spirit of submitit's Execu
 
     ex = executors.get("slurm", partition="gpu")    # "local", "processes" (jobs=4), "slurm", "submitit-local"
     ex.describe(config, store, runs)                 # --dry-run: what it would start or ask the cluster for
-    code = executors.run(ex, config, store, only=("resnet20",), wait=True, console=Console(print, print))
+    out = executors.run(ex, Request(config, store, only=("resnet20",), wait=True), Console(print, print))
 
 Every executor trains through engine.runner.run_matrix in the end (a --jobs worker and an array
 task are `labreport run` processes themselves), so the store's leases keep any mix of them from
 training a run twice, and each says what it did as the runner's Outcome. `run` prints it (results
-on `console.out`, progress and problems on `console.err`) and returns the exit code: 0 ok, 1 some
-runs failed, 130 interrupted.
+on `console.out`, progress and problems on `console.err`) and returns it (`.exit_code`: 0 ok, 1 some
+runs failed, 130 interrupted, 143 terminated).
 
     local.py        Local: in this process, one run after the other
-    processes.py    Processes: --jobs N worker processes here
+    processes.py    Processes: --jobs N worker processes here (each one worker.py)
     slurm.py        JobArray: one Slurm array task per run left (SubmititLocal: the same array, here)
 """
 
@@ -100,23 +100,26 @@ def print_summary(console: Console, out: Outcome, store: RunStore) -> None:
 
 
 def get(name: str, **options) -> Executor:
-    """The executor called `name`, with the options it takes; others are ignored (as `--partition`
-    is without a cluster)."""
+    """The executor called `name` with `options`; an option it does not take is an error, as
+    submitit's AutoExecutor refuses parameters a backend does not take."""
     try:
         module, _, cls_name = EXECUTORS[name].partition(":")
     except KeyError:
         raise LabreportError(f"unknown executor '{name}' (executors: {', '.join(EXECUTORS)})") from None
     cls = getattr(importlib.import_module(module), cls_name)
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in options.items() if k in names})
+    takes = [f.name for f in dataclasses.fields(cls)]
+    if bad := [k for k in options if k not in takes]:
+        raise LabreportError(f"executor '{name}' does not take {', '.join(bad)} (it takes "
+                             f"{', '.join(takes) or 'no options'})")
+    return cls(**options)
 
 
-def run(executor: Executor, config: Config, store: RunStore, *, console: Console, only: tuple[str, ...] = (),
-        device: str = "auto", wait: bool = False, threads: int = 0, yes: bool = False) -> int:
-    """Train the runs of `only` (all by default) that are not done, through `executor`; the exit code."""
-    req = Request(config, store, only, device, wait, threads)
+def run(executor: Executor, req: Request, console: Console, *, yes: bool = False) -> Outcome:
+    """The one way to train: the runs of `req` not done yet, through `executor` (SIGTERM stopping
+    them as Ctrl-C does); what happened, as the runner's Outcome (`.exit_code`)."""
     check_size(executor, req, yes)
-    return executor.execute(req, console).exit_code
+    with sigterm_as_interrupt():
+        return executor.execute(req, console)
 
 
 @contextlib.contextmanager

@@ -14,12 +14,12 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from labreport.cluster import worker
 from labreport.cluster.executors import RESUME_HINT, Console, Executor, Outcome, Request, cpu_threads, print_summary
 from labreport.config import Config
 from labreport.errors import Terminated
@@ -70,20 +70,6 @@ class Worker:
     lines_seen: int = 0
 
 
-def worker_command(config: Config, store: RunStore, *, profile: str | None, only: tuple[str, ...],
-                   device: str, threads: int, summary: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "labreport", "--config", str(config.path.resolve()),
-           "--runs", str(store.root.resolve()), "run", "--wait", "--device", device,
-           "--threads", str(threads), "--summary-json", str(summary)]
-    if profile:
-        cmd += ["--profile", profile]
-    for name in only:
-        cmd += ["--only", name]
-    for item in config.overrides:  # the parent's --set: the workers must see the same matrix
-        cmd += ["--set", item]
-    return cmd
-
-
 def start_workers(req: Request, *, jobs: int, gpus: list[str]) -> list[Worker]:
     config, store = req.config, req.store
     logs = store.root / ".workers"
@@ -98,7 +84,7 @@ def start_workers(req: Request, *, jobs: int, gpus: list[str]) -> list[Worker]:
             env["CUDA_VISIBLE_DEVICES"] = gpu  # the worker sees one GPU, as cuda:0
         log = logs / f"{stamp}-worker{k}.log"
         summary = logs / f"{stamp}-worker{k}.json"
-        cmd = worker_command(config, store, profile=config.profile, only=req.only,
+        cmd = worker.command(config.path, config.profile, config.overrides, store.root, only=req.only,
                              device="cuda" if gpu is not None else req.device, threads=threads, summary=summary)
         with open(log, "w") as fh:  # the child keeps its own handle
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

@@ -60,18 +60,23 @@ def config(tmp_path_factory, cifar_dir):
 def reference(config) -> RunStore:
     """The matrix trained in this process, once per test process."""
     store = RunStore(config.base_dir / "reference")
-    assert executors.run(executors.get("local"), config, store, console=Lines().console()) == 0
+    assert executors.run(executors.get("local"), executors.Request(config, store), Lines().console()).exit_code == 0
     return store
 
 
-def test_executors_are_chosen_by_name_with_the_options_they_take():
+def test_executors_are_chosen_by_name_with_the_options_they_take_and_refuse_others():
     assert set(executors.EXECUTORS) == {"local", "processes", "slurm", "submitit-local"}
-    options = {"jobs": 3, "gpus": ["0", "1"], "fail_fast": True, "partition": "gpu", "time_min": 30,
-               "summary_json": None}
-    local, procs, slurm = (executors.get(n, **options) for n in ("local", "processes", "slurm"))
-    assert type(local).__name__ == "Local" and local.summary_json is None
+    local = executors.get("local")
+    procs = executors.get("processes", jobs=3, gpus=["0", "1"], fail_fast=True)
+    slurm = executors.get("slurm", partition="gpu", time_min=30)
+    assert type(local).__name__ == "Local"
     assert (procs.jobs, procs.gpus, procs.fail_fast) == (3, ["0", "1"], True)
     assert (slurm.partition, slurm.time_min) == ("gpu", 30)
+    with pytest.raises(LabreportError, match=r"^executor 'local' does not take partition \(it takes no options\)$"):
+        executors.get("local", partition="gpu")
+    with pytest.raises(LabreportError, match=r"^executor 'processes' does not take time_min \(it takes jobs, gpus, "
+                                             r"fail_fast\)$"):
+        executors.get("processes", jobs=2, time_min=5)
     assert executors.get("submitit-local").name == "submitit-local"
     with pytest.raises(LabreportError, match=r"unknown executor 'pbs' \(executors: local, processes, slurm, "
                                              r"submitit-local\)"):
@@ -113,9 +118,8 @@ def test_run_hands_the_request_to_the_executor_and_returns_its_exit_code(config,
             return executors.Outcome(failed=[("small", "boom")])
 
     lines = Lines()
-    code = executors.run(Recorder(), config, RunStore(tmp_path / "runs"), console=lines.console(), only=("small",),
-                         device="cpu", wait=True, threads=2)
-    assert code == 1 and lines.out == ["done"]
+    req = executors.Request(config, RunStore(tmp_path / "runs"), only=("small",), device="cpu", wait=True, threads=2)
+    assert executors.run(Recorder(), req, lines.console()).exit_code == 1 and lines.out == ["done"]
     assert [(r.only, r.device, r.wait, r.threads) for r in seen] == [(("small",), "cpu", True, 2)]
 
 
@@ -126,7 +130,8 @@ def test_each_executor_trains_the_matrix_through_the_same_call(name, config, ref
     if name == "submitit-local":
         pytest.importorskip("submitit")
     store, lines = RunStore(tmp_path / name), Lines()
-    code = executors.run(executors.get(name, jobs=2), config, store, console=lines.console(), wait=True)
+    ex = executors.get(name, **({"jobs": 2} if name == "processes" else {}))
+    code = executors.run(ex, executors.Request(config, store, wait=True), lines.console()).exit_code
     assert code == 0, lines.out + lines.err
     assert lines.out[-1] == f"2 trained, 0 cached, 0 diverged, 0 failed  (store: {store.root})"
     for run in config.select():
@@ -137,5 +142,5 @@ def test_each_executor_trains_the_matrix_through_the_same_call(name, config, ref
         assert [h["train_loss"] for h in history] == [h["train_loss"] for h in reference_history]
 
     again = Lines()  # a second call finds everything done, whatever the executor
-    assert executors.run(executors.get(name, jobs=2), config, store, console=again.console(), wait=True) == 0
+    assert executors.run(ex, executors.Request(config, store, wait=True), again.console()).exit_code == 0
     assert any("2 cached" in line or "2 run(s) already done" in line for line in again.out), again.out

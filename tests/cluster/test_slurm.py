@@ -279,4 +279,4 @@ def test_jobs_and_an_executor_do_not_mix(tmp_path, cifar_dir):
     res = CliRunner().invoke(main, ["--config", str(cfg), "--runs", str(tmp_path / "runs"), "run",
                                     "--executor", "submitit-local", "--jobs", "2"])
     assert res.exit_code == 2
-    assert "--jobs is for local workers: with --executor each run is its own task" in res.output
+    assert "jobs > 1 are local workers: with an executor each run is its own task" in res.output
