@@ -187,13 +187,18 @@ def model_rows(config: Config, views: list[RunView], L: Lang, own: dict | None =
     several = len({d for _, d in used}) > 1
     rows = []
     for m, d in used:
-        info = CATALOG.get(m)
+        info, twin = CATALOG.get(m), own[m].implements if own and m in own else None
         name = lb.model_name(m, L, own) + (f" ({DATASET_TITLES[d]})" if several else "")
         rows.append({"model": m, "name": name, "description": lb.model_description(m, L, own), "own": not info,
-                     "implements": own[m].implements if own and m in own else None,
+                     "implements": twin,
                      "params": info.params if info and d == "cifar10" else _counted_params(m, d, views),
-                     "paper_params_m": info.paper_params_m if info and d == "cifar10" else None})
+                     "paper_params_m": _paper_params(info or CATALOG.get(twin or ""), d)})
     return rows
+
+
+def _paper_params(info, dataset: str) -> float | None:
+    """The paper's count (millions) of a catalogue model (the one an own model implements), on CIFAR-10."""
+    return info.paper_params_m if info and dataset == "cifar10" else None
 
 
 def _counted_params(model: str, dataset: str, views: list[RunView]) -> int | None:

@@ -4,7 +4,7 @@ max_iters, and the comparison with Table 6's only published spread (ResNet-110, 
 from __future__ import annotations
 
 import re
-
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ KEYS = {
     "resnet110-nobn[seed=6]": "84ee3eb3afae8571", "resnet110-nobn[seed=7]": "f0c32067c2c3c325",
     "resnet110-nobn[seed=8]": "5b6248d18e325fbf", "resnet110-nobn[seed=9]": "165963295dd753c3",
 }
-QUICK_KEYS = {  # the quick profile as retuned in session 3 (more images, 2 BN-less seeds): a pin against code changes
+QUICK_KEYS = {  # the quick profile (more images, 2 BN-less seeds): a pin against code changes
     "resnet18": "eff513f49cd5e439", "resnet20-reg[dropout=0.15, weight_decay=0]": "80df1d82673d2f6a",
     "resnet20-reg[dropout=0.3, weight_decay=0.0001]": "497ba815b7c528cc",
     "resnet110-nobn[seed=0]": "066db85e3aae4581", "resnet110-nobn[seed=1]": "adaac94ca6f1dc96",
@@ -186,6 +186,12 @@ def test_training_stops_at_max_iters_in_a_partial_last_epoch(tmp_path, cifar_dir
 # --------------------------------------------------------------------------------------------
 # Table 6's spread
 # --------------------------------------------------------------------------------------------
+def report_text(html: Path) -> str:
+    """The report's body as a reader reads it: inline tags (names, references) gone, a block's end a space."""
+    body = re.sub(r"</?(span|a|b|i|sub|sup)\b[^>]*>", "", html.read_text().split("<body", 1)[1])
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
 def test_within_spread():
     assert within_spread(6.70, 6.61, 0.16) is True
     assert within_spread(6.77, 6.61, 0.16) is True  # the edge counts
@@ -230,7 +236,7 @@ def test_report_says_which_depths_are_within_the_spread(tmp_path):
                "params": 1000, "peak_mem_alloc_mib": None, "diverged_at_epoch": None}
         store.write_result(run.key, res)
     build(config, store, None, tmp_path / "r.html")
-    html = " ".join((tmp_path / "r.html").read_text().split())
+    html = report_text(tmp_path / "r.html")
     assert "Only ResNet-110 has a published spread there" in html
     assert "Our ResNet-110 error, 7.00 ± 0.16% over 5 runs, is outside 6.61 ± 0.16%." in html
     assert "6.43% (6.61 ± 0.16%)" in html
@@ -239,4 +245,65 @@ def test_report_says_which_depths_are_within_the_spread(tmp_path):
                          ("ResNet-32", "outside")):
         assert re.search(rf"Our {model} error, [\d.]+%, is {where} [\d.]+% ± 0.16 points.", html), model
     assert "These runs follow the paper's recipe (profile paper)" in html
-    assert "The paper&#39;s recipe: ResNet-20…110" in html  # a user-visible title, autoescaped
+    assert "The paper's recipe: ResNet-20…110" in html  # a user-visible title
+
+
+# ---- task 5 with one's own ResNet-110: the README's example compared with the paper ----------------
+EXAMPLE = ROOT / "examples" / "own-model"
+
+
+def _own_study(tmp_path: Path, lang: str, extra: str = "") -> str:
+    """The README's example (its nets.py, its experiments.toml) with hand-made results: the BatchNorm
+    runs count the catalogue's 1,727,962 parameters, as the example's trained runs do, and a
+    gradient-flow measurement of the built-in networks is in the store. The report's text, tags
+    removed."""
+    import random
+    import shutil
+
+    from labreport.testing import _write_made_up_gradflow
+
+    for name in ("nets.py", "experiments.toml"):
+        shutil.copy(EXAMPLE / name, tmp_path / name)
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(toml.read_text().replace("[report]\n", f'[report]\nlanguage = "{lang}"\n') + extra
+                    + "[gradflow]\nenabled = true\n")  # off by default in the tests (conftest.py)
+    config = load_config(toml)
+    store = RunStore(tmp_path / "runs")
+    for run in config.runs:
+        bn = run.spec.norm == "batch"
+        acc = 0.93 - 0.001 * run.spec.seed if bn else 0.1
+        res = {"key": run.key, "spec": run.spec.to_dict(), "status": "completed", "epochs_run": 50, "best_epoch": 50,
+               "best_val_acc": acc, "test_acc_at_best": acc, "final_test_acc": acc, "final_train_acc": acc,
+               "final_val_acc": acc, "mean_epoch_time_s": 1.0, "params": 1_727_962 if bn else 1_723_914,
+               "provenance": {"device": "AMD EPYC 7B13", "device_type": "cpu", "threads": 2, "cuda": "13.0",
+                              "torch": "2.14.1+cu130", "precision": "fp32"},
+               "peak_mem_alloc_mib": None, "diverged_at_epoch": None}
+        store.write_result(run.key, res)
+    _write_made_up_gradflow(tmp_path / "runs", config.gradflow, random.Random(0))
+    build(config, store, None, tmp_path / "r.html")
+    return report_text(tmp_path / "r.html")
+
+
+def test_the_readme_example_is_compared_with_the_paper_as_the_students_resnet110(tmp_path):
+    en = _own_study(tmp_path, "en")
+    # the name the student gave, in the models table, with how its identity is known
+    assert "ResNet-110 own implementation of ResNet-110 (the same number of parameters): ResNet(depth=110) " \
+           "from nets.py 1,727,962 1.70" in en
+    # section 3.4 and the conclusions: the student's ResNet-110 against Table 6
+    assert "Our ResNet-110 (own implementation) error, 7.45 ± 0.30% over 10 runs, is outside 6.61 ± 0.16%." in en
+    assert "There is no ResNet-110 with BatchNorm among these runs" not in en
+    assert "ResNet-110 (own implementation): test error 7.45% against 6.43% in [1]" in en
+    assert "ResNet-110 (own implementation) without BatchNorm, He init: 0 of 10 runs trained" in en
+    # the gradient flow was measured on the built-in networks: said so, and not quoted for the student's
+    assert "These are labreport's built-in networks: the author's own implementation (ResNet-110) was not " \
+           "measured" in en
+    assert "(measured on it, subsection 1.1)" not in en  # the logits' spread is quoted for the built-in net only
+    assert "labreport's built-in ResNet-110 without BatchNorm is" in en  # the conclusion names the network
+
+
+def test_the_russian_report_and_a_declared_name(tmp_path):
+    ru = _own_study(tmp_path, "ru", 'family = "cifar-resnet"\n')
+    assert "Наша ошибка ResNet-110 (собственная реализация) – 7,45 ± 0,30 % по 10 запускам – вне пределов " \
+           "6,61 ± 0,16 %." in ru
+    assert "собственная реализация ResNet-110 (так объявлено в experiments.toml): ResNet(depth=110) из nets.py" in ru
+    assert "Это встроенные сети labreport: собственная реализация автора (ResNet-110) не измерялась" in ru

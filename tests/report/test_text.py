@@ -326,3 +326,109 @@ def test_what_is_a_name_or_identifier(token, want):
 ])
 def test_a_title_in_quotes_loses_them_once(title, want):
     assert unquoted(title) == want
+
+
+# ---- what the data cannot carry, and phrases a red pen marked -------------------------------------
+CAPITAL_AFTER_COLON = re.compile(r".{0,30}: [А-ЯЁ][а-яё]+.{0,20}")  # Russian goes on in lower case after a colon
+
+
+def test_no_russian_sentence_goes_on_with_a_capital_after_a_colon(report):
+    _, doc, _ = report
+    assert not [m.group() for t in running_text(doc) for m in CAPITAL_AFTER_COLON.finditer(t)]
+
+
+@pytest.fixture(scope="module")
+def unfinished(study, tmp_path_factory) -> Path:
+    """The bn-claim study with one arm not finished (PyTorch's default init) and a gradient flow in which
+    the BN-less ResNet's gradient changes with depth more than the plain network's under He init."""
+    from labreport.store.gradflow import cell_dir, cells
+
+    folder = tmp_path_factory.mktemp("unfinished")
+    shutil.copytree(study, folder, dirs_exist_ok=True)
+    for lang in LANGS:
+        config = load_config(folder / f"{lang}.toml", "bn-claim")
+        for run in config.runs:
+            if run.experiment == "resnet110-nobn-torch":
+                (folder / "runs" / run.key / "result.json").unlink(missing_ok=True)
+    settings = load_config(folder / "ru.toml").gradflow
+    (cell,) = [c for c in cells(settings) if (c.model, c.norm, c.init) == ("resnet110", "none", "he")]
+    path = cell_dir(folder / "runs", cell) / "result.json"
+    res = json.loads(path.read_text())
+    n = len(res["grad_init"])
+    res["grad_init"] = [10 ** (-12 * (1 - i / (n - 1))) for i in range(n)]  # 12 orders of magnitude, the plain net's 9
+    path.write_text(json.dumps(res))
+    return folder
+
+
+@pytest.mark.parametrize("lang, cases, arm", [
+    ("ru", "объясняет измерение не полностью: без BN до обучения норма градиента ResNet меняется с глубиной не "
+           "меньше, чем у плоской сети.",
+     "Без BatchNorm, инициализация PyTorch по умолчанию: ни один запуск этого варианта ещё не завершён."),
+    ("en", "does not explain all of the measurement: without BN before training, the gradient norm of ResNet "
+           "changes with depth no less than the plain network's.",
+     "Without BatchNorm, PyTorch's default init: no run of this arm has finished yet."),
+])
+def test_the_cases_the_argument_misses_and_an_unfinished_arm_read_as_sentences(unfinished, lang, cases, arm):
+    """Once «…не меньше, чем у плоской сети, в вариантах: без BN при инициализации» and «инициализация He:
+    Ни один запуск этого варианта…»."""
+    out = unfinished / f"unfinished-{lang}.html"
+    build(load_config(unfinished / f"{lang}.toml", "bn-claim"), RunStore(unfinished / "runs"), None, out)
+    doc = lxml.html.fromstring(out.read_text(encoding="utf-8"))
+    text = " ".join(running_text(doc))
+    assert cases in text and arm in text
+    assert "в вариантах" not in text and "при инициализации." not in text
+    assert not [m.group() for t in running_text(doc) for m in CAPITAL_AFTER_COLON.finditer(t)]
+
+
+COLLAPSED = """
+[report]
+language = "{lang}"
+[defaults]
+epochs = 2
+test_subset = 500
+[[experiment]]
+name = "r20"
+task = 4
+model = "resnet20"
+dropout = [0.0, 0.3]
+weight_decay = [0.0, 1e-4]
+[[experiment]]
+name = "r110"
+task = 5
+model = "resnet110"
+norm = ["batch", "none"]
+seeds = 3
+"""
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_networks_collapsed_onto_one_class_agree_on_every_image_and_no_detectable_difference_is_quoted(tmp_path,
+                                                                                                        lang):
+    """Every run answers class 0 for every image (as BN-less ResNet-110 runs do): both arms of every
+    comparison get the same 50 of 500 images right. No "a difference of about 0.00 points could be
+    detected"; instead, the configurations agree on every image."""
+    (tmp_path / "experiments.toml").write_text(COLLAPSED.format(lang=lang), encoding="utf-8")
+    config = load_config(tmp_path / "experiments.toml")
+    store = RunStore(tmp_path / "runs")
+    labels = "".join(str(i % 10) for i in range(500))
+    for run in config.runs:
+        hist = [{"epoch": e, "val_acc": 0.1, "test_acc": 0.1, "train_acc": 0.1, "epoch_time_s": 1.0} for e in (1, 2)]
+        store.write_history(run.key, hist)
+        store.write_result(run.key, {
+            "key": run.key, "spec": run.spec.to_dict(), "status": "completed", "epochs_run": 2, "best_epoch": 1,
+            "best_val_acc": 0.1, "test_acc_at_best": 0.1, "final_test_acc": 0.1, "final_train_acc": 0.1,
+            "final_val_acc": 0.1, "mean_epoch_time_s": 1.0, "params": 1000, "n_test": 500,
+            "test_predictions": "0" * 500, "test_labels": labels, "provenance": {}})
+    built = build(config, store, None, tmp_path / "r.html")
+    text = " ".join(lxml.html.fromstring((tmp_path / "r.html").read_text(encoding="utf-8")).text_content().split())
+    for phrase in {"ru": ("обнаружимо различие", "позволил бы обнаружить различие", "отличимы лишь различия"),
+                   "en": ("could detect about", "could have detected a difference", "only differences of about")}[lang]:
+        assert phrase not in text
+    assert {"ru": "на всех его уровнях верно классифицируются в точности одни и те же тестовые изображения",
+            "en": "every level of it gets exactly the same test images right"}[lang] in text
+    assert {"ru": "верно классифицирует в точности те же тестовые изображения, что и",
+            "en": "gets exactly the same test images right as"}[lang] in text
+    summary = json.loads(built.summary.read_text())
+    detectable = [c["detectable"] for t in summary["tasks"] for c in (t["best"] or {}).get("comparisons", [])]
+    detectable += [e["detectable"] for t in summary["tasks"] for e in t["factors"]]
+    assert detectable and all(d is None for d in detectable)
