@@ -384,7 +384,8 @@ def acc_loss(runs: Sequence[tuple[str, Sequence[dict]]], L) -> Figure | None:
         colour, epochs = PALETTE[i % len(PALETTE)], [h["epoch"] for h in history]
         acc_ax.plot(epochs, [h["test_acc"] for h in history], color=colour, lw=1.2, label=label, **points(last))
         if any(h.get("val_acc") is not None for h in history):
-            acc_ax.plot(epochs, [h.get("val_acc") for h in history], color=colour, lw=1.0, ls="--", **points(last, True))
+            acc_ax.plot(epochs, [h.get("val_acc") for h in history], color=colour, lw=1.0, ls="--",
+                        **points(last, True))
         loss_ax.plot(epochs, [h["train_loss"] for h in history], color=colour, lw=1.2, **points(last))
     accuracy_axes(acc_ax, L, last=last)
     acc_ax.set_ylabel(L._("Accuracy"))

@@ -60,7 +60,8 @@ def pdf_bytes(html: str, allowed: list[Path], base_url: Path) -> bytes:
     with the current time unless SOURCE_DATE_EPOCH is set, so it is pinned (and the PDF id fixed)."""
     import weasyprint
 
-    doc = weasyprint.HTML(string=bind_identifiers(html), base_url=base_url.as_uri() + "/", url_fetcher=_LocalOnlyFetcher(allowed))
+    doc = weasyprint.HTML(string=bind_identifiers(html), base_url=base_url.as_uri() + "/",
+                          url_fetcher=_LocalOnlyFetcher(allowed))
     old = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = old or "0"
     try:

@@ -110,3 +110,16 @@ def _settings(xml: bytes) -> bytes:
         before = [i for i, c in enumerate(settings) if etree.QName(c).localname in SETTINGS_BEFORE]
         settings.insert(before[-1] + 1 if before else 0, etree.Element(_w("embedTrueTypeFonts")))
     return _xml(settings)
+
+
+def embedded(font: dict) -> dict[str, dict[str, Path]]:
+    """The font files the document embeds: the report's family (each file once: a set without a bold
+    italic names its bold twice) and, with Liberation Serif, Liberation Mono for the monospaced text."""
+    family: dict[str, Path] = {}
+    for style in STYLES:
+        if font[style] not in [p.name for p in family.values()]:
+            family[style] = FONTS_DIR / font[style]
+    out = {font["family"]: family}
+    if font["mono"].startswith("LiberationMono"):
+        out["Liberation Mono"] = {"regular": FONTS_DIR / font["mono"]}
+    return out

@@ -91,7 +91,8 @@ def test_the_docx_says_preview_on_the_title_page_and_in_the_header(smoke_report)
     import docx
 
     doc = docx.Document(smoke_report[1])
-    assert any(words(p.text).startswith("Предварительные результаты (профиль smoke: 1 эпоха") for p in doc.paragraphs[:12])
+    title_page = [words(p.text) for p in doc.paragraphs[:12]]
+    assert any(t.startswith("Предварительные результаты (профиль smoke: 1 эпоха") for t in title_page)
     section = doc.sections[0]
     assert section.different_first_page_header_footer and not section.first_page_header.paragraphs[0].text
     assert section.header.paragraphs[0].text == "Предварительные результаты (профиль smoke)"
