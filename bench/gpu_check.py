@@ -6,32 +6,40 @@
 On CUDA (budgeted to finish within 8 minutes on one H100; `--budget-s`):
   0. the precision rule on this GPU (what `auto` resolves to with and without BatchNorm) and a
      BN-less ResNet-110's logits at init in fp32 / bf16 / fp16 (fp16's range is 65,504);
-  1. throughput through `labreport run`, most needed first (the budget may cut the tail): ResNet-20
-     (2 epochs) and ResNet-110 (1 epoch; 2 when compiled) at the lab's batch sizes in the precision
-     `auto` gives, eager and with CUDA graphs (`[run] compile = "reduce-overhead"`: epoch 1 holds
-     the compile, epoch 2 is the steady state); CIFARNet and ResNet-18 eager (the rest of the lab's
-     matrix); ResNet-20 with CUDA graphs once more in a fresh process (the compile every later run
-     of the same graph pays, from inductor's on-disk cache); then fp32 and fp16 eager and fp16
-     with CUDA graphs, where they differ from `auto`. For each: seconds per epoch, images/s, peak
-     memory allocated/reserved, a model-FLOP-utilisation estimate (FLOPs counted with
-     torch.utils.flop_counter on the real model, training = 3x forward, against the dense
+  1. throughput through `labreport run` at the lab's batch sizes in the precision `auto` gives:
+     ResNet-20 (2 epochs) and ResNet-110 (1 epoch) eager; later CIFARNet and ResNet-18 eager (the
+     rest of the lab's matrix) and ResNet-110 and ResNet-20 with CUDA graphs (`[run] compile =
+     "reduce-overhead"`, 2 epochs: epoch 1 holds the compile, epoch 2 is the steady state); last,
+     if the budget allows, ResNet-20 with CUDA graphs once more in a fresh process (the compile
+     every later run of the same graph pays, from inductor's on-disk cache), fp32 and fp16 eager
+     and fp16 with CUDA graphs, where they differ from `auto`. For each: seconds per epoch,
+     images/s, peak memory allocated/reserved, a model-FLOP-utilisation estimate (FLOPs counted
+     with torch.utils.flop_counter on the real model, training = 3x forward, against the dense
      tensor-core peak of the precision that ran), and seconds per weighted image for
      labreport/cluster/eta.py MEASURED;
+  1f. fused training (bench/fused.py, gpu_fused.py), right after the first two: the lab's member
+     sets (10 BN-less ResNet-110 seeds and 3 with BatchNorm at batch 64, the 12 ResNet-20 grid
+     points at 128) as one stacked model each, 3 warm-up and 30 timed steps, beside the set's
+     first run alone through the trainer's own steps; with CUDA graphs near the end;
   2. `labreport run --jobs 1, 2, 4` on one GPU over 8 short ResNet-110 runs (runs per hour, and the
      speedup over --jobs 1: the lab's time is mostly ResNet-110's);
   3. SIGKILL of an fp16 CUDA run after its first checkpoint, then a `labreport run` that must
      resume it (the loss scaler's state comes back from the checkpoint) and finish;
   4. the lab's whole matrix (experiments.toml, no profile) at the speeds measured in 1, eager and
-     with CUDA graphs, at --jobs 1 and scaled by the speedups of 2; and a ready MEASURED entry.
-Every measurement is on its own (try/except, a timeout, the error printed and kept): one failure
-never loses the others. Measurements the budget cannot fit are skipped and say so. No measurement may take more
-than CAP_SHARE of the budget (a hang costs that, not the rest). Everything goes to
+     with CUDA graphs, at --jobs 1 and scaled by the speedups of 2; a ready MEASURED entry; and
+     each fused set against the best unfused way (eager, CUDA graphs, --jobs k) to train its runs,
+     with the lab's matrix as it would take with the sets fused.
+The order (PHASES) is most decisive first; the budget cuts the tail. Every measurement is on its
+own (try/except, a timeout, the error printed and kept): one failure never loses the others.
+Measurements the budget cannot fit are skipped and say so. No measurement may take more than
+CAP_SHARE of the budget (a hang costs that, not the rest). Everything goes to
 OUT_DIR/gpu_check.log and OUT_DIR/gpu_check.json (rewritten after each measurement), and the
 figures the README wants to OUT_DIR/gpu_check.md.
 
 `--smoke --device cpu` runs the same steps at toy size (fp16 skipped: CPU fp16 convolution
-backward is emulated, ~40 s per ResNet-20 step; CUDA graphs declined by inductor on a CPU): that is
-what the test suite runs, so the script stays working without a GPU.
+backward is emulated, ~40 s per ResNet-20 step; CUDA graphs declined by inductor on a CPU; the fused
+compile skipped, ~80 s there): that is what the test suite runs, so the script stays working
+without a GPU.
 """
 
 from __future__ import annotations
@@ -49,12 +57,13 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when loaded by a test
-from gpu_figures import estimate_text, lab_estimate, markdown, measured_entry, peak_flops  # noqa: E402
+from gpu_common import CAP_SHARE, GRAPHS, Budget, log, run_cmd  # noqa: E402
+from gpu_figures import (estimate_text, fused_comparison, fused_text, lab_estimate, markdown,  # noqa: E402
+                         measured_entry, peak_flops)
+from gpu_fused import step_fused  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_TOML = REPO / "experiments.toml"  # the lab's matrix: its batch sizes, and what step 4 estimates
-CAP_SHARE = 0.4  # of the budget, at most, for one measurement (at least 60 s)
-GRAPHS = "reduce-overhead"  # [run] compile: torch.compile with CUDA graphs
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,25 +77,6 @@ def lab_specs(path: Path = LAB_TOML) -> list:
 def lab_batch(model: str, specs: list | None = None) -> int:
     """The batch size the lab trains `model` with (experiments.toml; ResNet-110: 64)."""
     return next((s.batch_size for s in (specs if specs is not None else lab_specs()) if s.model == model), 128)
-
-
-def log(out: Path, text: str) -> None:
-    print(text, flush=True)
-    with open(out / "gpu_check.log", "a") as fh:
-        fh.write(text + "\n")
-
-
-def run_cmd(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run a command in its own process group; on timeout the whole group is killed (a `--jobs`
-    parent's workers too: none is left holding the GPU)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=max(timeout, 1))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise TimeoutError(f"timed out after {timeout:.0f} s: {' '.join(cmd[3:])}") from None
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def labreport(cfg: Path, runs: Path, *args: str, timeout: float = 600,
@@ -117,16 +107,6 @@ def train_flops_per_image(model_name: str) -> float:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 3, 32, 32))
     return 3.0 * counter.get_total_flops()
-
-
-class Budget:
-    """Seconds left of the whole check; each step may spend up to its share."""
-
-    def __init__(self, total_s: float):
-        self.t0, self.total = time.perf_counter(), total_s
-
-    def left(self) -> float:
-        return self.total - (time.perf_counter() - self.t0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,33 +140,34 @@ def step_precision_rule(out: Path, data: Path, device: str, smoke: bool, budget:
 
 
 def plan(device: str, smoke: bool, auto: str = "bf16") -> list[dict]:
-    """The throughput measurements, most needed first (the budget may cut the tail). `auto`: what
-    precision = "auto" resolves to here with BatchNorm; an explicit precision equal to it would
-    only measure the same thing twice, so it is left out (fp16 on a T4, fp32 on a CPU)."""
-    m = [  # name, model, precision, compile, epochs
-        ("resnet20 auto eager", "resnet20", "auto", False, 2),
-        ("resnet110 auto eager", "resnet110", "auto", False, 1),
-        ("resnet20 auto cuda-graphs", "resnet20", "auto", GRAPHS, 2),
-        ("resnet110 auto cuda-graphs", "resnet110", "auto", GRAPHS, 2),
-        ("cifarnet auto eager", "cifarnet", "auto", False, 2),
-        ("resnet18 auto eager", "resnet18", "auto", False, 2),
+    """The throughput measurements, most needed first (the budget may cut the tail), in three parts
+    that run at three points of the check (see PHASES). `auto`: what precision = "auto" resolves to
+    here with BatchNorm; an explicit precision equal to it would only measure the same thing
+    twice, so it is left out (fp16 on a T4, fp32 on a CPU)."""
+    m = [  # name, model, precision, compile, epochs, part
+        ("resnet20 auto eager", "resnet20", "auto", False, 2, "first"),
+        ("resnet110 auto eager", "resnet110", "auto", False, 1, "first"),
+        ("cifarnet auto eager", "cifarnet", "auto", False, 2, "core"),  # the rest of the lab's matrix
+        ("resnet18 auto eager", "resnet18", "auto", False, 2, "core"),
+        ("resnet110 auto cuda-graphs", "resnet110", "auto", GRAPHS, 2, "core"),
+        ("resnet20 auto cuda-graphs", "resnet20", "auto", GRAPHS, 2, "core"),
         # the same graph compiled in a fresh process: what every later run of the lab pays
-        ("resnet20 auto cuda-graphs again", "resnet20", "auto", GRAPHS, 2),
-        ("resnet20 fp32 eager", "resnet20", "fp32", False, 2),
-        ("resnet110 fp32 eager", "resnet110", "fp32", False, 1),
-        ("resnet20 fp16 eager", "resnet20", "fp16", False, 2),
-        ("resnet110 fp16 eager", "resnet110", "fp16", False, 1),
-        ("resnet20 fp16 cuda-graphs", "resnet20", "fp16", GRAPHS, 2),
+        ("resnet20 auto cuda-graphs again", "resnet20", "auto", GRAPHS, 2, "tail"),
+        ("resnet20 fp32 eager", "resnet20", "fp32", False, 2, "tail"),
+        ("resnet110 fp32 eager", "resnet110", "fp32", False, 1, "tail"),
+        ("resnet20 fp16 eager", "resnet20", "fp16", False, 2, "tail"),
+        ("resnet110 fp16 eager", "resnet110", "fp16", False, 1, "tail"),
+        ("resnet20 fp16 cuda-graphs", "resnet20", "fp16", GRAPHS, 2, "tail"),
     ]
     if smoke:  # toy size: one of each kind that a CPU can run in seconds (compile: ~35 s once)
-        m = [("resnet20 auto eager", "resnet20", "auto", False, 1),
-             ("resnet110 auto eager", "resnet110", "auto", False, 1),
-             ("resnet20 auto cuda-graphs", "resnet20", "auto", GRAPHS, 1),
-             ("cifarnet auto eager", "cifarnet", "auto", False, 1),
-             ("resnet18 auto eager", "resnet18", "auto", False, 1),
-             ("resnet20 fp16 eager", "resnet20", "fp16", False, 1)]
-    return [{"name": n, "model": mo, "precision": p, "compile": c, "epochs": e} for n, mo, p, c, e in m
-            if p == "auto" or p != auto or smoke]
+        m = [("resnet20 auto eager", "resnet20", "auto", False, 1, "first"),
+             ("resnet110 auto eager", "resnet110", "auto", False, 1, "first"),
+             ("cifarnet auto eager", "cifarnet", "auto", False, 1, "core"),
+             ("resnet18 auto eager", "resnet18", "auto", False, 1, "core"),
+             ("resnet20 auto cuda-graphs", "resnet20", "auto", GRAPHS, 1, "core"),
+             ("resnet20 fp16 eager", "resnet20", "fp16", False, 1, "tail")]
+    return [{"name": n, "model": mo, "precision": p, "compile": c, "epochs": e, "part": part}
+            for n, mo, p, c, e, part in m if p == "auto" or p != auto or smoke]
 
 
 def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: dict, timeout: float) -> dict:
@@ -242,12 +223,14 @@ def measure(out: Path, data: Path, device: str, smoke: bool, work: Path, item: d
 
 
 def step_throughput(out: Path, data: Path, device: str, smoke: bool, budget: Budget, reserve_s: float,
-                    save=lambda: None, auto: str = "bf16") -> dict:
-    """Step 1: the plan, each measurement on its own, within the budget less `reserve_s` for steps
-    2-4. `auto`: what precision = "auto" resolved to here (step 0)."""
+                    save=lambda figs: None, auto: str = "bf16", part: str | None = None,
+                    figures: dict | None = None) -> dict:
+    """Step 1: the plan (its `part`, None: all of it), each measurement on its own, within the
+    budget less `reserve_s` for the steps after it, added to `figures`. `auto`: what precision =
+    "auto" resolved to here (step 0)."""
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    figures: dict = {}
-    for item in plan(device, smoke, auto):
+    figures = {} if figures is None else figures
+    for item in [i for i in plan(device, smoke, auto) if part in (None, i["part"])]:
         name, left = item["name"], budget.left() - reserve_s
         if smoke and device == "cpu" and item["precision"] == "fp16":
             figures[name] = {"skipped": "fp16 on a CPU: convolution backward is emulated (~40 s per ResNet-20 step)"}
@@ -334,12 +317,80 @@ def step_kill_resume(out: Path, data: Path, device: str, smoke: bool, budget: Bu
             "skipped_steps": res.get("skipped_steps")}
 
 
+def _driver_version() -> str | None:
+    """The NVIDIA driver's version, as nvidia-smi says it (None without nvidia-smi)."""
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _device_name(device: str) -> str:
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return "cpu"
+
+
+# The check's order, most decisive first: (step, its part, seconds kept back for the steps after it
+# that must still run: --jobs, 3 settings of ~25 s, and kill-resume, 2 runs). The fused sets come
+# right after one run eager; CUDA graphs, the other models and --jobs after them; what is left of
+# the budget goes to the fused compile and the other precisions.
+PHASES = (("precision_rule", None, 150.0), ("throughput", "first", 130.0), ("fused", "eager", 130.0),
+          ("throughput", "core", 130.0), ("jobs", None, 40.0), ("kill_resume", None, 0.0),
+          ("fused", "graphs", 0.0), ("throughput", "tail", 0.0))
+
+
+def run_phase(args, results: dict, name: str, part: str | None, reserve: float, budget: Budget, save) -> None:
+    """One step of PHASES; an exception is kept as the step's error and the check goes on."""
+    data, out, dev, smoke = args.data.resolve(), args.out, args.device, args.smoke
+    t0 = time.perf_counter()
+    try:
+        if name == "precision_rule":
+            results[name] = step_precision_rule(out, data, dev, smoke, budget)
+        elif name == "throughput":
+            auto = results.get("precision_rule", {}).get("auto", {}).get("batch", "bf16")
+            results[name] = step_throughput(out, data, dev, smoke, budget, reserve, save=lambda f: save(f, name),
+                                            auto=auto, part=part, figures=results.get(name))
+        elif name == "fused":
+            results[name] = step_fused(out, data, dev, smoke, budget, reserve, part, figures=results.get(name))
+        elif name == "jobs":
+            results[name] = step_jobs(out, data, dev, smoke, budget, reserve)
+        else:
+            results[name] = step_kill_resume(out, data, dev, smoke, budget, reserve)
+    except Exception as e:  # keep going: a later step's figures are still worth having
+        results[name] = {"error": f"{type(e).__name__}: {e}"}
+        log(out, f"{name}: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+    log(out, f"step {name}{' (' + part + ')' if part else ''}: {time.perf_counter() - t0:.0f} s")
+    save()
+
+
+def figures(args, results: dict, info: dict) -> None:
+    """Step 4, figures only, no device time: the lab's matrix at the measured speeds, the MEASURED
+    entry, and the fused sets against the best way to train their runs unfused."""
+    toy = " [toy sizes: tests the arithmetic, not a figure]" if args.smoke else ""
+    try:
+        est = lab_estimate(results.get("throughput", {}), results.get("jobs", {}), lab_specs())
+        est["toy"] = args.smoke
+        for line in estimate_text(est):
+            log(args.out, line + toy)
+        results["lab_estimate"] = est
+        results["measured_entry"] = measured_entry(info, results.get("throughput", {}))
+        log(args.out, f"for labreport/cluster/eta.py MEASURED: {results['measured_entry']}")
+        from fused import MEMBER_SETS, member_specs
+
+        sets = {name: member_specs(name) for name in MEMBER_SETS}
+        fc = fused_comparison(results.get("throughput", {}), results.get("jobs", {}), results.get("fused", {}),
+                              sets, lab_specs())
+        fc["toy"] = args.smoke
+        for line in fused_text(fc):
+            log(args.out, line + toy)
+        results["fused_comparison"] = fc
+    except Exception as e:  # noqa: BLE001
+        results["lab_estimate"] = {"error": f"{type(e).__name__}: {e}"}
+        log(args.out, f"lab_estimate: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
 
 
 def main() -> None:
@@ -360,6 +411,7 @@ def main() -> None:
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     if args.device.startswith("cuda") and torch.cuda.is_available():
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        info["driver"] = _driver_version()
     log(args.out, f"gpu_check: {info}")
     results: dict = {"info": info}
 
@@ -368,38 +420,9 @@ def main() -> None:
             results[name] = partial
         (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
 
-    # seconds kept back for the steps after each one (jobs: 3 settings of ~25 s; kill-resume: 2 runs)
-    data = args.data.resolve()
-    steps = (("precision_rule", 150.0), ("throughput", 130.0), ("jobs", 40.0), ("kill_resume", 0.0))
-    for name, reserve in steps:
-        t0 = time.perf_counter()
-        try:
-            if name == "precision_rule":
-                results[name] = step_precision_rule(args.out, data, args.device, args.smoke, budget)
-            elif name == "throughput":
-                auto = results["precision_rule"].get("auto", {}).get("batch", "bf16")
-                results[name] = step_throughput(args.out, data, args.device, args.smoke, budget, reserve,
-                                                save=lambda figs: save(figs, "throughput"), auto=auto)
-            elif name == "jobs":
-                results[name] = step_jobs(args.out, data, args.device, args.smoke, budget, reserve)
-            else:
-                results[name] = step_kill_resume(args.out, data, args.device, args.smoke, budget, reserve)
-        except Exception as e:  # keep going: a later step's figures are still worth having
-            results[name] = {"error": f"{type(e).__name__}: {e}"}
-            log(args.out, f"{name}: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
-        log(args.out, f"step {name}: {time.perf_counter() - t0:.0f} s")
-        save()
-    try:  # step 4: figures only, no device time
-        est = lab_estimate(results.get("throughput", {}), results.get("jobs", {}), lab_specs())
-        est["toy"] = args.smoke
-        for line in estimate_text(est):
-            log(args.out, line + (" [toy sizes: tests the arithmetic, not a figure]" if args.smoke else ""))
-        results["lab_estimate"] = est
-        results["measured_entry"] = measured_entry(info, results.get("throughput", {}))
-        log(args.out, f"for labreport/cluster/eta.py MEASURED: {results['measured_entry']}")
-    except Exception as e:  # noqa: BLE001
-        results["lab_estimate"] = {"error": f"{type(e).__name__}: {e}"}
-        log(args.out, f"lab_estimate: ERROR {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+    for name, part, reserve in PHASES:
+        run_phase(args, results, name, part, reserve, budget, save)
+    figures(args, results, info)
     save()
     (args.out / "gpu_check.md").write_text(markdown(results))
     log(args.out, f"total {time.perf_counter() - budget.t0:.0f} s")

@@ -104,6 +104,21 @@ def measured_entry(info: dict, throughput: dict) -> str | None:
             f"{'bench/' + info['command']!r})")  # as it ran (the wrapper calls gpu_check.py)
 
 
+def _fused_rows(fused: dict) -> list[str]:
+    if not isinstance(fused, dict) or not fused:
+        return []
+    rows = ["", "| fused set | runs x batch | precision, compile | ms per step | images/s per run (all runs) "
+            "| one run alone, images/s | peak MiB reserved |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, f in fused.items():
+        if not isinstance(f, dict) or "images_per_s" not in f:
+            rows.append(f"| {name} | {(f or {}).get('skipped') or (f or {}).get('error', '?')} | | | | | |")
+            continue
+        rows.append(f"| {name} | {f['members']} x {f['batch']} | {f['precision']}, {f['compile']} "
+                    f"| {1e3 * f['s_per_step']:.1f} | {f['images_per_s_per_member']:,.0f} ({f['images_per_s']:,.0f}) "
+                    f"| {f.get('alone_images_per_s') or 0:,.0f} | {f.get('peak_mem_reserved_mib') or 0:,.0f} |")
+    return rows
+
+
 def markdown(results: dict) -> str:
     """The figures the README wants, as a Markdown table (from gpu_check.json)."""
     info = results["info"]
@@ -126,7 +141,93 @@ def markdown(results: dict) -> str:
         rows += ["", "| --jobs | runs/hour | speedup |", "| --- | --- | --- |"]
         rows += [f"| {k} | {j['runs_per_hour']:.0f} | {j.get('speedup', 1.0):.2f} |" for k, j in jobs.items()
                  if isinstance(j, dict) and "runs_per_hour" in j]
-    est = results.get("lab_estimate")
+    rows += _fused_rows(results.get("fused", {}))
+    est, fc = results.get("lab_estimate"), results.get("fused_comparison")
     lines = estimate_text(est) if isinstance(est, dict) and "runs" in est else []
-    return (f"# gpu_check on {info['device']} (capability {info.get('capability')}), torch {info['torch']}, "
+    lines += fused_text(fc) if isinstance(fc, dict) and "sets" in fc else []
+    return (f"# gpu_check on {info['device']} (capability {info.get('capability')}, driver {info.get('driver')}), "
+            f"torch {info['torch']}, CUDA {info.get('cuda')}, "
             f"{info['date']}\n\n`{info['command']}`\n\n" + "\n".join(rows) + "\n\n" + "\n".join(lines) + "\n")
+
+
+FUSED_RULE = 2.0  # fused / best unfused images/s on a ResNet-110 set at which fusion becomes a feature
+
+
+def _ips(fig) -> float | None:
+    """A figure's images/s: a throughput measurement's last (steady) epoch, or a fused one's."""
+    if not isinstance(fig, dict) or "images_per_s" not in fig:
+        return None
+    ips = fig["images_per_s"]
+    return ips[-1] if isinstance(ips, list) else ips
+
+
+def _unfused(model: str, throughput: dict, jobs: dict, alone: float | None) -> dict:
+    """images/s of one run at a time, by how: eager (the set's first member alone beside the fused
+    measurement, else step 1's run of the model), CUDA graphs (step 1), and eager at --jobs k (step
+    2's speedup over --jobs 1, for the model step 2 ran: ResNet-110 on a GPU)."""
+    eager = alone or _ips(throughput.get(f"{model} auto eager"))
+    out = {"eager": eager, "cuda-graphs": _ips(throughput.get(f"{model} auto cuda-graphs"))}
+    if eager:
+        out.update({f"--jobs {k}": eager * j["speedup"] for k, j in jobs.items()
+                    if str(k) != "1" and isinstance(j, dict) and j.get("speedup") and j.get("model") == model})
+    return {k: v for k, v in out.items() if v}
+
+
+def fused_comparison(throughput: dict, jobs: dict, fused: dict, sets: dict, specs: list) -> dict:
+    """Each fused member set (images/s over all its members) against the best unfused way to train
+    its runs here, and the lab's matrix (`specs`) with every measured set trained fused at its best
+    fused speed and the other runs eager. The set's time is its eager time (step 1's speed, the
+    evaluation included) times eager / fused images/s: evaluation scaled alike, an approximation
+    (it is ~1/9 of an epoch's work, and fused evaluation is not built)."""
+    from labreport.cluster.eta import Speeds, remaining_s
+
+    rates = {f["model"]: f["eta_seconds_per_image"] for f in throughput.values()
+             if isinstance(f, dict) and "eta_seconds_per_image" in f and f.get("precision") == "auto"
+             and not f.get("compile")}
+    eager_speeds = Speeds("cuda", rates, 0)
+    out: dict = {"sets": {}, "rule": FUSED_RULE}
+    saved = 0.0
+    for name, members in sets.items():
+        model, eager_fig = members[0].model, fused.get(f"fused {name} eager")
+        figs = {kind: fused.get(f"fused {name} {kind}") for kind in ("eager", "cuda-graphs")}
+        done = {k: _ips(f) for k, f in figs.items() if _ips(f)}
+        unfused = _unfused(model, throughput, jobs, (eager_fig or {}).get("alone_images_per_s"))
+        if not done or not unfused:
+            out["sets"][name] = {"members": len(members), "missing": "no fused figure" if not done else "no unfused"}
+            continue
+        best_f, best_u = max(done.items(), key=lambda kv: kv[1]), max(unfused.items(), key=lambda kv: kv[1])
+        keys = {s.key for s in members}
+        eager_s = [remaining_s(s, 0, eager_speeds) for s in specs if s.key in keys]
+        step1 = _ips(throughput.get(f"{model} auto eager"))
+        set_s = sum(eager_s) if eager_s and None not in eager_s and step1 else None
+        if set_s is not None:
+            saved += set_s - set_s * step1 / best_f[1]
+        out["sets"][name] = {
+            "members": len(members), "model": model, "fused": done, "unfused": unfused,
+            "per_member": {k: v / figs[k].get("members", len(members)) for k, v in done.items()},
+            "best_fused": best_f, "best_unfused": best_u, "ratio": best_f[1] / best_u[1],
+            "eager_s": set_s, "fused_s": set_s * step1 / best_f[1] if set_s is not None else None,
+            "peak_mem_mib": {k: figs[k].get("peak_mem_reserved_mib") for k in done}}
+    lab = lab_estimate(throughput, jobs, specs)["eager_s"]
+    out["lab_eager_s"], out["lab_fused_s"] = lab, (lab - saved if lab is not None else None)
+    return out
+
+
+def fused_text(fc: dict) -> list[str]:
+    from labreport.cluster.eta import duration
+
+    lines = []
+    for name, s in fc["sets"].items():
+        if "missing" in s:
+            lines.append(f"fused {name} ({s['members']} runs): {s['missing']}")
+            continue
+        unfused = ", ".join(f"{k} {v:,.0f}" for k, v in s["unfused"].items())
+        fused = ", ".join(f"{k} {v:,.0f} ({s['per_member'][k]:,.0f} per run)" for k, v in s["fused"].items())
+        verdict = (f" (rule: >= {fc['rule']:g}x on ResNet-110: {'met' if s['ratio'] >= fc['rule'] else 'not met'})"
+                   if s["model"] == "resnet110" else "")
+        lines.append(f"fused {name} ({s['members']} runs), images/s over all runs: fused {fused}; one at a time "
+                     f"{unfused}; best fused / best unfused = x{s['ratio']:.2f}{verdict}")
+    if fc.get("lab_fused_s") is not None:
+        lines.append(f"lab matrix eager ~{duration(fc['lab_eager_s'])}; with the measured sets fused "
+                     f"~{duration(fc['lab_fused_s'])} (evaluation scaled alike)")
+    return lines

@@ -56,6 +56,20 @@ def test_gpu_check_steps_run_on_cpu_at_toy_size(tmp_path, cifar_dir):
     assert figures["kill_resume"]["ok"] is True and figures["kill_resume"]["epochs_run"] == 8
     assert ("kill -9 after the first checkpoint, then resume (fp32): ok"
             in (tmp_path / "out" / "gpu_check.log").read_text())
+    fused = figures["fused"]  # the fused probe: two members of a deep and a shallow set, and the comparison
+    for name in ("fused resnet110-nobn eager", "fused resnet20-reg eager"):
+        f = fused[name]
+        assert (f["members"], f["batch"], f["alive"], f["precision"]) == (2, 8, 2, "fp32")
+        assert f["images_per_s"] == pytest.approx(2 * f["images_per_s_per_member"]) and f["alone_images_per_s"] > 0
+    assert "a slow CPU test compiles it" in fused["fused resnet20-reg cuda-graphs"]["skipped"]
+    sets = figures["fused_comparison"]["sets"]
+    assert sets["resnet110-bn"] == {"members": 3, "missing": "no fused figure"}  # not in the toy plan
+    nobn, deep = sets["resnet110-nobn"], fused["fused resnet110-nobn eager"]
+    assert nobn["members"] == 10 and nobn["unfused"]["eager"] == deep["alone_images_per_s"]
+    assert nobn["per_member"]["eager"] == pytest.approx(deep["images_per_s_per_member"])
+    assert "--jobs 2" not in nobn["unfused"] and "--jobs 2" in sets["resnet20-reg"]["unfused"]  # step 2's model
+    assert nobn["ratio"] > 0 and figures["fused_comparison"]["lab_fused_s"] > 0
+    assert "| fused resnet20-reg eager | 2 x 8 | fp32, False |" in (tmp_path / "out" / "gpu_check.md").read_text()
 
 
 def test_the_check_plans_every_precision_eager_and_with_cuda_graphs_on_a_gpu():
@@ -72,7 +86,23 @@ def test_on_a_t4_auto_is_fp16_so_only_fp32_is_measured_besides_it():
     items = gpu_check().plan("cuda", smoke=False, auto="fp16")
     assert not any(i["precision"] == "fp16" for i in items)  # auto is fp16 there: the same runs twice
     assert {("resnet20", "fp32"), ("resnet110", "fp32")} <= {(i["model"], i["precision"]) for i in items}
-    assert [i["model"] for i in items[:6]] == ["resnet20", "resnet110", "resnet20", "resnet110", "cifarnet", "resnet18"]
+    assert [i["model"] for i in items[:6]] == ["resnet20", "resnet110", "cifarnet", "resnet18", "resnet110", "resnet20"]
+
+
+def test_the_check_runs_most_decisive_first_and_keeps_time_for_jobs_and_the_resume():
+    """One run eager of each of the two models that take the lab's time, then the fused sets, then the
+    rest of the matrix and CUDA graphs; --jobs and the kill-resume check are kept time for until they
+    have run; the fused compile and the other precisions get what is left."""
+    mod = gpu_check()
+    order = [(name, part) for name, part, _ in mod.PHASES]
+    assert order[:3] == [("precision_rule", None), ("throughput", "first"), ("fused", "eager")]
+    assert order.index(("jobs", None)) < order.index(("fused", "graphs")) < order.index(("throughput", "tail"))
+    reserve = {(name, part): r for name, part, r in mod.PHASES}
+    assert all(reserve[p] >= 130 for p in order[:order.index(("jobs", None))])
+    fused = __import__("gpu_fused").plan(smoke=False)
+    assert [f["set"] for f in fused if not f["compile"]] == ["resnet110-nobn", "resnet110-bn", "resnet20-reg"]
+    parts = {i["name"]: i["part"] for i in mod.plan("cuda", smoke=False)}
+    assert parts["resnet110 auto eager"] == "first" and parts["resnet110 auto cuda-graphs"] == "core"
 
 
 def test_the_lab_estimate_adds_up_the_measured_speeds_and_compiles():
@@ -164,3 +194,42 @@ def test_the_device_command_runs_every_cuda_test_and_ends_in_one_exit_code(tmp_p
     assert proc.returncode == 1 and "no CUDA device" in proc.stderr
     assert "gpu_check exit 1, pytest -m gpu exit 0" in proc.stdout and "skipped" in proc.stdout
     assert (tmp_path / "out" / "pytest-gpu.log").is_file()
+
+
+def test_fused_sets_are_held_against_the_best_unfused_way_to_train_their_runs():
+    from labreport.cluster.eta import Speeds, remaining_s
+    from labreport.spec import TrainSpec
+
+    mod = gpu_figures()
+    nobn = [TrainSpec(model="resnet110", norm="none", batch_size=64, epochs=50, seed=s) for s in range(10)]
+    grid = [TrainSpec(model="resnet20", epochs=50, dropout=p) for p in (0.0, 0.15)]
+
+    def fig(model, ips, rate, compile=False):
+        return {"model": model, "precision": "auto", "compile": compile, "images_per_s": [ips / 2, ips],
+                "eta_seconds_per_image": rate}
+
+    tp = {"resnet110 auto eager": fig("resnet110", 5000, 2e-4), "resnet20 auto eager": fig("resnet20", 20000, 5e-5),
+          "resnet110 auto cuda-graphs": fig("resnet110", 8000, 1.25e-4, "reduce-overhead")}
+    jobs = {1: {"wall_s": 10.0, "model": "resnet110"}, 2: {"wall_s": 8.0, "speedup": 1.25, "model": "resnet110"},
+            4: {"wall_s": 5.0, "speedup": 2.0, "model": "resnet110"}}
+    fused = {"fused resnet110-nobn eager": {"images_per_s": 24000.0, "alone_images_per_s": 4800.0, "members": 10,
+                                            "peak_mem_reserved_mib": 9000.0},
+             "fused resnet20-reg eager": {"images_per_s": 30000.0, "alone_images_per_s": None, "members": 2},
+             "fused resnet20-reg cuda-graphs": {"skipped": "budget: 0 s left for it"}}
+    bn = [TrainSpec(model="resnet110", batch_size=64, epochs=50, seed=s) for s in range(3)]
+    fc = mod.fused_comparison(tp, jobs, fused, {"resnet110-nobn": nobn, "resnet20-reg": grid, "resnet110-bn": bn},
+                              nobn + grid + bn)
+    deep, shallow = fc["sets"]["resnet110-nobn"], fc["sets"]["resnet20-reg"]
+    # one at a time: the set's own run alone (4,800), CUDA graphs 8,000, --jobs 2 and 4 scaled from the run alone
+    assert deep["unfused"] == {"eager": 4800.0, "cuda-graphs": 8000.0, "--jobs 2": 6000.0, "--jobs 4": 9600.0}
+    assert deep["best_unfused"] == ("--jobs 4", 9600.0) and deep["ratio"] == pytest.approx(2.5)
+    assert deep["per_member"] == {"eager": 2400.0} and deep["peak_mem_mib"] == {"eager": 9000.0}
+    # ResNet-20: step 1's run eager, no --jobs figure of its own; a skipped measurement is no figure
+    assert shallow["unfused"] == {"eager": 20000.0} and shallow["fused"] == {"eager": 30000.0}
+    assert shallow["ratio"] == pytest.approx(1.5)
+    one = remaining_s(nobn[0], 0, Speeds("cuda", {"resnet110": 2e-4}, 0))
+    assert deep["eager_s"] == pytest.approx(10 * one) and deep["fused_s"] == pytest.approx(10 * one * 5000 / 24000)
+    saved = deep["eager_s"] - deep["fused_s"] + shallow["eager_s"] - shallow["fused_s"]
+    assert fc["lab_fused_s"] == pytest.approx(fc["lab_eager_s"] - saved)
+    text = "\n".join(mod.fused_text(fc))
+    assert "x2.50 (rule: >= 2x on ResNet-110: met)" in text and "resnet110-bn (3 runs): no fused figure" in text
