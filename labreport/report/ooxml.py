@@ -167,8 +167,21 @@ def grid(rows) -> list[list]:
     return [[starts.get((r, c)) for c in range(width)] for r in range(len(rows))]
 
 
+# w:settings children that come after w:updateFields in the schema's sequence (ECMA-376 Part 1, 17.15.1.78)
+AFTER_UPDATE_FIELDS = {"hdrShapeDefaults", "footnotePr", "endnotePr", "compat", "docVars", "rsids", "mathPr",
+                       "attachedSchema", "themeFontLang", "clrSchemeMapping", "doNotIncludeSubdocsInStats",
+                       "doNotAutoCompressPictures", "forceUpgrade", "captions", "readModeInkLockDown", "smartTagType",
+                       "schemaLibrary", "shapeDefaults", "doNotEmbedSmartTags", "decimalSymbol", "listSeparator"}
+
+
 def update_fields_on_open(doc) -> None:
-    """settings.xml w:updateFields: Word asks once, on opening, to update every field (PAGEREF)."""
+    """settings.xml w:updateFields: Word asks once, on opening, to update every field (PAGEREF). In
+    the schema's place: Word checks the order of the settings."""
     el = OxmlElement("w:updateFields")
     el.set(qn("w:val"), "true")
-    doc.settings.element.append(el)
+    settings = doc.settings.element
+    after = next((c for c in settings if c.tag.split("}")[-1] in AFTER_UPDATE_FIELDS), None)
+    if after is None:
+        settings.append(el)
+    else:
+        after.addprevious(el)

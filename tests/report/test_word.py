@@ -120,6 +120,7 @@ def test_the_bundled_fonts_are_embedded_obfuscated(smoke):
     assert re.fullmatch(r"\{[0-9A-F]{8}(-[0-9A-F]{4}){3}-[0-9A-F]{12}\}", key) and key == font_key(original)
     assert stored != original and stored[32:] == original[32:] and obfuscate(stored, key) == original
     assert "embedTrueTypeFonts" in settings and settings.index("embedTrueTypeFonts") < settings.index("defaultTabStop")
+    assert settings.index("updateFields") < settings.index("compat")  # each where the schema puts it
     assert "application/vnd.openxmlformats-officedocument.obfuscatedFont" in content_types
     body = docx.Document(smoke["ru"][1]).styles["Normal"].element.rPr.rFonts
     assert body.get(qn("w:ascii")) == "Times New Roman"  # as ГОСТ names it; Liberation Serif stands in
