@@ -64,7 +64,7 @@ def summary(study: Study, gradflow: dict | None = None, names: lb.Labels | None 
         "tasks": [{"task": t.task, "best": best(t.ranking), "factors": [effect(e) for e in t.factors],
                    "heatmap": t.heatmap, "groups": [group(g) for g in t.groups]} for t in study.tasks],
         "bn": [claim(c) for c in study.bn], "claim": None if study.claim is None else claim(study.claim),
-        "paper": study.paper, "resources": study.resources,
+        "paper": study.paper, "own": study.own, "resources": study.resources,
         "threshold": study.threshold, "thresholds": dict(study.thresholds), "claim_rate": study.claim_rate,
         "confidence": study.confidence,
         "gradflow": None if not gradflow else [{k: v for k, v in r.items() if k != "time_s"} for r in gradflow["rows"]],

@@ -361,11 +361,11 @@ def unfinished(study, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("lang, cases, arm", [
-    ("ru", "объясняет измерение не полностью: без BN до обучения норма градиента ResNet меняется с глубиной не "
-           "меньше, чем у плоской сети.",
+    ("ru", ("объясняет измерение не полностью: без BN до обучения норма градиента ResNet меняется с глубиной не "
+            "меньше, чем у плоской сети."),
      "Без BatchNorm, инициализация PyTorch по умолчанию: ни один запуск этого варианта ещё не завершён."),
-    ("en", "does not explain all of the measurement: without BN before training, the gradient norm of ResNet "
-           "changes with depth no less than the plain network's.",
+    ("en", ("does not explain all of the measurement: without BN before training, the gradient norm of ResNet "
+            "changes with depth no less than the plain network's."),
      "Without BatchNorm, PyTorch's default init: no run of this arm has finished yet."),
 ])
 def test_the_cases_the_argument_misses_and_an_unfinished_arm_read_as_sentences(unfinished, lang, cases, arm):
