@@ -156,6 +156,11 @@ class Labels:
     def __init__(self, groups: Sequence, L, own: Mapping | None = None):
         self.L = L
         fields = distinguishing(groups)
+        models = {g.model: model_name(g.model, L, own) for g in groups}
+        # one's own "ResNet-110" beside the catalogue's: the own one says it is the author's implementation
+        built_in = {name for m, name in models.items() if not ownmodels.is_own(m)}
+        models.update({m: model_phrase(m, L, own) for m, name in models.items()
+                       if ownmodels.is_own(m) and name in built_in})
         self.by_raw: dict[str, str] = {}
         for g in groups:
             spec = g.runs[0].spec
@@ -163,7 +168,7 @@ class Labels:
             keys = [k for k in ORDER if k in fields.get(g.model, ()) or (k in coords and k != "model")]
             # the model's name already tells its model_args apart (Group.model is its model_id)
             keys += [k for k in coords if k not in keys and k not in ("model", "model_args", "seed")]
-            parts = [model_name(g.model, L, own)] + [factor_value(k, coords.get(k, spec.get(k)), L) for k in keys]
+            parts = [models[g.model]] + [factor_value(k, coords.get(k, spec.get(k)), L) for k in keys]
             self.by_raw[g.label] = ", ".join(parts)
         seen: dict[str, list[str]] = {}
         for raw, human in self.by_raw.items():

@@ -49,3 +49,17 @@ def test_values_and_models(ru):
     assert factor_value("epochs", 21, ru) == "21 эпоха"
     assert factor_value("lr", 1e-3, ru) == "lr 1·10⁻³"
     assert model_name("plain110", ru) == "плоская-110" and model_name("cifarnet", ru) == "CIFARNet"
+
+
+def test_ones_own_model_is_named_as_the_student_names_it_and_told_from_the_catalogues(ru):
+    from labreport.science.identity import identify
+
+    mine = [view(f"own-{n}", 0.9, model="nets.py:ResNet", norm=n) for n in ("batch", "none")]
+    for v in mine:
+        v.spec["model_args"] = {"depth": 110}
+    alone = Labels(group_runs(mine), ru, identify(mine))
+    assert [alone(g) for g in group_runs(mine)] == ["ResNet-110, BN", "ResNet-110, без BN"]
+    both = [view("cat", 0.9, model="resnet110"), *mine]
+    names = Labels(group_runs(both), ru, identify(both))
+    assert [names(g) for g in group_runs(both)] == [
+        "ResNet-110", "ResNet-110 (собственная реализация), BN", "ResNet-110 (собственная реализация), без BN"]
