@@ -13,11 +13,10 @@ Paper figures are from He et al. 2015, "Deep Residual Learning for Image Recogni
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from labreport.errors import ModelError
+from labreport.errors import ModelError, did_you_mean
 
 OPTIONS = ("norm", "dropout", "init")  # per-model options that a spec may set
 NETWORKS = "labreport.engine.networks"  # where the built-in builders live
@@ -96,8 +95,5 @@ def model_info(name: str) -> ModelInfo:
     try:
         return CATALOG[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(CATALOG), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ModelError(
-            f"unknown model '{name}'{hint}; known models: {', '.join(CATALOG)}"
-        ) from None
+        raise ModelError(f"unknown model '{name}'{did_you_mean(name, CATALOG)}; known models: {', '.join(CATALOG)}"
+                         ) from None

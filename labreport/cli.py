@@ -1,7 +1,8 @@
 """The `labreport` command: thin click commands over the Python API (api.Lab), which notebooks use
 too. Each command opens the lab, calls one method and prints what it returns.
 
-Exit codes: 0 ok, 1 some runs failed, 2 usage, configuration or data error, 130 interrupted.
+Exit codes: 0 ok, 1 some runs failed, 2 usage, configuration or data error, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -373,7 +374,7 @@ def gradflow(obj: Context, profile, overrides, device):
     without BatchNorm, at init and after a few Adam steps ([gradflow] in the TOML).
 
     Measurements are cached in the run store (gradflow-<key>/) and never recomputed; `build` puts
-    the figure and the numbers into the report. The default set takes about 1.5 minutes on 2 CPU cores.
+    the figure and the numbers into the report (`labreport run --dry-run` says how long it takes here).
 
     \b
     Example:

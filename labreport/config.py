@@ -18,16 +18,15 @@ from typing import Sequence
 from labreport.errors import ConfigError
 from labreport.matrix import Experiment, expand
 from labreport.overrides import CLI, apply, parse
-from labreport.settings import (AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings, ReportSettings,
-                                RunSettings, StoreSettings, read_sections, unknown)
+from labreport.settings import (SECTIONS, AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings,
+                                ReportSettings, RunSettings, StoreSettings, read_sections, unknown)
 from labreport.spec import Run
 
 MAX_CONFIG_BYTES = 1_000_000  # experiments.toml is a few kB; bigger is a mistake (or hostile), refused unparsed
 # tomllib takes quadratic time in the parts of a dotted key (a.a.a...: 40 kB take ~5 s): refuse deep ones unparsed
 _KEY_PART = r"""(?:[A-Za-z0-9_-]++|"[^"\n]*+"|'[^'\n]*+')"""
 DEEP_KEY_RE = re.compile(rf"(?<![A-Za-z0-9_-]){_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART}){{64}}")
-TOP_LEVEL = {"report", "data", "store", "defaults", "analysis", "run", "experiment", "profile", "executor",
-            "gradflow"}
+TOP_LEVEL = {*(cls.NAME for cls in SECTIONS), "defaults", "experiment", "profile"}  # the settings sections, the matrix
 
 
 @dataclass(frozen=True)

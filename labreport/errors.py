@@ -3,6 +3,16 @@
 Each carries the exit code the CLI should use: 2 for usage/config/data errors.
 """
 
+import difflib
+from typing import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """" (did you mean 'epochs'?)" when one of `known` is close to `name`, else "": how every error
+    about a name that is not there ends."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
 
 class LabreportError(Exception):
     """Base class: a problem the user can fix; the message says how."""

@@ -32,7 +32,6 @@ for that model (science/identity.py).
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import hashlib
 import re
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labreport.catalog import CATALOG, ModelInfo
-from labreport.errors import ModelError
+from labreport.errors import ModelError, did_you_mean
 
 REF_RE = re.compile(r"^(?P<target>[^:]+):(?P<name>[A-Za-z_]\w*)\Z")
 MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
@@ -128,8 +127,7 @@ def _read(ref: str, path: Path, _mtime_ns: int, _size: int) -> Source:
     _, name = split(ref)
     defs = _top_level(tree)
     if name not in defs:
-        close = difflib.get_close_matches(name, list(defs), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (it defines: {', '.join(defs) or 'nothing'})"
+        hint = did_you_mean(name, defs) or f" (it defines: {', '.join(defs) or 'nothing'})"
         raise ModelError(f"model '{ref}': {path.name} has no class or function '{name}'{hint}")
     kind, line, params, var_kw = _signature(defs[name])
     return Source(ref, path, name, kind, line, params, var_kw, hashlib.sha256(data).hexdigest()[:DIGEST_CHARS])
@@ -171,8 +169,7 @@ def check_args(src: Source, model_args: dict, options: dict) -> None:
             raise ModelError(f"model '{src.ref}': model_args must not set '{arg}': labreport passes it "
                              f"({arg} is {'the data set' if arg == 'num_classes' else 'a training setting'})")
         if src.takes(arg) is False:
-            close = difflib.get_close_matches(arg, sorted(src.params or ()), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(arg, sorted(src.params or ()))
             raise ModelError(f"model '{src.ref}': {src.name} ({src.where}) takes no parameter '{arg}'{hint}")
     for option, value in options.items():
         if option == "init" and value != "fixup":

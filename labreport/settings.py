@@ -9,15 +9,16 @@ Every error is one line naming the file, the section and the key (Ctx.err).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+import typing
 from typing import Any, ClassVar
 
 from labreport.catalog import CATALOG
-from labreport.errors import ConfigError
+from labreport.errors import ConfigError, did_you_mean
 from labreport.fields import Setting, between, check_value, open_unit, setting, settings_of
+from labreport.spec import Init
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # never in a path, a device name or a partition
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?\Z")  # a catalogue's name: ru, en, de, pt_BR
@@ -46,7 +47,7 @@ FONTS = {
 }
 # Depths with both a resnetN and its plain twin in the catalogue: what the gradient flow compares
 GRADFLOW_DEPTHS = tuple(sorted(i.depth for i in CATALOG.values() if i.family == "plain"))
-GRADFLOW_INITS = ("he", "torch", "fixup")  # spec.Init; fixup only on the BN-less ResNet (it needs both)
+GRADFLOW_INITS = typing.get_args(Init)  # every init a run may use; fixup only on the BN-less ResNet (it needs both)
 
 
 def _toml(v) -> str:
@@ -54,8 +55,7 @@ def _toml(v) -> str:
 
 
 def unknown(key: str, known, what: str = "key") -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else f"; known {what}s: {', '.join(sorted(known))}"
+    hint = did_you_mean(key, known) or f"; known {what}s: {', '.join(sorted(known))}"
     return f"unknown {what} '{key}'{hint}"
 
 

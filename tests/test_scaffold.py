@@ -81,9 +81,9 @@ def test_an_unknown_language_or_format_is_one_line_exit_2(tmp_path):
     lab = _lab(tmp_path)
     text = (lab / "experiments.toml").read_text(encoding="utf-8").replace('language = "ru"', 'language = "de"')
     (lab / "experiments.toml").write_text(text, encoding="utf-8")
-    res = run("build", cwd=lab)
-    assert res.exit_code == 2 and "no message catalogue for language 'de'" in res.output
-    res = run("build", "--out", "r.odt", cwd=lab)
+    res = run("plan", cwd=lab)  # said before anything trains, not first by build
+    assert res.exit_code == 2 and "[report] language: no message catalogue for language 'de'" in res.output
+    res = run("build", "--out", "r.odt", "--set", "report.language=ru", cwd=lab)
     assert res.exit_code == 2 and "the suffix picks the format" in res.output
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from labreport.api.notebook import figures_shown_in_notebook, print_console, show_messages
 from labreport.api.tables import RESULT_FIELDS, catalog_rows, override_list, own_params, table
+from labreport.catalog import OPTIONS
 from labreport.config import load_config, store_root
 from labreport.errors import LabreportError
 from labreport.logs import LOG
@@ -110,7 +111,7 @@ class Lab:
                 seen[(s.model, s.model_args)] = {
                     "name": s.model, "family": "own", "params": own_params(s, self.config.base_dir),
                     "paper_params_m": None, "paper_error": None,
-                    "supports": sorted(p for p in ("norm", "dropout", "init") if src.takes(p)),
+                    "supports": sorted(p for p in OPTIONS if src.takes(p)),
                     "description": f"{shown}: your own {src.kind} {src.name} ({src.where}){args}"}
         return list(seen.values())
 

@@ -111,7 +111,8 @@ def measure_speed(spec: TrainSpec, device: torch.device, *, num_classes: int, op
                   steps: int = 2, eval_images: int = 256) -> tuple[float, float]:
     """(seconds per trained image, seconds per evaluated image) of `spec` on `device`, timed on the
     trainer's own set-up, steps and evaluation over random images (the speed does not depend on the
-    pixels): one warm-up step (kernel selection, allocator growth), then `steps` timed steps and one
+    pixels): one warm-up step (kernel selection, allocator growth), then the quickest of `steps`
+    steps timed one by one (another process busy on the machine meanwhile only adds time) and one
     timed evaluation batch of `eval_images`. Nothing is written; the caller's RNG state is kept."""
     precision = resolve_precision(spec.precision, device, spec.norm)
     if device.type == "cpu":
@@ -123,13 +124,13 @@ def measure_speed(spec: TrainSpec, device: torch.device, *, num_classes: int, op
         return Split(x, torch.randint(0, num_classes, (n,), generator=gen).to(device), (0.5,) * 3, (0.25,) * 3)
 
     batch = spec.batch_size
-    data = Prepared(split(batch * steps), split(eval_images), split(0), "", False, num_classes)
+    data = Prepared(split(batch), split(eval_images), split(0), "", False, num_classes)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             _determinism(spec.deterministic, device):
         state = _set_up(spec, data, device, precision, options, spec.key)
         _compile(state)
-        _timed_epoch(state.live, Split(data.train.x[:batch], data.train.y[:batch], data.train.mean, data.train.std))
-        train_s = _timed_epoch(state.live, data.train) / (batch * steps)
+        _timed_epoch(state.live, data.train)  # one step: the warm-up
+        train_s = min(_timed_epoch(state.live, data.train) for _ in range(steps)) / batch
         t0 = time.perf_counter()
         evaluate(state.live.model, data.val, precision, options.channels_last, eval_images)
         return train_s, (time.perf_counter() - t0) / eval_images
