@@ -186,7 +186,8 @@ def test_the_report_names_it_by_its_class_and_calls_it_ones_own(tmp_path, cifar_
     (row,) = [r for r in doc.iter("tr") if "own implementation" in r.text_content()]
     cells = [c.text_content().strip() for c in row.iter("td")]
     # the BatchNorm variant's count, though the grid lists norm = none first
-    assert cells[:3] == ["Tiny", "own implementation: Tiny from nets.py", f"{(27 + 1) * 6 + 2 * 6 + 6 * 10 + 10:,}"]
+    assert cells[:3] == ["Tiny", "own implementation: Tiny(width=6) from nets.py",
+                         f"{(27 + 1) * 6 + 2 * 6 + 6 * 10 + 10:,}"]
     assert "A model marked as an own implementation" in doc.text_content()
 
 
