@@ -307,3 +307,31 @@ def test_the_russian_report_and_a_declared_name(tmp_path):
            "6,61 ± 0,16 %." in ru
     assert "собственная реализация ResNet-110 (так объявлено в experiments.toml): ResNet(depth=110) из nets.py" in ru
     assert "Это встроенные сети labreport: собственная реализация автора (ResNet-110) не измерялась" in ru
+
+
+@pytest.mark.parametrize("lines, error", [
+    ('display_name = "Моя ResNet"\nfamily = "cifar-resnet"\n', None),
+    ('family = "cifar-resnet"\ndepth = 110\n', None),
+    ('family = "resnet"\n', "'family' must be one of"),
+    ('family = "cifar-resnet"\ndepth = 100\n', "depth = 100, but model_args builds depth = 110"),
+    ('display_name = ""\n', "'display_name' must be non-empty text"),
+])
+def test_what_the_report_is_told_of_an_own_model_never_changes_a_run_key(tmp_path, lines, error):
+    import shutil
+
+    for name in ("nets.py", "experiments.toml"):
+        shutil.copy(EXAMPLE / name, tmp_path / name)
+    keys = [r.key for r in load_config(tmp_path / "experiments.toml").runs]
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(toml.read_text().replace('display_name = "ResNet-110"', "").rstrip() + "\n" + lines)
+    if error:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            load_config(toml)
+    else:
+        assert [r.key for r in load_config(toml).runs] == keys
+
+
+def test_a_catalogue_model_takes_no_display_name(tmp_path):
+    (tmp_path / "experiments.toml").write_text('[[experiment]]\nname = "a"\nmodel = "resnet20"\ndisplay_name = "X"\n')
+    with pytest.raises(ConfigError, match="'display_name' is for a model of your own"):
+        load_config(tmp_path / "experiments.toml")
