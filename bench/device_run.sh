@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, as one command: the CIFAR-10 copy built from
-# the carried archive, bench/gpu_check.sh, then the CUDA tests. From the repository root there:
+# the carried archive, bench/gpu_check.sh (fused training of the lab's member sets included), then
+# the CUDA tests (bench/gpu_tests.txt: the fused probe's against the trainer among them). From the
+# repository root there:
 #   bash bench/device_run.sh OUT_DIR [BUDGET_S]      (BUDGET_S: gpu_check's, default 420)
 # Before the call, here: mkdir -p .devdata && cp ../shared/data/build_cifar10.py
 #   ../shared/data/cifar10-jpeg.tar.gz .devdata/   (.devdata is git-ignored; carry it)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU readiness check: one command, under 8 minutes on one H100 (gpu_check.py
-# --budget-s 450 by default; measurements that do not fit are skipped and say so).
+# --budget-s 450 by default; most decisive first, and measurements that do not fit are skipped
+# and say so): precision, one run eager, the lab's member sets fused, CUDA graphs, --jobs, resume.
 #   bench/gpu_check.sh OUT_DIR [DATA_SOURCE] [gpu_check.py options, e.g. --budget-s 900 on a T4]
 # DATA_SOURCE: a folder holding cifar-10-batches-py/, or the folder holding build_cifar10.py and
 # cifar10-jpeg.tar.gz (a copy of ../shared/data; on a lent device machine carry it in an ignored

@@ -185,14 +185,15 @@ def test_the_callers_random_state_is_kept(cifar_dir):
 
 @pytest.mark.slow
 def test_compiled_fused_training_agrees_with_eager(cifar_dir):
-    """torch.compile of the fused step (~80 s on 2 busy cores). Inductor fuses and reorders the
-    arithmetic of the grouped convolutions' neighbours, so: losses within rel 1e-5 at the first step
-    (1e-7 measured) and 1e-3 after (5e-4 at lr 1e-3), gradient norms within rel 1e-2 (4e-3)."""
+    """torch.compile of the fused step as the GPU check asks for it ("reduce-overhead": the weights
+    marked static; on a CPU inductor declines the CUDA graphs), ~80 s on 2 busy cores. Inductor fuses
+    and reorders the arithmetic around the grouped convolutions, so: losses within rel 1e-5 at the
+    first step (1e-7 measured) and 1e-3 after (5e-4 at lr 1e-3), gradient norms within rel 1e-2 (4e-3)."""
     mod = fused()
     runs = specs(GRID)
     data = prepared(cifar_dir, runs[0])
     eager = mod.FusedRun(runs, data.train, torch.device("cpu"))
-    compiled = mod.FusedRun(runs, data.train, torch.device("cpu"), compile_mode="default")
+    compiled = mod.FusedRun(runs, data.train, torch.device("cpu"), compile_mode="reduce-overhead")
     for step in range(3):
         (le, ne), (lc, nc) = eager.step(), compiled.step()
         torch.testing.assert_close(lc, le, rtol=1e-5 if step == 0 else 1e-3, atol=0)
