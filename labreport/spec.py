@@ -120,8 +120,8 @@ class TrainSpec:
     val_size: int = setting(5000, "training images held out to choose the epoch", between(0, 49_999))
     train_subset: int = setting(0, "train on this many images (0: all)", between(0))
     test_subset: int = setting(0, "evaluate on this many test images (0: all 10,000)", between(0))
-    # "fp16" and auto's GPU rule came after TRAIN_VERSION 1 without changing it: a key hashes the
-    # value as written, and what an existing spec computes where it ran (auto on a CPU: fp32) is unchanged
+    # a key hashes the value as written ("auto"), not what it resolves to: a run keeps its key wherever it
+    # trains, and what "auto" computes where a run ran (fp32 on a CPU) is in its result's provenance
     precision: Precision = setting("auto", "auto: bf16 on compute capability >= 8.0, fp16 (loss scaling) on 7.x "
                                            "except norm = none (fp32: fp16's range is too small for it), fp32 on "
                                            "older GPUs and CPUs")
@@ -155,8 +155,8 @@ class TrainSpec:
 FIELDS: dict[str, Setting] = settings_of(TrainSpec)  # the training settings a TOML table may set
 # settings whose value is a list (milestones): a list of lists is their grid
 GRID_KEYS_WITH_LIST_VALUES = {k for k, s in FIELDS.items() if s.types == (list,)}
-# Training settings added after TRAIN_VERSION 1: left out of the spec dict (and so of the key) while
-# at their default, so that the keys and results of existing runs stay valid.
+# Settings left out of the spec dict (and so of the key) while at their default: the keys of runs made
+# before they existed stay valid (store/legacy.py reads what else such runs left).
 OMITTED_AT_DEFAULT = ("max_iters", "model_args", "model_source")
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainSpec)}  # every field's, settings or not
 

@@ -84,3 +84,39 @@ def test_run_resumes_the_partial_run_and_leaves_the_finished_ones(legacy):
     for k in ("train_acc", "val_acc", "test_acc"):
         assert history[1][k] == pytest.approx(whole[k], abs=0.02), k
     assert not (legacy / "store" / PARTIAL / "lease.json").exists()
+
+
+# --- each older format store/legacy.py reads (metrics.csv: tests/test_api.py::test_metrics_csv_is_made_for_a_run_
+# finished_before_labreport_wrote_one) -----------------------------------------------------------------------------
+def test_a_checkpoint_without_the_chosen_epoch_takes_its_best_validation_accuracy_from_its_history():
+    from labreport.store import legacy
+
+    old = {"epoch": 2, "step": 8, "model": {}, "optimizer": {}, "rng": {},
+           "history": [{"epoch": 1, "val_acc": 0.3}, {"epoch": 2, "val_acc": None}, {"epoch": 3, "val_acc": 0.25}]}
+    got = legacy.checkpoint(old)
+    assert got["best_val"] == 0.3 and got["best_epoch"] is None and got["best_test_pred"] is None
+    assert (got["micro_batch"], got["oom_events"], got["scaler"]) == (None, [], {})
+    assert got["history"] is old["history"]  # the records stay as they were written
+    today = {**old, "best_val": 0.25, "best_epoch": 3, "best_test_pred": "x", "micro_batch": 32, "oom_events": [],
+             "scaler": {}}
+    assert legacy.checkpoint(today) == today  # today's checkpoint passes unchanged
+
+
+@pytest.mark.parametrize("precision, warned", [(None, False), ("bf16", True)])
+def test_a_history_record_without_precision_resumes_without_a_warning(legacy, precision, warned):
+    """Records from before epochs said their precision resume without a word of a change of
+    precision (a record that says another one does warn), and are kept as they were written."""
+    import torch
+
+    ckpt_path = legacy / "store" / PARTIAL / "ckpt.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for record in ckpt["history"]:
+        record.pop("precision", None)
+        if precision:
+            record["precision"] = precision
+    torch.save(ckpt, ckpt_path)
+    result = cli(*_args(legacy, "run", "--threads", "2"))
+    assert result.exit_code == 0 and "resuming after epoch 1" in result.output
+    assert ("trained in bf16 so far, goes on in fp32" in result.output) is warned
+    history = json.loads((legacy / "store" / PARTIAL / "history.json").read_text())
+    assert history[0].get("precision") == precision and history[1]["precision"] == "fp32"

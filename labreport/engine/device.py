@@ -26,7 +26,7 @@ from labreport.spec import TRAIN_VERSION
 class RunOptions:
     """How a run is executed, never what it computes: none of this enters the run key."""
 
-    # NHWC: faster oneDNN convolutions (the ResNet-20 step 1.17x on the 2-core CPU) and tensor cores
+    # NHWC: faster oneDNN convolutions and tensor cores (measured: docs/performance.md)
     channels_last: bool = True
     compile: bool | str = False  # [run] compile: False, True or a torch.compile mode (see compile_mode)
     micro_batch: int | None = None  # split each batch into micro-batches (set by the OOM fallback)
@@ -49,8 +49,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def compile_mode(setting: bool | str) -> str | None:
-    """[run] compile as torch.compile's mode; None: eager. True is torch.compile's "default" (on the
-    2-core CPU +6.5% on the bare ResNet-20 step for a 36 s compile); "reduce-overhead" adds CUDA
+    """[run] compile as torch.compile's mode; None: eager. True is torch.compile's "default" (its gain
+    and its one-off compile time: docs/performance.md); "reduce-overhead" adds CUDA
     graphs on a GPU: the forward and backward of a step replay as one graph each instead of
     hundreds of kernel launches from Python (on a CPU it is the same as True)."""
     if setting is False:

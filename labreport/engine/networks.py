@@ -167,9 +167,7 @@ class CifarResNet(nn.Module):
         if (depth - 2) % 6:
             raise ModelError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6  # basic blocks per stage
-        self.fixup = init == "fixup"
-        if self.fixup and (norm != "none" or not residual):
-            raise ModelError("init = 'fixup' needs a residual network without normalisation (norm = 'none')")
+        self.fixup = init == "fixup"  # a residual net without normalisation: build_model checks (catalog.init_problem)
         # Fixup: scalar biases replace the stem conv's and the classifier input's biases
         self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False) if self.fixup else _conv3x3(3, 16, 1, norm)
         self.bn1 = _norm(16, norm)

@@ -127,7 +127,7 @@ def _left_to_train(runs: list[Run], store: RunStore, retry_failed: bool, outcome
     todo, final = pending(store, runs)
     for r in final:
         store.tidy_finished(r.key)
-        store.ensure_metrics_csv(r.key)  # a run finished before metrics.csv was written
+        store.ensure_metrics_csv(r.key)  # store/legacy.py: a run an older labreport finished
     outcome.cached = [r.label for r in final]
     LOG.debug("%d of %d runs final in %s, %d left", len(final), len(runs), store.root, len(todo))
     if retry_failed:

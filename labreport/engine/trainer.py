@@ -32,7 +32,7 @@ from labreport.engine.splits import Prepared, Split
 from labreport.faults import point as fault_point
 from labreport.logs import LOG
 from labreport.spec import TRAIN_VERSION, TrainSpec
-from labreport.store import RunStore
+from labreport.store import RunStore, legacy
 from labreport.store.records import EpochRecord, Result, ResultStatus
 
 
@@ -184,24 +184,22 @@ def _resume(state: TrainState, store: RunStore) -> None:
 
 def _restore(state: TrainState, ckpt: dict) -> None:
     live, done, name = state.live, state.progress, state.setup.name
+    ckpt = legacy.checkpoint(ckpt)  # one an older labreport wrote, with today's keys
     live.model.load_state_dict(ckpt["model"])
     live.opt.load_state_dict(ckpt["optimizer"])
     if not _set_rng_state(ckpt["rng"], live.device, live.gen):
         LOG.warning("%s: the checkpoint was made on another device type; data order and augmentation go on from "
                     "the seed (not bit-identical)", name)
     done.epoch, done.step, done.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
-    live.micro = min(live.micro, ckpt.get("micro_batch", live.micro))
-    done.oom_events = list(ckpt.get("oom_events", []))
-    if live.scaler.is_enabled() and ckpt.get("scaler"):  # the loss scale goes on where it was
+    live.micro = min(live.micro, ckpt["micro_batch"] or live.micro)
+    done.oom_events = list(ckpt["oom_events"])
+    if live.scaler.is_enabled() and ckpt["scaler"]:  # the loss scale goes on where it was
         live.scaler.load_state_dict(ckpt["scaler"])
-    before = done.history[-1].get("precision") if done.history else None  # None: an older record without it
+    before = done.history[-1].get("precision") if done.history else None  # None: see store/legacy.py
     if before not in (None, live.precision):
         LOG.warning("%s: trained in %s so far, goes on in %s on this device (each epoch's record says which)",
                     name, before, live.precision)
-    done.best_val, done.best_epoch, done.best_pred = (ckpt.get("best_val"), ckpt.get("best_epoch"),
-                                                      ckpt.get("best_test_pred"))
-    if done.best_epoch is None and done.history:  # a checkpoint from before predictions were kept
-        done.best_val = max((h["val_acc"] for h in done.history if h["val_acc"] is not None), default=None)
+    done.best_val, done.best_epoch, done.best_pred = ckpt["best_val"], ckpt["best_epoch"], ckpt["best_test_pred"]
 
 
 def _compile(state: TrainState) -> None:
