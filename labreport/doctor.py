@@ -11,6 +11,7 @@ knowing but stops nothing (no GPU, LibreOffice absent, the data set not download
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shutil
 import sys
@@ -140,8 +141,6 @@ def store(root: Path) -> Check:
 
 
 def _writable(path: Path) -> bool:
-    import os
-
     return os.access(path, os.W_OK)
 
 

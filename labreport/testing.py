@@ -9,6 +9,7 @@ import io
 import math
 import pickle
 import tarfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -220,7 +221,6 @@ def _write_made_up_gradflow(root: Path, settings, rng) -> None:
     """A measurement of every gradient-flow cell the settings ask for: the plain nets' gradients
     fall by orders of magnitude towards the first layer, the ResNets' do not, the BN-less ResNet
     under He init explodes."""
-    from dataclasses import asdict
 
     from labreport.store import atomic_write_json
     from labreport.store.gradflow import GRADFLOW_VERSION, cell_dir, cells

@@ -14,7 +14,9 @@ reports what it did as an Outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -90,16 +92,15 @@ def pending(store: RunStore, runs: list[Run]) -> tuple[list[Run], list[Run]]:
 
 def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: tuple[str, ...] = (),
                keys: tuple[str, ...] = (), observer: Observer | None = None, data_loader: Callable | None = None,
-               retry_failed: bool = True, wait: bool = False, poll_s: float = 5.0, threads: int = 0) -> Outcome:
+               wait: bool = False, poll_s: float = 5.0, threads: int = 0) -> Outcome:
     """Train what is missing. `data_loader(dataset)` returns a CifarData (called once per data set, and only if
-    something is left to train; by default the data set of the config). Failed runs are retried,
-    unless retry_failed=False: then they are left alone and listed as failed.
+    something is left to train; by default the data set of the config). Failed runs are retried.
 
     Runs claimed by another live worker are skipped; with `wait`, this worker keeps polling them
     every `poll_s` seconds until each is finished, failed elsewhere, or claimable (its holder died:
     the run resumes here from its checkpoint). `threads` > 0 sets torch's CPU threads."""
     outcome = Outcome()
-    todo = _left_to_train(config.select(only, keys), store, retry_failed, outcome)
+    todo = _left_to_train(config.select(only, keys), store, outcome)
     if not todo:
         return outcome
     session = _Session.open(config, store, device, observer, data_loader, threads, todo)
@@ -121,21 +122,16 @@ def run_matrix(config: Config, store: RunStore, *, device: str = "auto", only: t
     return outcome
 
 
-def _left_to_train(runs: list[Run], store: RunStore, retry_failed: bool, outcome: Outcome) -> list[Run]:
-    """The runs not final yet; final ones are counted as cached (and tidied: a worker killed between
-    its result and its lease release left the lease behind)."""
+def _left_to_train(runs: list[Run], store: RunStore, outcome: Outcome) -> list[Run]:
+    """The runs not final yet (failed ones are retried); final ones are counted as cached (and tidied:
+    a worker killed between its result and its lease release left the lease behind)."""
     todo, final = pending(store, runs)
     for r in final:
         store.tidy_finished(r.key)
         store.ensure_metrics_csv(r.key)  # store/legacy.py: a run an older labreport finished
     outcome.cached = [r.label for r in final]
     LOG.debug("%d of %d runs final in %s, %d left", len(final), len(runs), store.root, len(todo))
-    if retry_failed:
-        return todo
-    states = {r.key: store.state(r.key) for r in todo}  # failed runs are left as they are, and said so
-    outcome.failed = [(r.label, f"{states[r.key].error} (not retried)")
-                      for r in todo if states[r.key].status == "failed"]
-    return [r for r in todo if states[r.key].status != "failed"]
+    return todo
 
 
 def _still_wanted(busy: list[Run], store: RunStore, outcome: Outcome) -> list[Run]:
@@ -311,8 +307,6 @@ class _Session:
 
 
 def _check_writable(store: RunStore) -> None:
-    import os
-
     try:
         store.root.mkdir(parents=True, exist_ok=True)
         probe = store.root / f".write-test.{os.getpid()}"
@@ -325,8 +319,6 @@ def _check_writable(store: RunStore) -> None:
 def _train_with_oom_fallback(run: Run, data, dev, store: RunStore, base, observer: Observer, label: str) -> dict:
     """train(), retried with half the micro-batch (gradient accumulation keeps the effective batch)
     after a CUDA out-of-memory error, down to one image per micro-batch."""
-    import dataclasses
-
     import torch
 
     from labreport.engine.trainer import train

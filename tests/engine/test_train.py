@@ -532,21 +532,6 @@ def test_summary_of_an_empty_history():
 
 
 # --- the runner's bookkeeping --------------------------------------------------------------------
-def test_failed_runs_are_left_alone_with_retry_failed_false(tmp_path, data, monkeypatch, tiny):
-    config = load_config(write_config(tmp_path / "e.toml", [{"name": "bad"}]))
-    store = RunStore(tmp_path / "runs")
-    key = config.runs[0].key
-    store.write_error(key, "RuntimeError: earlier")
-
-    def no_training(*a, **k):
-        raise AssertionError("a failed run must not be retried")
-
-    monkeypatch.setattr(train_mod, "train", no_training)
-    summary = run_matrix(config, store, device="cpu", data_loader=never_load, retry_failed=False)
-    assert summary.failed == [("bad", "RuntimeError: earlier (not retried)")] and summary.trained == []
-    assert store.state(key).status == "failed"
-
-
 def test_only_keeps_the_matrix_order_and_the_first_label_of_shared_runs(tmp_path):
 
     config = load_config(write_config(tmp_path / "e.toml", [{"name": "a"}, {"name": "b", "lr": 2e-3},
