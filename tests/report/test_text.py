@@ -384,7 +384,7 @@ COLLAPSED = """
 [report]
 language = "{lang}"
 [defaults]
-epochs = 2
+epochs = 1
 test_subset = 500
 [[experiment]]
 name = "r20"
@@ -412,10 +412,10 @@ def test_networks_collapsed_onto_one_class_agree_on_every_image_and_no_detectabl
     store = RunStore(tmp_path / "runs")
     labels = "".join(str(i % 10) for i in range(500))
     for run in config.runs:
-        hist = [{"epoch": e, "val_acc": 0.1, "test_acc": 0.1, "train_acc": 0.1, "epoch_time_s": 1.0} for e in (1, 2)]
+        hist = [{"epoch": 1, "val_acc": 0.1, "test_acc": 0.1, "train_acc": 0.1, "epoch_time_s": 1.0}]
         store.write_history(run.key, hist)
         store.write_result(run.key, {
-            "key": run.key, "spec": run.spec.to_dict(), "status": "completed", "epochs_run": 2, "best_epoch": 1,
+            "key": run.key, "spec": run.spec.to_dict(), "status": "completed", "epochs_run": 1, "best_epoch": 1,
             "best_val_acc": 0.1, "test_acc_at_best": 0.1, "final_test_acc": 0.1, "final_train_acc": 0.1,
             "final_val_acc": 0.1, "mean_epoch_time_s": 1.0, "params": 1000, "n_test": 500,
             "test_predictions": "0" * 500, "test_labels": labels, "provenance": {}})
@@ -428,6 +428,7 @@ def test_networks_collapsed_onto_one_class_agree_on_every_image_and_no_detectabl
             "en": "every level of it gets exactly the same test images right"}[lang] in text
     assert {"ru": "верно классифицирует в точности те же тестовые изображения, что и",
             "en": "gets exactly the same test images right as"}[lang] in text
+    assert {"ru": "эпох: 1 против примерно 182", "en": "1 epoch against about 182"}[lang] in text  # not "1 epochs"
     summary = json.loads(built.summary.read_text())
     detectable = [c["detectable"] for t in summary["tasks"] for c in (t["best"] or {}).get("comparisons", [])]
     detectable += [e["detectable"] for t in summary["tasks"] for e in t["factors"]]
