@@ -149,6 +149,15 @@ def distinguishing(groups: Sequence) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _model_names(models: Sequence[str], L, own: Mapping | None) -> dict[str, str]:
+    """Each model's name in the labels; one's own "ResNet-110" beside the catalogue's says it is the
+    author's implementation."""
+    names = {m: model_name(m, L, own) for m in models}
+    built_in = {name for m, name in names.items() if not ownmodels.is_own(m)}
+    return {m: model_phrase(m, L, own) if ownmodels.is_own(m) and name in built_in else name
+            for m, name in names.items()}
+
+
 class Labels:
     """The human label of every configuration of a study, keyed by its raw label (Group.label);
     `own`: the models of one's own (Study.own), named as the student names them."""
@@ -156,11 +165,7 @@ class Labels:
     def __init__(self, groups: Sequence, L, own: Mapping | None = None):
         self.L = L
         fields = distinguishing(groups)
-        models = {g.model: model_name(g.model, L, own) for g in groups}
-        # one's own "ResNet-110" beside the catalogue's: the own one says it is the author's implementation
-        built_in = {name for m, name in models.items() if not ownmodels.is_own(m)}
-        models.update({m: model_phrase(m, L, own) for m, name in models.items()
-                       if ownmodels.is_own(m) and name in built_in})
+        models = _model_names([g.model for g in groups], L, own)
         self.by_raw: dict[str, str] = {}
         for g in groups:
             spec = g.runs[0].spec
