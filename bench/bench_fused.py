@@ -2,7 +2,7 @@
 
     python bench/bench_fused.py [--set resnet20-reg] [--members K] [--steps 5] [--warmup 2] [--rounds 3]
                                 [--alone K] [--device auto|cpu|cuda] [--data DIR] [--train-images N]
-                                [--batch B] [--compile false|true|reduce-overhead] [--json OUT]
+                                [--batch B] [--compile false|true|reduce-overhead] [--threads N] [--json OUT]
 
 Members: the runs of the lab's experiment `--set` (experiments.toml, no profile), the first K of them.
 Each round times, in rotated order:
@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train-images", type=int, default=0, help="training images taken from --data (0: the split)")
     ap.add_argument("--batch", type=int, default=0, help="batch size (0: the runs' own)")
     ap.add_argument("--compile", default="false", choices=("false", "true", "reduce-overhead"))
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", type=Path)
     return ap.parse_args(argv)
 
@@ -167,6 +168,8 @@ def summary(rounds: list[dict]) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # this process only: a script, not a library call
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as the trainer: autotuned convolutions
     specs = members(args)
     train = training_split(args, specs[0], device)

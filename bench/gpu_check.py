@@ -45,7 +45,6 @@ without a GPU.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import signal
@@ -57,43 +56,12 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling, also when loaded by a test
-from gpu_common import CAP_SHARE, GRAPHS, Budget, log, run_cmd  # noqa: E402
+from gpu_common import (CAP_SHARE, GRAPHS, Budget, device_name, driver_version, lab_batch,  # noqa: E402
+                        lab_specs, labreport, log, toml)
 from gpu_figures import (estimate_text, fused_comparison, fused_text, lab_estimate, markdown,  # noqa: E402
                          measured_entry, peak_flops)
 from gpu_fused import step_fused  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-LAB_TOML = REPO / "experiments.toml"  # the lab's matrix: its batch sizes, and what step 4 estimates
-
-
-@functools.lru_cache(maxsize=None)
-def lab_specs(path: Path = LAB_TOML) -> list:
-    """The TrainSpecs of the lab's matrix: `labreport run` without a profile (read once)."""
-    from labreport.config import load_config
-
-    return [r.spec for r in load_config(path).select()]
-
-
-def lab_batch(model: str, specs: list | None = None) -> int:
-    """The batch size the lab trains `model` with (experiments.toml; ResNet-110: 64)."""
-    return next((s.batch_size for s in (specs if specs is not None else lab_specs()) if s.model == model), 128)
-
-
-def labreport(cfg: Path, runs: Path, *args: str, timeout: float = 600,
-              check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "labreport", "--config", str(cfg), "--runs", str(runs), *args]
-    proc = run_cmd(cmd, timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def toml(data: Path, experiments: str, run: dict | None = None, **defaults) -> str:
-    # no gradient-flow measurement in these stores: it would add to every timing below
-    lines = ["[data]", f'root = "{data}"', "download = false", "[gradflow]", "enabled = false", "[run]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in (run or {}).items()]
-    lines += ["[defaults]"] + [f"{k} = {json.dumps(v)}" for k, v in defaults.items()]
-    return "\n".join(lines) + "\n" + experiments
 
 
 def train_flops_per_image(model_name: str) -> float:
@@ -317,23 +285,6 @@ def step_kill_resume(out: Path, data: Path, device: str, smoke: bool, budget: Bu
             "skipped_steps": res.get("skipped_steps")}
 
 
-def _driver_version() -> str | None:
-    """The NVIDIA driver's version, as nvidia-smi says it (None without nvidia-smi)."""
-    try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return "cpu"
-
-
 # The check's order, most decisive first: (step, its part, seconds kept back for the steps after it
 # that must still run: --jobs, 3 settings of ~25 s, and kill-resume, 2 runs). The fused sets come
 # right after one run eager; CUDA graphs, the other models and --jobs after them; what is left of
@@ -406,12 +357,12 @@ def main() -> None:
     import torch
 
     budget = Budget(args.budget_s)
-    info = {"device": _device_name(args.device), "torch": torch.__version__, "cuda": torch.version.cuda,
+    info = {"device": device_name(args.device), "torch": torch.__version__, "cuda": torch.version.cuda,
             "smoke": args.smoke, "budget_s": args.budget_s, "date": time.strftime("%Y-%m-%d"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     if args.device.startswith("cuda") and torch.cuda.is_available():
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-        info["driver"] = _driver_version()
+        info["driver"] = driver_version()
     log(args.out, f"gpu_check: {info}")
     results: dict = {"info": info}
 

@@ -104,6 +104,22 @@ def measured_entry(info: dict, throughput: dict) -> str | None:
             f"{'bench/' + info['command']!r})")  # as it ran (the wrapper calls gpu_check.py)
 
 
+def _throughput_rows(throughput: dict) -> list[str]:
+    rows = ["| measurement | precision | CUDA graphs | s per epoch (training) | images/s "
+            "| peak MiB (alloc / reserved) | MFU |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, f in throughput.items():
+        if not isinstance(f, dict) or "images_per_s" not in f:
+            rows.append(f"| {name} | {(f or {}).get('skipped') or (f or {}).get('error', '?')} | | | | | |")
+            continue
+        mfu = f"{100 * f['mfu']:.1f} %" if f.get("mfu") is not None else "n/a"
+        tf32 = " (TF32)" if f.get("tf32") and f["precision_ran"] == "fp32" else ""
+        rows.append(f"| {name} | {f['precision_ran']}{tf32} "
+                    f"| {f['cuda_graphs']} | {' / '.join(f'{t:.2f}' for t in f['train_s_per_epoch'])} "
+                    f"({f['n_train']} images, batch {f['batch']}) | {f['images_per_s'][-1]:,.0f} "
+                    f"| {f['peak_mem_alloc_mib'] or 0:,.0f} / {f['peak_mem_reserved_mib'] or 0:,.0f} | {mfu} |")
+    return rows
+
+
 def _fused_rows(fused: dict) -> list[str]:
     if not isinstance(fused, dict) or not fused:
         return []
@@ -122,20 +138,7 @@ def _fused_rows(fused: dict) -> list[str]:
 def markdown(results: dict) -> str:
     """The figures the README wants, as a Markdown table (from gpu_check.json)."""
     info = results["info"]
-    header = ("| measurement | precision | CUDA graphs | s per epoch (training) | images/s "
-              "| peak MiB (alloc / reserved) | MFU |")
-    rows = [header,
-            "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, f in results.get("throughput", {}).items():
-        if not isinstance(f, dict) or "images_per_s" not in f:
-            rows.append(f"| {name} | {(f or {}).get('skipped') or (f or {}).get('error', '?')} | | | | | |")
-            continue
-        mfu = f"{100 * f['mfu']:.1f} %" if f.get("mfu") is not None else "n/a"
-        tf32 = " (TF32)" if f.get("tf32") and f["precision_ran"] == "fp32" else ""
-        rows.append(f"| {name} | {f['precision_ran']}{tf32} "
-                    f"| {f['cuda_graphs']} | {' / '.join(f'{t:.2f}' for t in f['train_s_per_epoch'])} "
-                    f"({f['n_train']} images, batch {f['batch']}) | {f['images_per_s'][-1]:,.0f} "
-                    f"| {f['peak_mem_alloc_mib'] or 0:,.0f} / {f['peak_mem_reserved_mib'] or 0:,.0f} | {mfu} |")
+    rows = _throughput_rows(results.get("throughput", {}))
     jobs = results.get("jobs", {})
     if isinstance(jobs, dict) and jobs:
         rows += ["", "| --jobs | runs/hour | speedup |", "| --- | --- | --- |"]
@@ -173,6 +176,24 @@ def _unfused(model: str, throughput: dict, jobs: dict, alone: float | None) -> d
     return {k: v for k, v in out.items() if v}
 
 
+def _set_comparison(name: str, members: list, throughput: dict, jobs: dict, fused: dict, set_s: float | None) -> dict:
+    """One member set: its fused figures against its runs one at a time; `set_s`: its runs' time
+    eager at step 1's speed (None: not known), scaled to the best fused speed."""
+    figs = {kind: fused.get(f"fused {name} {kind}") or {} for kind in ("eager", "cuda-graphs")}
+    done = {k: _ips(f) for k, f in figs.items() if _ips(f)}
+    model = members[0].model
+    unfused = _unfused(model, throughput, jobs, figs["eager"].get("alone_images_per_s"))
+    if not done or not unfused:
+        return {"members": len(members), "missing": "no fused figure" if not done else "no unfused figure"}
+    best_f, best_u = max(done.items(), key=lambda kv: kv[1]), max(unfused.items(), key=lambda kv: kv[1])
+    step1 = _ips(throughput.get(f"{model} auto eager"))
+    return {"members": len(members), "model": model, "fused": done, "unfused": unfused,
+            "per_member": {k: v / figs[k].get("members", len(members)) for k, v in done.items()},
+            "best_fused": best_f, "best_unfused": best_u, "ratio": best_f[1] / best_u[1],
+            "eager_s": set_s, "fused_s": set_s * step1 / best_f[1] if set_s is not None and step1 else None,
+            "peak_mem_mib": {k: figs[k].get("peak_mem_reserved_mib") for k in done}}
+
+
 def fused_comparison(throughput: dict, jobs: dict, fused: dict, sets: dict, specs: list) -> dict:
     """Each fused member set (images/s over all its members) against the best unfused way to train
     its runs here, and the lab's matrix (`specs`) with every measured set trained fused at its best
@@ -184,30 +205,13 @@ def fused_comparison(throughput: dict, jobs: dict, fused: dict, sets: dict, spec
     rates = {f["model"]: f["eta_seconds_per_image"] for f in throughput.values()
              if isinstance(f, dict) and "eta_seconds_per_image" in f and f.get("precision") == "auto"
              and not f.get("compile")}
-    eager_speeds = Speeds("cuda", rates, 0)
     out: dict = {"sets": {}, "rule": FUSED_RULE}
-    saved = 0.0
     for name, members in sets.items():
-        model, eager_fig = members[0].model, fused.get(f"fused {name} eager")
-        figs = {kind: fused.get(f"fused {name} {kind}") for kind in ("eager", "cuda-graphs")}
-        done = {k: _ips(f) for k, f in figs.items() if _ips(f)}
-        unfused = _unfused(model, throughput, jobs, (eager_fig or {}).get("alone_images_per_s"))
-        if not done or not unfused:
-            out["sets"][name] = {"members": len(members), "missing": "no fused figure" if not done else "no unfused"}
-            continue
-        best_f, best_u = max(done.items(), key=lambda kv: kv[1]), max(unfused.items(), key=lambda kv: kv[1])
         keys = {s.key for s in members}
-        eager_s = [remaining_s(s, 0, eager_speeds) for s in specs if s.key in keys]
-        step1 = _ips(throughput.get(f"{model} auto eager"))
-        set_s = sum(eager_s) if eager_s and None not in eager_s and step1 else None
-        if set_s is not None:
-            saved += set_s - set_s * step1 / best_f[1]
-        out["sets"][name] = {
-            "members": len(members), "model": model, "fused": done, "unfused": unfused,
-            "per_member": {k: v / figs[k].get("members", len(members)) for k, v in done.items()},
-            "best_fused": best_f, "best_unfused": best_u, "ratio": best_f[1] / best_u[1],
-            "eager_s": set_s, "fused_s": set_s * step1 / best_f[1] if set_s is not None else None,
-            "peak_mem_mib": {k: figs[k].get("peak_mem_reserved_mib") for k in done}}
+        times = [remaining_s(s, 0, Speeds("cuda", rates, 0)) for s in specs if s.key in keys]
+        set_s = sum(times) if times and None not in times else None
+        out["sets"][name] = _set_comparison(name, members, throughput, jobs, fused, set_s)
+    saved = sum(s["eager_s"] - s["fused_s"] for s in out["sets"].values() if s.get("fused_s") is not None)
     lab = lab_estimate(throughput, jobs, specs)["eager_s"]
     out["lab_eager_s"], out["lab_fused_s"] = lab, (lab - saved if lab is not None else None)
     return out
