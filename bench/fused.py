@@ -110,11 +110,14 @@ def skeleton(spec: TrainSpec, num_classes: int, dropout: float) -> tuple[nn.Modu
         if isinstance(module, nn.Dropout):
             parent, _, leaf = name.rpartition(".")
             setattr(net.get_submodule(parent) if parent else net, leaf, MaskDropout())
-    net = net.to("meta").train()
+    net, met = net.to("meta").train(), []
+    hooks = [m.register_forward_hook(lambda m, *_, name=n: met.append((name, m.shape)))
+             for n, m in net.named_modules() if isinstance(m, MaskDropout)]
     with torch.no_grad():
         net(torch.empty(spec.batch_size, 3, 32, 32, device="meta"))
-    shapes = {f"{n}.mask": m.shape for n, m in net.named_modules() if isinstance(m, MaskDropout) and m.shape}
-    return net, shapes
+    for h in hooks:
+        h.remove()
+    return net, {f"{name}.mask": shape for name, shape in met}
 
 
 @dataclass
@@ -173,6 +176,7 @@ class Blocks:
     views: dict[str, torch.Tensor]  # name -> its (N, *shape) block, a view of `flat`
     member_of: torch.Tensor  # each element's member
     lengths: torch.Tensor  # the flat tensor as segments of one member each, in order: per-member sums
+    n: int  # members
 
     @classmethod
     def of(cls, stacked: dict[str, torch.Tensor], n: int, device: torch.device) -> Blocks:
@@ -183,13 +187,11 @@ class Blocks:
             at += t.numel()
             lengths += [t[0].numel()] * n
             owner.append(torch.arange(n).repeat_interleave(t[0].numel()))
-        member_of = torch.cat(owner).to(device) if owner else torch.zeros(0, dtype=torch.int64, device=device)
-        return cls(flat, views, member_of, torch.tensor(lengths, dtype=torch.int64, device=device))
+        return cls(flat, views, torch.cat(owner).to(device), torch.tensor(lengths, device=device), n)
 
     def member_sums(self, values: torch.Tensor) -> torch.Tensor:
         """Per-member sums of `values`, laid out as `flat`: (N,)."""
-        n = len(self.lengths) // max(len(self.views), 1)
-        return torch.segment_reduce(values, "sum", lengths=self.lengths).view(-1, n).sum(0)
+        return torch.segment_reduce(values, "sum", lengths=self.lengths).view(-1, self.n).sum(0)
 
     def keep(self, saved: torch.Tensor, alive: torch.Tensor) -> None:
         """Members not alive get their `saved` values back."""
@@ -283,7 +285,7 @@ class FusedRun:
         finite = torch.isfinite(losses) & torch.isfinite(logits).flatten(1).all(1) & torch.isfinite(norms)
         self.frozen_at = torch.where(self.alive & ~finite, self.step_count, self.frozen_at)
         self.alive &= finite
-        for blocks, before in zip(self.stats, saved):
+        for blocks, before in zip(self.stats, saved, strict=True):
             blocks.keep(before, self.alive)
         self.step_count += 1
         lr = lr_at(self.spec, self.step_count - 1, self.steps_per_epoch)

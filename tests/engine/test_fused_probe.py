@@ -72,16 +72,20 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
 
 
-@pytest.mark.parametrize("members, common", [(GRID, {}), (SEEDS, {"norm": "none"})], ids=["bn-grid", "bn-less-seeds"])
+@pytest.mark.parametrize("members, common", [(GRID[:2], {}), (SEEDS, {"norm": "none"})],
+                         ids=["bn-grid", "bn-less-seeds"])
 def test_each_fused_member_trains_as_the_trainer_trains_it_alone(members, common, cifar_dir, tmp_path):
-    """Tolerances, and why: a fused member runs grouped convolutions (one per layer for all
-    members) where the trainer runs one convolution per run, so fp32 sums go in another order;
-    Adam's first steps are nearly sign descent (|update| ~ lr for every weight), which turns a
-    rounding difference in a near-zero gradient into a difference of up to 2 lr in that weight.
-    So: losses within rel 1e-4 (measured 1e-6..5e-6), gradient norms within rel 1e-3 (1e-5..1e-4),
-    the weights' updates within 2e-2 of their size (1e-4..6e-3), and closer to the trainer's than
-    the trainer's own run is with channels_last off, a setting labreport holds not to change what
-    a run computes (4e-2..5e-2 measured)."""
+    """Two members with BatchNorm and their own seed, dropout (0, 0.3) and weight decay (0, 1e-3), and
+    two BN-less ones, each fused and through labreport's trainer alone. Tolerances, and why: a fused
+    member runs grouped convolutions (one per layer for all members) where the trainer runs one
+    convolution per run, so fp32 sums go in another order; Adam's first steps are nearly sign
+    descent (|update| ~ lr for every weight), which turns a rounding difference in a near-zero
+    gradient into a difference of up to 2 lr in that weight.
+    So, with room for other CPUs' kernels (measured here at this size: losses 5e-8..3e-7, gradient
+    norms 5e-7..1.2e-5, updates 2e-6..4e-4; at lr 1e-3 and batch 16 up to 5e-6, 1.2e-4, 6e-3):
+    losses within rel 1e-5, gradient norms within rel 1e-3, the weights' updates within 1e-2 of
+    their size, and member 1 closer to the trainer's run than the trainer's own run is with
+    channels_last off, a setting labreport holds not to change what a run computes."""
     mod = fused()
     runs = specs(members, **common)
     data = prepared(cifar_dir, runs[0])
@@ -92,14 +96,14 @@ def test_each_fused_member_trains_as_the_trainer_trains_it_alone(members, common
         assert [h["steps"] for h in history] == [2, 4]
         for e, h in enumerate(history):  # the epoch's records: means (and the max) over its two steps
             step_losses, step_norms = losses[2 * e:2 * e + 2, i], norms[2 * e:2 * e + 2, i]
-            assert rel(step_losses.mean().item(), h["train_loss"]) < 1e-4
+            assert rel(step_losses.mean().item(), h["train_loss"]) < 1e-5
             assert rel(step_norms.mean().item(), h["grad_norm_mean"]) < 1e-3
             assert rel(step_norms.max().item(), h["grad_norm_max"]) < 1e-3
         mine = run.member_state(i)
         assert set(mine) == set(weights)  # every weight and BatchNorm statistic, named as the trainer's
         assert torch.equal(mine.get("bn1.num_batches_tracked", torch.tensor(0)),
                            weights.get("bn1.num_batches_tracked", torch.tensor(0)))
-        assert update_difference(mine, weights, start[i]) < 2e-2
+        assert update_difference(mine, weights, start[i]) < 1e-2
     ours, theirs = update_difference(run.member_state(1), alone[1][1], start[1]), update_difference(
         yardstick, alone[1][1], start[1])
     assert ours < theirs, (ours, theirs)
