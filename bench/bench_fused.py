@@ -152,8 +152,12 @@ def round_line(r: int, rnd: dict) -> str:
     return line + (f"; others' CPU share {', '.join(f'{100 * x:.0f}%' for x in shares)}" if shares else "")
 
 
+BUSY = 0.10  # a round where other processes took more of the CPU than this is contended
+
+
 def summary(rounds: list[dict]) -> dict:
-    """Medians over rounds: fused images/s (total and per member), alone, and their ratio."""
+    """Medians over rounds: fused images/s (total and per member), alone, and their ratio; and the
+    ratio over the quiet rounds alone (others under BUSY during both measurements; CPU only)."""
     def med(kind: str, key: str) -> float | None:
         vals = [r[kind][key] for r in rounds if kind in r]
         return statistics.median(vals) if vals else None
@@ -162,7 +166,9 @@ def summary(rounds: list[dict]) -> dict:
             "fused_images_per_s_per_member": med("fused", "images_per_s_per_member"),
             "alone_images_per_s": med("alone", "images_per_s"),
             "ratio": statistics.median([r["ratio"] for r in rounds]) if rounds and "ratio" in rounds[0] else None,
-            "ratios": [r.get("ratio") for r in rounds]}
+            "ratios": [r.get("ratio") for r in rounds], "quiet_ratios": [
+                r["ratio"] for r in rounds if "ratio" in r and all(
+                    (r[k]["others_cpu_share"] or 0) < BUSY for k in ("fused", "alone"))]}
 
 
 def main(argv=None) -> int:
@@ -184,7 +190,9 @@ def main(argv=None) -> int:
     result = {"info": info, "rounds": rounds, "summary": summary(rounds)}
     s = result["summary"]
     print(f"median: fused {s['fused_images_per_s']:.1f} img/s ({s['fused_images_per_s_per_member']:.1f} per member)"
-          + (f", alone {s['alone_images_per_s']:.1f} img/s, fused / alone x{s['ratio']:.2f}" if s["ratio"] else ""))
+          + (f", alone {s['alone_images_per_s']:.1f} img/s, fused / alone x{s['ratio']:.2f}" if s["ratio"] else "")
+          + (f"; quiet rounds (others < {BUSY:.0%} of the CPU): x{', x'.join(f'{q:.2f}' for q in s['quiet_ratios'])}"
+             if s["quiet_ratios"] else ""))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
     return 0
