@@ -39,7 +39,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from labreport.catalog import CATALOG, ModelInfo
+from labreport.models import MODELS, ModelInfo
 from labreport.errors import ModelError, did_you_mean
 
 REF_RE = re.compile(r"^(?P<target>[^:]+):(?P<name>[A-Za-z_]\w*)\Z")
@@ -186,7 +186,7 @@ def not_taken(ref: str, who: str, option: str, value) -> ModelError:
 
 
 # ---- what the report calls it, and which catalogue model it implements ------------------------
-FAMILIES = tuple(dict.fromkeys(i.family for i in CATALOG.values()))  # cifar-resnet, plain, torchvision, baseline
+FAMILIES = tuple(dict.fromkeys(i.family for i in MODELS.values()))  # cifar-resnet, plain, torchvision, baseline
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ def implemented(declared: Declared, model_args: dict) -> ModelInfo | None:
     depth = depth_of(declared, model_args)
     if not declared.family:
         return None
-    return next((i for i in CATALOG.values() if i.family == declared.family and i.depth == depth), None)
+    return next((i for i in MODELS.values() if i.family == declared.family and i.depth == depth), None)
 
 
 def declaration_problem(declared: Declared, model_args: dict) -> str | None:
@@ -245,7 +245,7 @@ def declaration_problem(declared: Declared, model_args: dict) -> str | None:
         return f"depth = {declared.depth}, but model_args builds depth = {built}: leave depth out"
     if not declared.family or implemented(declared, model_args) is not None:
         return None
-    depths = sorted(i.depth for i in CATALOG.values() if i.family == declared.family and i.depth)
+    depths = sorted(i.depth for i in MODELS.values() if i.family == declared.family and i.depth)
     depth = depth_of(declared, model_args)
     if depth is None:
         return (f"family = '{declared.family}' needs the depth: model_args = {{ depth = N }}, or depth = N "

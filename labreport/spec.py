@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from labreport.fields import Setting, between, setting, settings_of
+from labreport.config.setting import Setting, between, increasing_positive_ints, keyword_table, setting, settings_of
 
 # Bump when the trainer changes what a run computes (not how fast): every key changes, so old
 # results are kept on disk but no longer count as done.
@@ -29,14 +29,6 @@ def train_images(val_size: int, train_subset: int = 0) -> int:
     most train_subset (0: all). Lets max_iters and time estimates work without the data set."""
     n = CIFAR10_TRAIN - val_size
     return min(n, train_subset) if train_subset else n
-
-
-def _milestones(v) -> str | None:
-    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in v):
-        return "must be a list of positive integers"
-    if list(v) != sorted(set(v)):
-        return "must be strictly increasing"
-    return None
 
 
 class ModelArgs(tuple):
@@ -70,11 +62,6 @@ def _thawed(v: Any) -> Any:
     return [_thawed(x) for x in v] if isinstance(v, tuple) else v
 
 
-def _model_args(v) -> str | None:
-    bad = [k for k in v if not isinstance(k, str) or not k.isidentifier()]
-    return f"must be a table of keyword arguments (names such as depth, width), not {bad[0]!r}" if bad else None
-
-
 # The choices of the training settings: the dataclass below takes its checks from these
 Norm = Literal["batch", "none"]
 Init = Literal["he", "torch", "fixup"]
@@ -90,12 +77,12 @@ class TrainSpec:
     """Everything that changes what a training run computes. Hashable, printable, JSON-able.
 
     Each field with setting() metadata is a training setting of experiments.toml, with its default,
-    its check and its help here and nowhere else (FIELDS lists them)."""
+    its check and its help here and nowhere else (SETTINGS lists them)."""
 
     model: str = setting(help="a name from `labreport models`, or a model of your own: 'FILE.py:Class' "
                               "(relative to experiments.toml) or 'package.module:factory'")
     model_args: ModelArgs = setting(ModelArgs(), "a model of your own: the keyword arguments it is called with, "
-                                                 "a table (model_args = { depth = 110 })", _model_args)
+                                                 "a table (model_args = { depth = 110 })", keyword_table)
     norm: Norm = setting("batch", "BatchNorm everywhere, or none at all")
     dropout: float = setting(0.0, "dropout probability", between(0.0, 1.0, hi_open=True))
     init: Init = setting("he", "He init (paper), PyTorch's layer defaults, or Fixup (Zhang et al. 2019; "
@@ -107,7 +94,8 @@ class TrainSpec:
     weight_decay: float = setting(0.0, "L2 through the optimizer's weight_decay", between(0.0, 1.0))
     schedule: Schedule = setting("constant",
                                  "the learning rate over the run: constant, steps at milestones, cosine to 0")
-    milestones: tuple[int, ...] = setting((), "step schedule: lr *= gamma at each (epochs or iterations)", _milestones)
+    milestones: tuple[int, ...] = setting((), "step schedule: lr *= gamma at each (epochs or iterations)",
+                                          increasing_positive_ints)
     gamma: float = setting(0.1, "step schedule: the factor at each milestone", between(0.0, 1.0, lo_open=True))
     schedule_unit: ScheduleUnit = setting("epoch", "unit of milestones and warm-up")
     warmup_lr: float = setting(0.0, "lr during warm-up (0: no warm-up)", between(0.0))
@@ -152,9 +140,9 @@ class TrainSpec:
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
-FIELDS: dict[str, Setting] = settings_of(TrainSpec)  # the training settings a TOML table may set
+SETTINGS: dict[str, Setting] = settings_of(TrainSpec)  # the training settings a TOML table may set
 # settings whose value is a list (milestones): a list of lists is their grid
-GRID_KEYS_WITH_LIST_VALUES = {k for k, s in FIELDS.items() if s.types == (list,)}
+GRID_KEYS_WITH_LIST_VALUES = {k for k, s in SETTINGS.items() if s.types == (list,)}
 # Settings left out of the spec dict (and so of the key) while at their default: the keys of runs made
 # before they existed stay valid (store/legacy.py reads what else such runs left).
 OMITTED_AT_DEFAULT = ("max_iters", "model_args", "model_source")

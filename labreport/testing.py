@@ -206,9 +206,9 @@ def _write_made_up_run(store, spec: TrainSpec, labels: list[int], hardness: list
                               "data_fingerprint": "made-up-study", "threads": 4, "torch": "2.14.1"},
                   oom_events=[], params=0, steps=history[-1]["steps"] if history else 0, skipped_steps=0,
                   n_train=45_000, n_val=5_000, n_test=n)
-    from labreport.catalog import CATALOG
+    from labreport.models import MODELS
 
-    result["params"] = CATALOG[spec.model].params
+    result["params"] = MODELS[spec.model].params
     if result["test_acc_at_best"] is not None:
         result.update(test_predictions=_predictions(result["test_acc_at_best"], labels, hardness, rng),
                       test_labels="".join(map(str, labels)))

@@ -52,7 +52,7 @@ def no_gradflow_by_default(monkeypatch):
     """[gradflow] enabled defaults to false in tests: `labreport run` would otherwise end every CLI
     test with the gradient-flow measurement (minutes of ResNet-110 on a CPU). Tests of it say
     `enabled = true` in their TOML (tests/engine/test_gradflow.py)."""
-    from labreport.settings import GradflowSettings
+    from labreport.config.sections import GradflowSettings
 
     monkeypatch.setattr(GradflowSettings.__dataclass_fields__["enabled"], "default", False)
 

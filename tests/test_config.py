@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from labreport.testing import spec_from_dict
-from labreport.catalog import CATALOG
+from labreport.models import MODELS
 from labreport.config import load_config
-from labreport.spec import FIELDS
+from labreport.spec import SETTINGS
 from labreport.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def test_list_of_milestone_lists_is_a_grid(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Layering: FIELDS defaults < [defaults] < [[experiment]] < [profile.P] < [profile.P.experiment.E]
+# Layering: SETTINGS defaults < [defaults] < [[experiment]] < [profile.P] < [profile.P.experiment.E]
 # --------------------------------------------------------------------------------------------
 LAYERED = """\
 [defaults]
@@ -263,7 +263,7 @@ def test_layering_without_profile(tmp_path):
     s = _specs(load(tmp_path, LAYERED))
     assert (s["a"].epochs, s["a"].lr, s["a"].batch_size, s["a"].dropout) == (20, 0.02, 64, 0.1)
     assert (s["b"].epochs, s["b"].lr, s["b"].batch_size, s["b"].dropout) == (10, 0.01, 64, 0.1)
-    assert s["a"].momentum == FIELDS["momentum"].default and s["a"].train_subset == 0
+    assert s["a"].momentum == SETTINGS["momentum"].default and s["a"].train_subset == 0
 
 
 def test_layering_with_profile_and_profile_experiment(tmp_path):
@@ -380,7 +380,7 @@ CHANGED = {
 
 
 def test_changed_table_covers_every_training_setting():
-    assert set(CHANGED) == set(FIELDS) | {"seed"}
+    assert set(CHANGED) == set(SETTINGS) | {"seed"}
 
 
 @pytest.mark.parametrize("setting", sorted(CHANGED))
@@ -618,7 +618,7 @@ def test_broken_config_message_names_place_and_problem(tmp_path, text, profile, 
 
 def test_unknown_model_message_lists_every_model(tmp_path):
     _, msg = config_error(tmp_path, exp(model='"resnet21"'))
-    assert all(name in msg for name in CATALOG)
+    assert all(name in msg for name in MODELS)
     assert "did you mean 'resnet20'" in msg or "did you mean 'resnet32'" in msg
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.errors import ConfigError
-from labreport.overrides import parse, value_of
+from labreport.config.overrides import parse, value_of
 
 TOML = """
 [report]

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from labreport.api import Lab
-from labreport.catalog import CATALOG
+from labreport.models import MODELS
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.errors import ConfigError
@@ -269,7 +269,7 @@ def test_the_examples_resnet110_is_the_papers_and_trains(tmp_path, cifar_dir):
                     .replace("[run]", "seeds = 1\n[run]"))
     rows = json.loads(cli(toml, "models", "--json").stdout)
     (own,) = [r for r in rows if r["family"] == "own"]
-    assert own["params"] == CATALOG["resnet110"].params  # the same network as the catalogue's ResNet-110
+    assert own["params"] == MODELS["resnet110"].params  # the same network as the catalogue's ResNet-110
     res = cli(toml, "run", "--device", "cpu", "--profile", "test", "--set", "epochs=1", "--set", "train_subset=32",
               "--set", "batch_size=16", "--set", "test_subset=16", "--set", "val_size=16")
     assert res.exit_code == 0 and "2 trained" in res.stdout, res.output

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from labreport.api.notebook import figures_shown_in_notebook, print_console, show_messages
-from labreport.api.tables import RESULT_FIELDS, catalog_rows, override_list, own_params, table
-from labreport.catalog import OPTIONS
+from labreport.api.tables import RESULT_FIELDS, registry_rows, override_list, own_params, table
+from labreport.models import OPTIONS
 from labreport.config import load_config, store_root
 from labreport.errors import LabreportError
 from labreport.logs import LOG
@@ -95,7 +95,7 @@ class Lab:
     def models(self, *, as_frame: bool | None = None):
         """The catalogue's models, then the lab's own (one row per model and model_args), each with
         its parameter count; an own model is built to count them (torch is imported then)."""
-        return table(catalog_rows() + self.own_model_rows(), as_frame)
+        return table(registry_rows() + self.own_model_rows(), as_frame)
 
     def own_model_rows(self) -> list[dict]:
         from labreport import ownmodels
@@ -289,7 +289,7 @@ class Lab:
 
     def _check_names(self, names: Sequence[str]) -> None:
         """Each of `names` an experiment or a run label of this lab; else an error naming those it has."""
-        from labreport.settings import unknown
+        from labreport.config.sections import unknown
 
         known = [e.name for e in self.config.experiments]
         for name in names:

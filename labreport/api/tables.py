@@ -35,14 +35,14 @@ def table(records: list[dict], as_frame: bool | None = None, columns: Sequence[s
     return pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(columns))
 
 
-def catalog_rows() -> list[dict]:
+def registry_rows() -> list[dict]:
     """The catalogue's models: name, family, parameters (exact, without building one: no torch) and
     the paper's figures."""
-    from labreport.catalog import CATALOG
+    from labreport.models import MODELS
 
     return [{"name": name, "family": info.family, "params": info.params, "paper_params_m": info.paper_params_m,
              "paper_error": info.paper_error, "supports": sorted(info.supports), "description": info.description}
-            for name, info in CATALOG.items()]
+            for name, info in MODELS.items()]
 
 
 def own_params(spec, lab_dir: Path) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from labreport.errors import ClusterError, LabreportError
-from labreport.settings import ExecutorSettings
+from labreport.config.sections import ExecutorSettings
 
 
 def submitit_module(kind: str):

@@ -37,7 +37,7 @@ from labreport.cluster.sbatch import (NEVER_STARTS, make_executor, pending_reaso
 from labreport.config import Config
 from labreport.engine.runner import pending
 from labreport.errors import ClusterError, LabreportError
-from labreport.settings import ExecutorSettings
+from labreport.config.sections import ExecutorSettings
 from labreport.spec import Run
 from labreport.store import RunStore, atomic_write_json, read_json
 

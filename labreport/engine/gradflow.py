@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from labreport.engine import hostmem
-from labreport.settings import GradflowSettings
+from labreport.config.sections import GradflowSettings
 from labreport.store import atomic_write_json
 from labreport.store.gradflow import GRADFLOW_VERSION, Cell, cached, cell_dir, cells, read_cell
 

@@ -55,12 +55,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from labreport import ownmodels
-from labreport.catalog import OPTIONS, ModelInfo, init_problem, model_info
+from labreport.models import OPTIONS, ModelInfo, init_problem, model_info
 from labreport.engine import owncode
 from labreport.errors import ModelError
-from labreport.spec import FIELDS
+from labreport.spec import SETTINGS
 
-DEFAULTS = {k: FIELDS[k].default for k in OPTIONS}  # build_model's defaults: the spec's
+DEFAULTS = {k: SETTINGS[k].default for k in OPTIONS}  # build_model's defaults: the spec's
 
 
 # ---------------------------------------------------------------- building blocks
@@ -262,7 +262,7 @@ def build_model(name: str, *, num_classes: int = 10, norm: str = "batch", dropou
         return model if took_init else _apply_init(model, init)  # he: as the catalogue's; torch: as it was built
     info = model_info(name)
     for option, value in given.items():  # the spec's checks: a spec that loaded builds
-        s = FIELDS[option]
+        s = SETTINGS[option]
         problem = (f"must be one of {', '.join(map(repr, s.choices))}" if s.choices and value not in s.choices
                    else s.check(value) if s.check else None)
         if problem:

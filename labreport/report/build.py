@@ -25,11 +25,11 @@ from labreport.science.conclusions import Study, conclude
 from labreport.report.document import Numbering, outline, task_title, tidy_punctuation, unquoted
 from labreport.report.preview import preview_texts
 from labreport.report.summary import summary
-from labreport.catalog import CATALOG
+from labreport.models import MODELS
 from labreport.config import Config
 from labreport.ownmodels import model_id
 from labreport.spec import DATASET_TITLES, NUM_CLASSES
-from labreport.settings import FONTS
+from labreport.config.sections import FONTS
 from labreport.errors import LabreportError
 from labreport.report.i18n import Lang
 from labreport.report.references import Citations, access_date
@@ -187,12 +187,12 @@ def model_rows(config: Config, views: list[RunView], L: Lang, own: dict | None =
     several = len({d for _, d in used}) > 1
     rows = []
     for m, d in used:
-        info, twin = CATALOG.get(m), own[m].implements if own and m in own else None
+        info, twin = MODELS.get(m), own[m].implements if own and m in own else None
         name = lb.model_name(m, L, own) + (f" ({DATASET_TITLES[d]})" if several else "")
         rows.append({"model": m, "name": name, "description": lb.model_description(m, L, own), "own": not info,
                      "implements": twin,
                      "params": info.params if info and d == "cifar10" else _counted_params(m, d, views),
-                     "paper_params_m": _paper_params(info or CATALOG.get(twin or ""), d)})
+                     "paper_params_m": _paper_params(info or MODELS.get(twin or ""), d)})
     return rows
 
 

@@ -44,7 +44,7 @@ def model_phrase(name: str, L, own: Mapping | None = None) -> str:
 def model_description(name: str, L, own: Mapping | None = None) -> str:
     """The models table's description; one's own names its class, model_args and file, and the
     catalogue model it is compared as, with how that is known (science/identity.py)."""
-    from labreport.catalog import CATALOG
+    from labreport.models import MODELS
 
     if ownmodels.is_own(name):  # "nets.py:ResNet(depth=110)", "mypackage.nets:make_resnet"
         target, obj, args = ownmodels.parse_id(name)
@@ -58,7 +58,7 @@ def model_description(name: str, L, own: Mapping | None = None) -> str:
                        model=twin, name=obj, file=target)
         return L._("own implementation of %(model)s (the same number of parameters): %(name)s from %(file)s",
                    model=twin, name=obj, file=target)
-    info = CATALOG[name]
+    info = MODELS[name]
     if info.family == "cifar-resnet":
         return L.n_("CIFAR ResNet-%(depth)s: 3 stages of %(num)d basic block, option-A shortcuts",
                     "CIFAR ResNet-%(depth)s: 3 stages of %(num)d basic blocks, option-A shortcuts",

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from labreport.catalog import CATALOG
+from labreport.models import MODELS
 from labreport.ownmodels import model_id
 from labreport.science.stats import binom_sf, smallest_rejecting_k, wilson_interval
 
@@ -189,4 +189,4 @@ def _models_with_and_without_bn(views: Sequence) -> list[str]:
     """The catalogue's by depth, then one's own in matrix order (model_id: one per model_args)."""
     used = dict.fromkeys(model_id(v.spec) for v in views)
     models = [m for m in used if {v.spec.get("norm") for v in views if model_id(v.spec) == m} >= {"batch", "none"}]
-    return sorted(models, key=lambda m: (CATALOG[m].depth or 0) if m in CATALOG else 1_000_000)
+    return sorted(models, key=lambda m: (MODELS[m].depth or 0) if m in MODELS else 1_000_000)

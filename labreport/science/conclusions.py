@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from labreport.science.bnclaim import BnClaim, bn_claims, trained
-from labreport.catalog import CATALOG, ModelInfo
+from labreport.models import MODELS, ModelInfo
 from labreport.ownmodels import Declared, model_id
 from labreport.science.compare import ALPHA, Effect, Ranking, factor_effect, rank
 from labreport.science.identity import OwnModel, identify
@@ -141,7 +141,7 @@ def paper_comparison(groups: Sequence[Group], own: Mapping[str, OwnModel] | None
     and says so by its name."""
     own = own or {}
     rows = []
-    for model, info in CATALOG.items():
+    for model, info in MODELS.items():
         if info.paper_error is None:
             continue
         for mid in [model, *(m.id for m in own.values() if m.implements == model)]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 from labreport import ownmodels
-from labreport.catalog import CATALOG, ModelInfo
+from labreport.models import MODELS, ModelInfo
 from labreport.ownmodels import Declared, model_id
 from labreport.store.views import RunView
 
@@ -47,7 +47,7 @@ def _counted(runs: Sequence[RunView]) -> int | None:
 def _same_parameters(name: str, params: int | None) -> ModelInfo | None:
     """The catalogue model with exactly these parameters; between ResNet-N and plain-N, the one the
     class's name says (None: it says neither, or no catalogue model counts as many)."""
-    found = [i for i in CATALOG.values() if params and i.params == params]
+    found = [i for i in MODELS.values() if params and i.params == params]
     if len(found) > 1:
         lower = name.lower()
         found = [i for i in found if (i.family == "plain") == ("plain" in lower) and

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from labreport.settings import GradflowSettings
+from labreport.config.sections import GradflowSettings
 from labreport.store.files import read_json
 
 # Bump when what a measurement computes changes: every key changes, old results stay on disk unused.

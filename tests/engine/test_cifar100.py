@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from labreport import testing
 from labreport.api import Lab
-from labreport.catalog import CATALOG
+from labreport.models import MODELS
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.engine import datasets
@@ -122,7 +122,7 @@ def test_a_cifar100_run_has_a_100_way_classifier(trained):
     rows = Lab(path, runs=runs).results(as_frame=False)
     r100 = [r for r in rows if r["dataset"] == "cifar100"]
     # ResNet-20's classifier: 64 features -> 100 classes instead of 10: 90 x (64 + 1) more parameters
-    assert {r["params"] for r in r100} == {CATALOG["resnet20"].params + 90 * 65}
+    assert {r["params"] for r in r100} == {MODELS["resnet20"].params + 90 * 65}
     store_preds = [json.loads((runs / r["key"] / "result.json").read_text()) for r in r100]
     assert all(res["status"] == "completed" for res in store_preds)
 
@@ -136,7 +136,7 @@ def test_the_report_says_which_data_set_and_its_chance(trained, tmp_path):
     text = " ".join(html.fromstring((tmp_path / "r.html").read_text()).text_content().split())
     assert "The experiment r20-100 uses CIFAR-100 instead: images of the same format in 100 classes" in text
     assert "exceeds 20% on CIFAR-10 and 2% on CIFAR-100 (chance is 10% on CIFAR-10 and 1% on CIFAR-100)" in text
-    assert "ResNet-20 (CIFAR-100)" in text and f"{CATALOG['resnet20'].params + 90 * 65:,}" in text
+    assert "ResNet-20 (CIFAR-100)" in text and f"{MODELS['resnet20'].params + 90 * 65:,}" in text
     c = lab.conclusions()
     assert c["thresholds"] == {"cifar100": 0.02, "cifar10": 0.2}
     # the overall ranking is over the first data set's configurations only: test sets differ;

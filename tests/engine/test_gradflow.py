@@ -8,23 +8,24 @@ everything else uses hand-made results written where `ensure` would write them.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from labreport.engine import gradflow as measure
-from labreport.science import gradflow as flow
-from labreport.store import gradflow as stored
 from labreport.cli import main
 from labreport.config import load_config
-from labreport.settings import GradflowSettings
+from labreport.config.sections import GradflowSettings
+from labreport.engine import gradflow as measure
 from labreport.engine.datasets import load as load_data
 from labreport.errors import ConfigError
-from labreport.report.i18n import Lang
 from labreport.report.build import build
+from labreport.report.i18n import Lang
+from labreport.science import gradflow as flow
 from labreport.store import RunStore, atomic_write_json
+from labreport.store import gradflow as stored
 
 SMALL = GradflowSettings(depths=(20,), inits=("torch",), steps=2, batch=16, images=32, probe=16, lr=1e-3)
 
@@ -236,8 +237,11 @@ def report_html(tmp_path: Path, lang="ru", enabled="true", measured=True) -> tup
 def test_report_shows_the_measurement_when_it_is_in_the_store(tmp_path):
     html, built = report_html(tmp_path)
     assert "gradflow" in built.figures and (built.summary.parent / "gradflow.svg").exists()
-    assert 'id="fig-gradflow"' in html and "Рисунок 1 –" in html  # the first figure of the report
-    flat = " ".join(html.split())  # also turns the non-breaking spaces that bind a formula into plain ones
+    assert 'id="fig-gradflow"' in html
+    # the text as read: no tags (names are spans), no word joiners, plain spaces for the non-breaking ones
+    flat = " ".join(re.sub(r"<[^>]+>", "", html).replace("\u2060", "").split())
+    figure = re.search(r"Рисунок (\d+) – Норма градиента", flat)
+    assert figure and f"(рисунок {figure[1]}, таблица 1)" in flat  # referred to by its number
     assert "Измерение." in html and "(F(x) + x)′ = F′(x) + 1" in flat
     assert "убывает на 1,0 порядка в ResNet-110" in flat  # orders from the hand-made numbers
     assert "растёт на 5,0 порядка с BN" in flat and "убывает на 8,0 порядка без BN" in flat

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from labreport.errors import ModelError
-from labreport.catalog import CATALOG as MODELS
-from labreport.catalog import ModelInfo
-from labreport.catalog import model_info as get_model_info
+from labreport.models import MODELS as MODELS
+from labreport.models import ModelInfo
+from labreport.models import model_info as get_model_info
 from labreport.engine.networks import build_model, builder, count_parameters
 
 CIFAR_RESNETS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]

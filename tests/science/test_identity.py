@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from labreport.catalog import CATALOG
+from labreport.models import MODELS
 from labreport.ownmodels import Declared, display_name, model_id
 from labreport.science.bnclaim import bn_claims
 from labreport.science.conclusions import conclude, group_runs, paper_comparison
 from labreport.science.identity import identify
 from views import view
 
-RESNET110 = CATALOG["resnet110"].params  # 1,727,962: the catalogue's and the README example's
+RESNET110 = MODELS["resnet110"].params  # 1,727,962: the catalogue's and the README example's
 
 
 def own(exp, acc, *, ref="nets.py:ResNet", args=None, params=RESNET110, norm="batch", seed=None, **kw):
@@ -57,7 +57,7 @@ def test_a_declared_family_and_depth_make_it_that_model_whatever_it_counts():
 
 
 def test_one_name_over_a_grid_of_model_args_is_told_apart():
-    runs = [own("mine", 0.9, args={"depth": d}, params=CATALOG[f"resnet{d}"].params) for d in (20, 110)]
+    runs = [own("mine", 0.9, args={"depth": d}, params=MODELS[f"resnet{d}"].params) for d in (20, 110)]
     names = identify(runs, {"mine": Declared(display_name="Моя ResNet")})
     assert [m.name for m in names.values()] == ["Моя ResNet (depth=20)", "Моя ResNet (depth=110)"]
     assert [m.implements for m in names.values()] == ["resnet20", "resnet110"]

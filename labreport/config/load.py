@@ -15,11 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from labreport.config.matrix import Experiment, expand
+from labreport.config.overrides import CLI, apply, parse
+from labreport.config.sections import (
+    SECTIONS,
+    AnalysisSettings,
+    Ctx,
+    DataSettings,
+    ExecutorSettings,
+    GradflowSettings,
+    ReportSettings,
+    RunSettings,
+    StoreSettings,
+    read_sections,
+    unknown,
+)
 from labreport.errors import ConfigError
-from labreport.matrix import Experiment, expand
-from labreport.overrides import CLI, apply, parse
-from labreport.settings import (SECTIONS, AnalysisSettings, Ctx, DataSettings, ExecutorSettings, GradflowSettings,
-                                ReportSettings, RunSettings, StoreSettings, read_sections, unknown)
 from labreport.spec import Run
 
 MAX_CONFIG_BYTES = 1_000_000  # experiments.toml is a few kB; bigger is a mistake (or hostile), refused unparsed

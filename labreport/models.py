@@ -74,7 +74,7 @@ _INFOS = [
     *(_plain(r) for r in _RESNETS if r.depth <= 110),
 ]
 
-CATALOG: dict[str, ModelInfo] = {info.name: info for info in _INFOS}
+MODELS: dict[str, ModelInfo] = {info.name: info for info in _INFOS}
 
 
 def init_problem(info: ModelInfo, init: str, norm: str) -> str | None:
@@ -93,7 +93,7 @@ def init_problem(info: ModelInfo, init: str, norm: str) -> str | None:
 def model_info(name: str) -> ModelInfo:
     """The catalog entry for `name`; a ModelError listing the valid names if there is none."""
     try:
-        return CATALOG[name]
+        return MODELS[name]
     except KeyError:
-        raise ModelError(f"unknown model '{name}'{did_you_mean(name, CATALOG)}; known models: {', '.join(CATALOG)}"
+        raise ModelError(f"unknown model '{name}'{did_you_mean(name, MODELS)}; known models: {', '.join(MODELS)}"
                          ) from None

@@ -9,20 +9,28 @@ Every error is one line naming the file, the section and the key (Ctx.err).
 from __future__ import annotations
 
 import dataclasses
-import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-import typing
 from typing import Any, ClassVar
 
-from labreport.catalog import CATALOG
+from labreport.config.setting import (
+    CONTROL_RE,
+    Setting,
+    at_least,
+    between,
+    check_value,
+    day_month_year,
+    distinct_from,
+    language_code,
+    no_control,
+    open_unit,
+    setting,
+    settings_of,
+)
 from labreport.errors import ConfigError, did_you_mean
-from labreport.fields import Setting, between, check_value, open_unit, setting, settings_of
+from labreport.models import MODELS
 from labreport.spec import Init
-
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # never in a path, a device name or a partition
-LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?\Z")  # a catalogue's name: ru, en, de, pt_BR
-DATE_RE = re.compile(r"^(0[1-9]|[12][0-9]|3[01])\.(0[1-9]|1[0-2])\.[0-9]{4}\Z")  # DD.MM.YYYY, as ГОСТ writes it
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ FONTS = {
                             "DejaVuSerif-Bold.ttf", "DejaVuSans.ttf"),
 }
 # Depths with both a resnetN and its plain twin in the catalogue: what the gradient flow compares
-GRADFLOW_DEPTHS = tuple(sorted(i.depth for i in CATALOG.values() if i.family == "plain"))
+GRADFLOW_DEPTHS = tuple(sorted(i.depth for i in MODELS.values() if i.family == "plain"))
 GRADFLOW_INITS = typing.get_args(Init)  # every init a run may use; fixup only on the BN-less ResNet (it needs both)
 
 
@@ -77,15 +85,6 @@ def section_table(ctx: Ctx, doc: dict, name: str) -> dict:
     return t
 
 
-def at_least(lo: int) -> Any:
-    return lambda v: None if v >= lo else f"must be >= {lo}"
-
-
-def no_control(v) -> str | None:
-    """Paths, a device, a partition: never a NUL or a newline."""
-    return "contains a control character" if isinstance(v, str) and CONTROL_RE.search(v) else None
-
-
 # --------------------------------------------------------------------------------------------
 # The sections
 # --------------------------------------------------------------------------------------------
@@ -105,19 +104,8 @@ class Section:
         return None
 
 
-def _language(v: str) -> str | None:
-    return None if LANGUAGE_RE.match(v) else ("must be a language code such as 'ru' or 'en' "
-                                              "(a message catalogue of that name)")
-
-
 def _font_size(v: int) -> str | None:  # ГОСТ 7.32: at least 12 pt; universities ask for 14
     return None if 12 <= v <= 14 else "must be 12, 13 or 14 (pt)"
-
-
-def _date(v: str) -> str | None:
-    if not v or DATE_RE.match(v):
-        return None
-    return "must be a date DD.MM.YYYY (when the electronic sources were read)"
 
 
 def _bundled(v: str) -> str | None:
@@ -133,7 +121,7 @@ class ReportSettings(Section):
     """[report]: the title page's fields, the report's language, templates and font."""
 
     NAME: ClassVar[str] = "report"
-    language: str = setting("ru", "the report's language: a message catalogue's name (ru, en)", _language)
+    language: str = setting("ru", "the report's language: a message catalogue's name (ru, en)", language_code)
     title: str = _title("the topic of the lab, on the title page")
     university: str = _title("the organisation at the top of the title page")
     faculty: str = _title("an optional line between the university and the department")
@@ -153,7 +141,7 @@ class ReportSettings(Section):
     font: str = setting("Liberation Serif", "a bundled font family: " + ", ".join(FONTS), _bundled)
     font_size: int = setting(14, "the body text, in pt", _font_size)
     accessed: str = setting("", "the date the electronic sources were read, DD.MM.YYYY (default: the build's day)",
-                            _date)
+                            day_month_year)
 
     @staticmethod
     def expects(s: Setting) -> str:
@@ -240,14 +228,6 @@ class ExecutorSettings(Section):
         return None
 
 
-def _distinct_from(options: tuple) -> Any:
-    def check(v) -> str | None:
-        if not v or any(isinstance(x, bool) or x not in options for x in v) or len(set(v)) != len(v):
-            return f"must be a non-empty list of distinct values from {', '.join(map(repr, options))}"
-        return None
-    return check
-
-
 def _gradflow_lr(v: float) -> str | None:
     return None if between(0.0, 10.0, lo_open=True)(v) is None else "must be in (0, 10]"
 
@@ -260,9 +240,9 @@ class GradflowSettings(Section):
     NAME: ClassVar[str] = "gradflow"
     enabled: bool = setting(True, "`run` measures it at the end, `build` shows it when it is in the store")
     depths: tuple[int, ...] = setting((110,), "any of the depths with a resnetN and a plainN",
-                                      _distinct_from(GRADFLOW_DEPTHS))
+                                      distinct_from(GRADFLOW_DEPTHS))
     inits: tuple[str, ...] = setting(GRADFLOW_INITS, "he (the runs'), torch (PyTorch's defaults), fixup (the "
-                                                     "BN-less ResNet only)", _distinct_from(GRADFLOW_INITS))
+                                                     "BN-less ResNet only)", distinct_from(GRADFLOW_INITS))
     steps: int = setting(20, "Adam steps between the two measurements (CPU: ~0.5 s each for a 110-layer net)",
                          at_least(1))
     batch: int = setting(32, "images per training step", at_least(1))

@@ -6,8 +6,10 @@ metadata. Everything else about a setting is derived from that definition:
         threads: int = setting(0, "torch CPU threads per worker (0: ...)", at_least(0))
 
 `settings_of(cls)` lists a dataclass's settings (their TOML types, choices, defaults, checks and
-help); config.py checks the training settings of experiments.toml against TrainSpec's, and
-settings.py every other section against its dataclass. No default is written twice.
+help); matrix.py checks the training settings of experiments.toml against TrainSpec's, and
+sections.py every other section against its dataclass. No default is written twice. The checks
+below are the values' (each says what is wrong in words that follow "'key' "); a section's own
+rules (a font it bundles, ГОСТ's font sizes) stay with the section.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass
 from typing import Any, Callable, Literal
 
 Check = Callable[[Any], "str | None"]  # a value -> what is wrong with it ("must be >= 0"), None: nothing
+
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # never in a path, a device name or a partition
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?\Z")  # a catalogue's name: ru, en, de, pt_BR
+DATE_RE = re.compile(r"^(0[1-9]|[12][0-9]|3[01])\.(0[1-9]|1[0-2])\.[0-9]{4}\Z")  # DD.MM.YYYY, as ГОСТ writes it
 
 
 def setting(default: Any = MISSING, help: str = "", check: Check | None = None, *,
@@ -123,3 +130,49 @@ def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
 def open_unit(v) -> str | None:
     """A probability or a level: strictly between 0 and 1."""
     return None if 0.0 < v < 1.0 else "must be between 0 and 1 (exclusive)"
+
+
+def at_least(lo: int) -> Check:
+    return lambda v: None if v >= lo else f"must be >= {lo}"
+
+
+def no_control(v) -> str | None:
+    """Paths, a device, a partition: never a NUL or a newline."""
+    return "contains a control character" if isinstance(v, str) and CONTROL_RE.search(v) else None
+
+
+def language_code(v: str) -> str | None:
+    """A message catalogue's name: ru, en, de, pt_BR."""
+    return None if LANGUAGE_RE.match(v) else ("must be a language code such as 'ru' or 'en' "
+                                              "(a message catalogue of that name)")
+
+
+def day_month_year(v: str) -> str | None:
+    """DD.MM.YYYY, as ГОСТ writes a date; "" for none."""
+    if not v or DATE_RE.match(v):
+        return None
+    return "must be a date DD.MM.YYYY (when the electronic sources were read)"
+
+
+def distinct_from(options: tuple) -> Check:
+    """A non-empty list of distinct values, each one of `options`."""
+    def check(v) -> str | None:
+        if not v or any(isinstance(x, bool) or x not in options for x in v) or len(set(v)) != len(v):
+            return f"must be a non-empty list of distinct values from {', '.join(map(repr, options))}"
+        return None
+    return check
+
+
+def increasing_positive_ints(v) -> str | None:
+    """Milestones: positive integers, strictly increasing."""
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in v):
+        return "must be a list of positive integers"
+    if list(v) != sorted(set(v)):
+        return "must be strictly increasing"
+    return None
+
+
+def keyword_table(v) -> str | None:
+    """model_args: a table whose keys are Python keyword names."""
+    bad = [k for k in v if not isinstance(k, str) or not k.isidentifier()]
+    return f"must be a table of keyword arguments (names such as depth, width), not {bad[0]!r}" if bad else None

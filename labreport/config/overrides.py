@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from labreport.config.sections import SECTIONS, Ctx, read_section, unknown
 from labreport.errors import ConfigError
-from labreport.settings import SECTIONS, Ctx, read_section, unknown
-from labreport.spec import FIELDS
+from labreport.spec import SETTINGS
 
 TOP = {s.NAME for s in SECTIONS}  # report, data, store, analysis, run, executor, gradflow
 
@@ -75,7 +75,7 @@ def apply(doc: dict, overrides: Sequence[Override]) -> tuple[dict, dict]:
     doc, layer = dict(doc), {}
     for o in overrides:
         head = o.path[0]
-        if len(o.path) == 1 and (head in FIELDS or head == "seeds"):
+        if len(o.path) == 1 and (head in SETTINGS or head == "seeds"):
             layer[head] = o.value
         elif head == "experiment" and len(o.path) == 3:
             layer.setdefault("experiment", {}).setdefault(o.path[1], {})[o.path[2]] = o.value
@@ -85,6 +85,6 @@ def apply(doc: dict, overrides: Sequence[Override]) -> tuple[dict, dict]:
             section = dict(doc.get(head, {})) if isinstance(doc.get(head), dict) else {}
             doc[head] = {**section, o.path[1]: o.value}
         else:
-            known = [*FIELDS, "seeds", "experiment.NAME.KEY", *(f"{s}.KEY" for s in sorted(TOP))]
+            known = [*SETTINGS, "seeds", "experiment.NAME.KEY", *(f"{s}.KEY" for s in sorted(TOP))]
             raise ConfigError(f"{o.shown}: {unknown('.'.join(o.path), known)}")
     return doc, layer

@@ -113,7 +113,7 @@ def init(folder, with_templates, force):
         labreport init                 # then edit [report] in experiments.toml
         labreport init my-lab --templates
     """
-    from labreport.scaffold import init as scaffold
+    from labreport.cli.scaffold import init as scaffold
 
     made = scaffold(folder, templates=with_templates, force=force)
     extra = f" and {len(made.written) - 1} template files in {folder / 'templates'}" if with_templates else ""
@@ -188,10 +188,10 @@ def models(obj: Context, profile, overrides, as_json):
         labreport models
         labreport --config lab/experiments.toml models --json
     """
-    from labreport.api import catalog_rows
+    from labreport.api import registry_rows
 
     # the catalogue's counts are exact without torch (tests/engine/test_models.py builds each model)
-    rows = catalog_rows()
+    rows = registry_rows()
     if obj.config_path.exists():
         rows += obj.lab(profile, overrides).own_model_rows()
     if as_json:

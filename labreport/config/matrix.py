@@ -24,12 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labreport import ownmodels
-from labreport.catalog import CATALOG, OPTIONS, init_problem, model_info
+from labreport.config.sections import Ctx, section_table, unknown
+from labreport.config.setting import check_value
 from labreport.errors import ModelError
-from labreport.fields import check_value
-from labreport.settings import Ctx, section_table, unknown
-from labreport.spec import (CIFAR10_TEST, CIFAR10_TRAIN, FIELDS, GRID_KEYS_WITH_LIST_VALUES, ModelArgs, Run, TrainSpec,
-                            train_images)
+from labreport.models import MODELS, OPTIONS, init_problem, model_info
+from labreport.spec import (
+    CIFAR10_TEST,
+    CIFAR10_TRAIN,
+    GRID_KEYS_WITH_LIST_VALUES,
+    SETTINGS,
+    ModelArgs,
+    Run,
+    TrainSpec,
+    train_images,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # safe as a file name, no '..' or '/'
 MAX_RUNS = 100_000  # runs one file may expand to (disabled experiments included): beyond, surely a typo
@@ -67,7 +75,7 @@ def expand(ctx: Ctx, doc: dict, profile: str | None, overrides: dict | None = No
 
 def _check_value(ctx: Ctx, where: str, key: str, value: Any) -> Any:
     """Type-check and range-check one training setting; returns the canonical value (int lr -> float)."""
-    s = FIELDS[key]
+    s = SETTINGS[key]
     value, problem = check_value(s, value, TYPE_WORDS[s.types[0]])
     if problem:
         raise ctx.err(where, f"'{key}' {problem}")
@@ -87,8 +95,8 @@ def _settings(ctx: Ctx, where: str, table: dict, extra_keys=()) -> dict[str, lis
     for key, raw in table.items():
         if key in extra_keys:
             continue
-        if key not in FIELDS:
-            raise ctx.err(where, unknown(key, set(FIELDS) | set(extra_keys)))
+        if key not in SETTINGS:
+            raise ctx.err(where, unknown(key, set(SETTINGS) | set(extra_keys)))
         is_grid = isinstance(raw, list) and (
             key not in GRID_KEYS_WITH_LIST_VALUES or any(isinstance(x, list) for x in raw))
         values = raw if is_grid else [raw]
@@ -217,7 +225,7 @@ def _header(ctx: Ctx, i: int, table: dict, names: set[str]) -> tuple[str, str | 
         raise ctx.err(where, "duplicate experiment name")
     names.add(name)
     if "model" not in table:
-        raise ctx.err(where, f"'model' is missing (one of {', '.join(CATALOG)})")
+        raise ctx.err(where, f"'model' is missing (one of {', '.join(MODELS)})")
     task = table.get("task")
     if task is not None and (not isinstance(task, (int, str)) or isinstance(task, bool)):
         raise ctx.err(where, f"'task' must be a number or text, got {task!r}")
@@ -301,9 +309,9 @@ def _profile_experiments(ctx: Ctx, profiles: dict, profile: str | None, names: l
 def _epochs_for(ctx: Ctx, where: str, point: dict) -> int:
     """ceil(max_iters / steps per epoch) on CIFAR-10's 50,000 training images (the trainer, which
     knows the real data, stops at max_iters whatever this says)."""
-    n_train = train_images(point.get("val_size", FIELDS["val_size"].default), point.get("train_subset", 0))
+    n_train = train_images(point.get("val_size", SETTINGS["val_size"].default), point.get("train_subset", 0))
     # the last partial batch is dropped
-    per_epoch = n_train // point.get("batch_size", FIELDS["batch_size"].default)
+    per_epoch = n_train // point.get("batch_size", SETTINGS["batch_size"].default)
     if per_epoch == 0:
         raise ctx.err(where, f"batch_size is larger than the {n_train} training images")
     return math.ceil(point["max_iters"] / per_epoch)
@@ -332,7 +340,7 @@ def _checked_point(ctx: Ctx, where: str, point: dict) -> dict:
     """One point of a grid, checked as a whole (what its model takes, what the schedule needs);
     with max_iters, its epochs are as many as it takes, the last one partial."""
     def value(k):
-        return point.get(k, FIELDS[k].default)
+        return point.get(k, SETTINGS[k].default)
 
     if ownmodels.is_own(point["model"]):
         point["model_source"] = _own_model(ctx, where, point)
@@ -341,7 +349,7 @@ def _checked_point(ctx: Ctx, where: str, point: dict) -> dict:
         raise ctx.err(where, f"model_args is for a model of your own (model = 'nets.py:Net'), not '{point['model']}'")
     info = model_info(point["model"])
     for opt in OPTIONS:
-        if opt not in info.supports and opt in point and point[opt] != FIELDS[opt].default:
+        if opt not in info.supports and opt in point and point[opt] != SETTINGS[opt].default:
             raise ctx.err(where, f"model '{info.name}' does not support {opt}={point[opt]!r}")
     if problem := init_problem(info, value("init"), value("norm")):
         raise ctx.err(where, problem)
@@ -350,7 +358,7 @@ def _checked_point(ctx: Ctx, where: str, point: dict) -> dict:
 
 def _own_model(ctx: Ctx, where: str, point: dict) -> str:
     """A model of one's own, read from its source (not run): its file's hash, for the run key."""
-    options = {o: point[o] for o in OPTIONS if o in point and point[o] != FIELDS[o].default}
+    options = {o: point[o] for o in OPTIONS if o in point and point[o] != SETTINGS[o].default}
     try:
         src = ownmodels.read(point["model"], ctx.path.parent)
         ownmodels.check_args(src, dict(point.get("model_args", ())), options)
@@ -363,7 +371,7 @@ def _checked_sizes(ctx: Ctx, where: str, point: dict) -> None:
     """The subsets within the data set's files (CIFAR-10's and CIFAR-100's are the same size): a
     subset as large as its split is the whole split, which 0 already says; a second way to write it
     would train the same run twice under two keys."""
-    val_size = point.get("val_size", FIELDS["val_size"].default)
+    val_size = point.get("val_size", SETTINGS["val_size"].default)
     for key, n, of in (("train_subset", CIFAR10_TRAIN - val_size, f"training images left after val_size = {val_size}"),
                        ("test_subset", CIFAR10_TEST, "test images")):
         if point.get(key, 0) >= n:
