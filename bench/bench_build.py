@@ -61,20 +61,17 @@ def phases(folder: Path, profile: str | None) -> dict[str, float]:
     from labreport.config import load_config
     from labreport.report import build as B
     from labreport.report import labels as lb
-    from labreport.science.conclusions import conclude
+    from labreport.report import study as S
     from labreport.store import RunStore
-    from labreport.store.views import collect
 
     config = load_config(folder / "experiments.toml", profile)
-    store, L = RunStore(folder / "runs"), B.language(config)
+    store, L = RunStore(folder / "runs"), S.language(config)
     t = {}
     t0 = time.perf_counter()
-    views = collect(config, store)
-    a = config.analysis
-    study = conclude(views, a.trained_threshold, a.claim_rate, a.confidence, a.alpha)
+    views, study = S.study_of(config, store)
     t["read the store + conclusions"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    measurement, flow = B.gradflow_context(config, store)
+    measurement, flow = S.gradflow_context(config, store)
     figs = B.make_figures(study, folder / "figs", L, lb.Labels(study.groups, L), measurement)
     t["figures (matplotlib, SVG + PNG)"] = time.perf_counter() - t0
     t0 = time.perf_counter()

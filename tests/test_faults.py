@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from labreport.cli import main
 from labreport.config import load_config
-from labreport.store.views import collect
+from labreport.report.study import collect
 from labreport.store import RunStore
 from procs import tiny_toml
 

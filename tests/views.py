@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labreport.store.views import RunView
+from labreport.science.runs import RunView
 
 
 def answers(correct: str) -> tuple[str, str]:

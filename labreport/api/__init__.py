@@ -304,7 +304,7 @@ class Lab:
     def conclusions(self) -> dict:
         """Every number the report's conclusions use (what summary.json holds): the best result and
         the configurations indistinguishable from it, factor effects, the BatchNorm claim, ..."""
-        from labreport.report.build import summary_of
+        from labreport.report.study import summary_of
 
         return summary_of(self.config, self.store)
 

@@ -13,7 +13,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 from labreport.config.matrix import Experiment, expand
 from labreport.config.overrides import CLI, apply, parse
@@ -50,6 +51,8 @@ class Config:
     runs: tuple[Run, ...] = field(repr=False)
     profiles: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE, as given (workers a --jobs parent starts get them too)
+    # every [profile.NAME] as written (the paper's recipe is read from [profile.paper]: report/study.py)
+    profile_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False, compare=False)
     report: ReportSettings = ReportSettings()
     data: DataSettings = DataSettings()
     store: StoreSettings = StoreSettings()
@@ -111,8 +114,9 @@ def load_config(path: str | Path, profile: str | None = None, overrides: Sequenc
     doc, layer = apply(doc, parse(overrides, overrides_from))
     sections = read_sections(ctx, doc)
     experiments, runs, profiles = expand(ctx, doc, profile, layer, f"[{overrides_from}]")
+    tables = MappingProxyType({p: MappingProxyType(dict(doc["profile"][p])) for p in profiles})
     return Config(path=path, profile=profile, experiments=tuple(experiments), runs=tuple(runs), profiles=profiles,
-                  overrides=tuple(overrides), **sections)
+                  overrides=tuple(overrides), profile_tables=tables, **sections)
 
 
 def _read_toml(path: Path) -> dict:

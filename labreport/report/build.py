@@ -21,22 +21,21 @@ import jinja2
 from labreport.version import __version__
 from labreport.report import labels as lb
 from labreport.report import coverage, provenance as prov
-from labreport.science.conclusions import Study, conclude
+from labreport.science.conclusions import Study
 from labreport.report.document import Numbering, outline, task_title, tidy_punctuation, unquoted
 from labreport.report.preview import preview_texts
 from labreport.report.summary import summary
 from labreport.models import MODELS
 from labreport.config import Config
 from labreport.ownmodels import model_id
-from labreport.spec import DATASET_TITLES, NUM_CLASSES
+from labreport.spec import CIFAR10_TEST, DATASET_TITLES, NUM_CLASSES, train_images
 from labreport.config.sections import FONTS
 from labreport.errors import LabreportError
 from labreport.report.i18n import Lang
 from labreport.report.references import Citations, access_date
-from labreport.store.views import RunView, collect
-from labreport.science.gradflow import facts
+from labreport.report.study import gradflow_context, language, study_of
+from labreport.science.runs import RunView
 from labreport.store import RunStore, atomic_write_bytes, atomic_write_json
-from labreport.store.gradflow import cached
 
 FORMATS = (".pdf", ".docx")
 
@@ -123,12 +122,6 @@ def user_templates(config: Config) -> Path | None:
     return config.templates_dir
 
 
-def language(config: Config) -> Lang:
-    """The report's language, with the user's catalogues (<templates>/locale) looked up first."""
-    user = user_templates(config)
-    return Lang(config.report.language, (user / "locale",) if user else ())
-
-
 def _env(config: Config, L: Lang) -> jinja2.Environment:
     loaders = []
     if (user := user_templates(config)) is not None:
@@ -173,7 +166,8 @@ def experiment_rows(config: Config) -> list[dict]:
                     vals.append(v)
             row[k] = vals
         s0 = specs[0]
-        row["split"] = (s0["train_subset"] or 50000 - s0["val_size"], s0["val_size"], s0["test_subset"] or 10000)
+        row["split"] = (train_images(s0["val_size"], s0["train_subset"]), s0["val_size"],
+                        min(s0["test_subset"] or CIFAR10_TEST, CIFAR10_TEST))
         rows.append(row)
     return rows
 
@@ -207,23 +201,6 @@ def _counted_params(model: str, dataset: str, views: list[RunView]) -> int | Non
                if model_id(v.spec) == model and v.spec.get("dataset", "cifar10") == dataset
                and v.result and v.result.get("params")]
     return min(counted)[1] if counted else None
-
-
-def gradflow_context(config: Config, store: RunStore) -> tuple[dict | None, dict]:
-    """The cached gradient-flow measurement (JSON only: `build` never trains or loads data) and what
-    the theory section needs: {"enabled", "facts" (None: nothing measured yet), "lab_inits", "nobn_inits"}."""
-
-    def inits(runs):
-        return list(dict.fromkeys(r.spec.init for r in runs))
-
-    ctx = {"enabled": config.gradflow.enabled, "facts": None, "lab_inits": inits(config.runs),
-           "nobn_inits": inits(r for r in config.runs if r.spec.norm == "none")}
-    if not ctx["enabled"]:
-        return None, ctx
-    measurement = cached(store.root, config.gradflow)
-    if measurement["cells"]:
-        ctx["facts"] = facts(measurement, ctx["lab_inits"])
-    return measurement, ctx
 
 
 def report_fields(config: Config, L: Lang) -> dict:
@@ -296,21 +273,6 @@ class Built:
     @property
     def pdf(self) -> Path | None:
         return next((p for p in self.outputs if p.suffix.lower() == ".pdf"), None)
-
-
-def study_of(config: Config, store: RunStore) -> tuple[list[RunView], Study]:
-    """The runs of the matrix as the store has them, and what they conclude."""
-    views = collect(config, store)
-    a = config.analysis
-    declared = {e.name: e.declared for e in config.experiments}
-    return views, conclude(views, a.trained_threshold, a.claim_rate, a.confidence, a.alpha, declared)
-
-
-def summary_of(config: Config, store: RunStore) -> dict:
-    """Every number the report's conclusions use (summary.json), without drawing or writing anything."""
-    _, study = study_of(config, store)
-    _, flow = gradflow_context(config, store)
-    return summary(study, flow["facts"], lb.Labels(study.groups, language(config), study.own))
 
 
 def check_outputs(outputs) -> tuple[Path, ...]:

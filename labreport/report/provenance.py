@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from labreport.store.views import RunView
+from labreport.science.runs import RunView
 
 FACTS = ("device", "torch", "cuda", "precision", "data_fingerprint", "data_official", "threads")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from labreport.science.bnclaim import BnClaim, bn_claims, trained
 from labreport.models import MODELS, ModelInfo
@@ -18,7 +18,7 @@ from labreport.ownmodels import Declared, model_id
 from labreport.science.compare import ALPHA, Effect, Ranking, factor_effect, rank
 from labreport.science.identity import OwnModel, identify
 from labreport.spec import NUM_CLASSES
-from labreport.store.views import RunView
+from labreport.science.runs import RUN_STATES, RunView
 
 METRIC = "test_acc_at_best"
 
@@ -114,16 +114,13 @@ class PaperRow:
     own: str | None = None  # the student's implementation of `model` this row is (its model_id); None: the catalogue's
 
 
-# He et al. 2015 sec. 4.2: SGD, momentum 0.9, wd 1e-4, batch 128, lr 0.1 / 10 at 32k and 48k, stop at 64k.
-PAPER_RECIPE = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128,
-                "schedule": "step", "milestones": [32000, 48000], "gamma": 0.1, "schedule_unit": "iter",
-                "max_iters": 64000, "augment": True}
 YARDSTICK_STD = 0.16  # ResNet-110's std in Table 6, the only spread the paper publishes
 
 
-def paper_recipe(spec: dict) -> bool:
-    """Did a run train with the paper's recipe (any warm-up allowed)?"""
-    return all(spec.get(k) == v for k, v in PAPER_RECIPE.items())
+def trained_as(spec: dict, recipe: Mapping[str, Any]) -> bool:
+    """Did a run train with every setting of `recipe` (the paper's: [profile.paper], report/study.py)?
+    An empty recipe is none: no run trained with it."""
+    return bool(recipe) and all(spec.get(k) == v for k, v in recipe.items())
 
 
 def within_spread(ours: float | None, centre: float | None, std: float | None) -> bool | None:
@@ -133,12 +130,13 @@ def within_spread(ours: float | None, centre: float | None, std: float | None) -
     return abs(ours - centre) <= std + 1e-9
 
 
-def paper_comparison(groups: Sequence[Group], own: Mapping[str, OwnModel] | None = None) -> list[PaperRow]:
+def paper_comparison(groups: Sequence[Group], own: Mapping[str, OwnModel] | None = None,
+                     recipe: Mapping[str, Any] | None = None) -> list[PaperRow]:
     """Our error next to He et al. 2015 Table 6 for every CIFAR ResNet depth that was run on CIFAR-10
     (BN on, best configuration of that depth): the catalogue's model, then each model of one's own
     that implements it (`own`: science/identity.py), as a row of its own. Only ResNet-110 has a
     published spread (mean ± std over 5 runs); for the other depths `within_yardstick` borrows it,
-    and says so by its name."""
+    and says so by its name. `recipe`: the paper's training settings, to tell runs that used them."""
     own = own or {}
     rows = []
     for model, info in MODELS.items():
@@ -148,17 +146,18 @@ def paper_comparison(groups: Sequence[Group], own: Mapping[str, OwnModel] | None
             cand = [g for g in groups if g.model == mid and g.runs[0].spec.get("norm") == "batch"
                     and dataset_of(g) == "cifar10"]
             if cand:
-                rows.append(_paper_row(info, best_group(cand) or cand[0], None if mid == model else mid))
+                rows.append(_paper_row(info, best_group(cand) or cand[0], None if mid == model else mid, recipe or {}))
     return rows
 
 
-def _paper_row(info: ModelInfo, g: Group, own: str | None) -> PaperRow:
+def _paper_row(info: ModelInfo, g: Group, own: str | None, recipe: Mapping[str, Any]) -> PaperRow:
     err = None if g.mean is None else 100 * (1 - g.mean)
     std = None if g.std is None else 100 * g.std
     return PaperRow(info.name, info.depth, info.paper_error, err, std, len(g.values), g.runs[0].spec["epochs"],
                     info.paper_mean, info.paper_std, info.paper_runs,
                     within_spread(err, info.paper_mean, info.paper_std),
-                    within_spread(err, info.paper_error, YARDSTICK_STD), all(paper_recipe(r.spec) for r in g.runs), own)
+                    within_spread(err, info.paper_error, YARDSTICK_STD),
+                    all(trained_as(r.spec, recipe) for r in g.runs), own)
 
 
 @dataclass(frozen=True)
@@ -194,7 +193,7 @@ def _resource(g: Group, threshold: float) -> Resource:
 
 
 def progress_counts(views: Sequence[RunView]) -> dict[str, int]:
-    counts = {s: 0 for s in ("done", "diverged", "partial", "failed", "missing")}
+    counts = dict.fromkeys(RUN_STATES, 0)
     for v in views:
         counts[v.status] = counts.get(v.status, 0) + 1
     return counts
@@ -267,10 +266,12 @@ def default_threshold(dataset: str) -> float:
 
 
 def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: float, confidence: float = 0.95,
-             alpha: float = ALPHA, declared: Mapping[str, Declared] | None = None) -> Study:
+             alpha: float = ALPHA, declared: Mapping[str, Declared] | None = None,
+             paper_recipe: Mapping[str, Any] | None = None) -> Study:
     """The study's conclusions; `threshold` None: each data set's default_threshold. The overall
     ranking is over the configurations on the first data set of the matrix (the lab's). `declared`:
-    per experiment, what it says of its model of one's own (its name, the catalogue model it implements)."""
+    per experiment, what it says of its model of one's own (its name, the catalogue model it implements).
+    `paper_recipe`: He et al.'s training settings ([profile.paper]), to tell runs that used them."""
     groups = group_runs(views)
     own = identify(views, declared)
     tasks = sorted({g.task or "" for g in groups}, key=lambda t: (t == "", t))
@@ -282,5 +283,5 @@ def conclude(views: Sequence[RunView], threshold: float | None, claim_rate: floa
     deepest = claims[-1] if claims else None
     sizes = tuple(sorted({int(n) for v in views if v.finished and (n := v.metric("n_test"))}))
     return Study(progress_counts(views), tuple(groups), task_results, rank(_same_data(groups), alpha), claims,
-                 deepest, tuple(paper_comparison(groups, own)), tuple(resources(groups, threshold_of)),
+                 deepest, tuple(paper_comparison(groups, own, paper_recipe)), tuple(resources(groups, threshold_of)),
                  thresholds[0][1], claim_rate, confidence, alpha, sizes, thresholds, own)

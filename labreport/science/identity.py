@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 from labreport import ownmodels
 from labreport.models import MODELS, ModelInfo
 from labreport.ownmodels import Declared, model_id
-from labreport.store.views import RunView
+from labreport.science.runs import RunView
 
 BASES = ("declared", "parameters")  # how the catalogue model an own model implements is known
 

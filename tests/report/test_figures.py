@@ -10,7 +10,7 @@ from labreport.report.style import save_figure
 from labreport.science.conclusions import Resource, group_runs, resources
 from labreport.science.bnclaim import RunOutcome, bn_claims
 from labreport.report.i18n import Lang
-from labreport.store.views import RunView
+from labreport.science.runs import RunView
 
 EN, RU = Lang("en"), Lang("ru")
 

@@ -12,14 +12,15 @@ import torch
 from click.testing import CliRunner
 
 from labreport.testing import spec_from_dict
-from labreport.science.conclusions import group_runs, paper_comparison, paper_recipe, within_spread
+from labreport.report.study import paper_recipe
+from labreport.science.conclusions import group_runs, paper_comparison, trained_as, within_spread
 from labreport.cli import main
 from labreport.config import load_config
 from labreport.spec import TrainSpec
 from labreport.engine.datasets import load as load_data
 from labreport.errors import ConfigError
 from labreport.report.build import build
-from labreport.store.views import RunView
+from labreport.science.runs import RunView
 from labreport.engine.schedule import lr_at, total_steps
 from labreport.store import RunStore
 from labreport.engine.splits import prepare
@@ -86,13 +87,17 @@ def test_paper_profile_runs_the_paper_depths_only(paper):
         *(("paper-depths", f"resnet{d}", 0) for d in (20, 32, 44, 56)),
         *(("paper-resnet110", "resnet110", s) for s in range(5))]
     assert {r.task for r in paper.runs} == {"paper"}
+    recipe = paper_recipe(paper)  # read from [profile.paper]: the one place it is written
+    assert recipe == {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128,
+                      "schedule": "step", "schedule_unit": "iter", "milestones": [32000, 48000], "max_iters": 64000,
+                      "augment": True, "val_size": 5000}
     for r in paper.runs:
         s = r.spec
         assert (s.optimizer, s.lr, s.momentum, s.weight_decay, s.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
         assert (s.schedule, s.milestones, s.schedule_unit, s.max_iters) == ("step", (32000, 48000), "iter", 64000)
         assert s.augment and s.val_size == 5000 and s.norm == "batch"
         assert s.epochs == 183  # 45,000 // 128 = 351 steps per epoch; 64,000 / 351 = 182.3
-        assert paper_recipe(s.to_dict())
+        assert trained_as(s.to_dict(), recipe)
         assert (s.warmup, s.warmup_lr) == ((400, 0.01) if s.model == "resnet110" else (0, 0.0))
     # the lab's matrix does not include them
     assert not {r.experiment for r in load_config(SHIPPED).runs} & {"paper-depths", "paper-resnet110"}
@@ -202,7 +207,8 @@ def test_within_spread():
 def _view(model, acc, seed=0, recipe=True):
     spec = {"model": model, "norm": "batch", "seed": seed, "epochs": 183, **(
         {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128, "schedule": "step",
-         "milestones": [32000, 48000], "gamma": 0.1, "schedule_unit": "iter", "max_iters": 64000, "augment": True}
+         "milestones": [32000, 48000], "gamma": 0.1, "schedule_unit": "iter", "max_iters": 64000, "augment": True,
+         "val_size": 5000}
         if recipe else {})}
     result = {"status": "completed", "test_acc_at_best": acc, "best_val_acc": acc, "final_test_acc": acc,
               "final_train_acc": acc, "epochs_run": 183}
@@ -212,7 +218,7 @@ def _view(model, acc, seed=0, recipe=True):
 def test_paper_comparison_with_the_only_published_spread():
     views = [_view("resnet110", a, s) for s, a in enumerate((0.9330, 0.9340, 0.9350))]  # error 6.6 ± 0.1
     views += [_view("resnet20", 0.9120), _view("resnet56", 0.9290, recipe=False)]  # 8.80 (+0.05), 7.10 (+0.13)
-    rows = {r.model: r for r in paper_comparison(group_runs(views))}
+    rows = {r.model: r for r in paper_comparison(group_runs(views), recipe=paper_recipe(load_config(SHIPPED)))}
     r110 = rows["resnet110"]
     assert r110.ours_error == pytest.approx(6.60) and r110.ours_std == pytest.approx(0.10)
     assert (r110.paper_error, r110.paper_mean, r110.paper_std, r110.paper_runs) == (6.43, 6.61, 0.16, 5)
@@ -335,3 +341,19 @@ def test_a_catalogue_model_takes_no_display_name(tmp_path):
     (tmp_path / "experiments.toml").write_text('[[experiment]]\nname = "a"\nmodel = "resnet20"\ndisplay_name = "X"\n')
     with pytest.raises(ConfigError, match="'display_name' is for a model of your own"):
         load_config(tmp_path / "experiments.toml")
+
+
+def test_the_papers_recipe_is_what_profile_paper_says(tmp_path):
+    """Editing [profile.paper] changes which runs count as trained with the paper's recipe: the recipe
+    is read from the profile, never from a second copy of it."""
+    text = SHIPPED.read_text(encoding="utf-8")
+    edited = tmp_path / "experiments.toml"
+    edited.write_text(text.replace("lr = 0.1\n", "lr = 0.05\n", 1), encoding="utf-8")
+    recipe = paper_recipe(load_config(edited))
+    assert recipe["lr"] == 0.05
+    assert all(trained_as(r.spec.to_dict(), recipe) for r in load_config(edited, "paper").runs)
+    assert not any(trained_as(r.spec.to_dict(), recipe) for r in load_config(SHIPPED, "paper").runs)
+    no_profile = tmp_path / "bare.toml"
+    no_profile.write_text('[[experiment]]\nname = "a"\nmodel = "resnet20"\n', encoding="utf-8")
+    assert paper_recipe(load_config(no_profile)) == {}
+    assert not trained_as({"lr": 0.1}, {})  # no recipe: no run trained with it

@@ -21,7 +21,7 @@ from labreport.report.labels import MAX_NAMED, Labels
 from labreport.report.i18n import Lang
 from labreport.science.conclusions import group_runs
 from labreport.store import RunStore
-from labreport.store.views import collect
+from labreport.report.study import collect
 from labreport.testing import write_study_store
 
 ROOT = Path(__file__).resolve().parents[2]

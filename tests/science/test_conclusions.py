@@ -7,7 +7,7 @@ import math
 import pytest
 
 from labreport.science.conclusions import best_group, conclude, group_runs, mean_std, paper_comparison
-from labreport.store.views import RunView
+from labreport.science.runs import RunView
 from views import view  # hand-made runs, shared by the science and report tests
 
 
