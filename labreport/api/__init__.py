@@ -198,12 +198,13 @@ class Lab:
 
     def gradflow(self, *, device: str = "auto", console=None) -> dict:
         """Task 1's gradient-flow measurement ([gradflow]): what is not in the store yet."""
-        from labreport.cluster.local import measure_gradflow
+        from labreport.engine.gradflow import measure
         from labreport.engine.runner import loader_for
 
         console = console or print_console()
         show_messages(console)
-        return measure_gradflow(self.config, self.store, loader_for(self.config, self.store), device, console)
+        return measure(self.config.gradflow, self.store.root, loader_for(self.config, self.store), device,
+                       console.err, console.out)
 
     # ---- what the store holds -------------------------------------------------------------------
     def reading(self) -> "Lab":

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 from labreport.cluster.executors import RESUME_HINT, Console, Executor, Outcome, Request, cpu_threads, print_summary
-from labreport.config import Config
 from labreport.errors import Terminated
-from labreport.store import RunStore
 
 
 @dataclass
@@ -60,29 +58,12 @@ def _stopped(out: Outcome) -> str:
 
 def _gradflow_after_training(req: Request, load, console: Console, out: Outcome) -> None:
     """Task 1's measurement; cached: a JSON read. Its failure does not undo the training."""
+    from labreport.engine.gradflow import measure
+
     try:
-        measure_gradflow(req.config, req.store, load, req.device, console)
+        measure(req.config.gradflow, req.store.root, load, req.device, console.err, console.out)
     except KeyboardInterrupt as e:
         out.interrupted, out.terminated = True, isinstance(e, Terminated)
         console.err(f"\n{_stopped(out)}: finished measurements are saved; run the same command again")
     except Exception as e:  # noqa: BLE001
         console.err(f"warning: gradflow: {e} (`labreport gradflow` retries; [gradflow] enabled = false skips it)")
-
-
-def measure_gradflow(config: Config, store: RunStore, load_data: Callable, device: str, console: Console) -> dict:
-    """Task 1's gradient-flow measurement ([gradflow]): what is not cached yet, a line per cell."""
-    from labreport.engine.gradflow import ensure
-    from labreport.science.gradflow import network_label
-
-    measured: list[float] = []
-
-    def progress(cell, res, was_cached):
-        if not was_cached:
-            measured.append(res["time_s"])
-            console.err(f"gradflow: {network_label(cell.family, cell.norm, cell.depth)}, init {cell.init}: "
-                        f"{res['time_s']:.1f} s")
-
-    m = ensure(store.root, config.gradflow, load_data, device, on_cell=progress)
-    console.out(f"gradflow: {len(measured)} measured ({sum(measured):.0f} s), "
-                f"{len(m['cells']) - len(measured)} cached  (store: {store.root})")
-    return m

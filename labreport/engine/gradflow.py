@@ -49,6 +49,26 @@ def ensure(store_root: str | Path, settings: GradflowSettings, data_loader: Call
 # --------------------------------------------------------------------------------------------
 # The measurement (torch)
 # --------------------------------------------------------------------------------------------
+def measure(settings: GradflowSettings, store_root: Path, data_loader: Callable[[], Any], device: str,
+            progress: Callable[[str], None], result: Callable[[str], None]) -> dict:
+    """Task 1's gradient-flow measurement as `labreport run` and `labreport gradflow` make it: what is
+    not in the store yet, a `progress` line per cell measured, a `result` line at the end."""
+    from labreport.science.gradflow import network_label
+
+    measured: list[float] = []
+
+    def said(cell, res, was_cached):
+        if not was_cached:
+            measured.append(res["time_s"])
+            progress(f"gradflow: {network_label(cell.family, cell.norm, cell.depth)}, init {cell.init}: "
+                     f"{res['time_s']:.1f} s")
+
+    m = ensure(store_root, settings, data_loader, device, on_cell=said)
+    result(f"gradflow: {len(measured)} measured ({sum(measured):.0f} s), {len(m['cells']) - len(measured)} cached  "
+           f"(store: {store_root})")
+    return m
+
+
 def _weighted_layers(model) -> list[tuple[str, Any]]:
     """Conv and linear layers in the order the forward pass meets them (module definition order
     in these nets): index 1 is the first layer, the last one is the FC layer."""

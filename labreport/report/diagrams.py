@@ -11,7 +11,6 @@ from matplotlib.ticker import MaxNLocator
 
 from labreport.report.labels import init_name
 from labreport.report.style import PAGE_WIDTH, PALETTE, finite, styled
-from labreport.store.gradflow import NETWORKS
 
 INIT_STYLES = {"he": "-", "torch": "--", "fixup": ":"}
 
@@ -49,12 +48,16 @@ def gradient_flow(measurement: dict, L) -> Figure | None:
     return fig
 
 
+# the gradient-flow figure's networks, in the legend's order: a colour each (PALETTE)
+FIGURE_NETWORKS = (("resnet", "batch"), ("resnet", "none"), ("plain", "batch"), ("plain", "none"))
+
+
 def _gradflow_handles(results: list[dict], L) -> list[Line2D]:
     """The legend: a colour per network, a line style per init measured."""
     def network(fam, norm):
         return ("ResNet" if fam == "resnet" else L._("plain")) + ", " + ("BN" if norm == "batch" else L._("no BN"))
 
-    handles = [Line2D([], [], color=PALETTE[i], lw=1.5, label=network(*net)) for i, net in enumerate(NETWORKS)]
+    handles = [Line2D([], [], color=PALETTE[i], lw=1.5, label=network(*net)) for i, net in enumerate(FIGURE_NETWORKS)]
     inits = [i for i in INIT_STYLES if any(r["cell"]["init"] == i for r in results)]
     return handles + [Line2D([], [], color="0.3", ls=INIT_STYLES[i], lw=1.1, label=init_name(i, L)) for i in inits]
 
@@ -71,6 +74,6 @@ def _gradient_panel(ax, results: list[dict], key: str) -> None:
             continue
         c = res["cell"]
         ys = _positive(res[key])
-        ax.plot(range(1, len(ys) + 1), ys, color=PALETTE[NETWORKS.index((family_of(c), c["norm"]))],
+        ax.plot(range(1, len(ys) + 1), ys, color=PALETTE[FIGURE_NETWORKS.index((family_of(c), c["norm"]))],
                 ls=INIT_STYLES.get(c["init"], ":"), lw=1.1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

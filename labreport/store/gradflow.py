@@ -3,7 +3,9 @@ the [gradflow] settings ask for, and reading them back. No torch: `build` reads 
 
     <store>/gradflow-<16 hex>/result.json     one measurement, keyed by the hash of its Cell
 
-The measurement itself is engine/gradflow.py, its summary numbers science/gradflow.py.
+The feature, layer by layer: engine/gradflow.py measures (and says so), this module keeps,
+science/gradflow.py concludes (its facts), report/diagrams.py draws and templates/gradflow.html.j2
+writes; `labreport gradflow` and `labreport run` (cluster/local.py) call the engine's `measure`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from labreport.store.files import read_json
 
 # Bump when what a measurement computes changes: every key changes, old results stay on disk unused.
 GRADFLOW_VERSION = 1
-NETWORKS = (("resnet", "batch"), ("resnet", "none"), ("plain", "batch"), ("plain", "none"))  # figure order
+NETWORKS = (("resnet", "batch"), ("resnet", "none"), ("plain", "batch"), ("plain", "none"))  # (family, norm) measured
 SEED = 0  # initial weights, the probe batch and the training images: the same for every network
 DIR_PREFIX = "gradflow-"
 
@@ -52,7 +54,7 @@ class Cell:
 
 
 def cells(settings: GradflowSettings) -> list[Cell]:
-    """Every measurement the [gradflow] settings ask for, in figure order: depth, network, init."""
+    """Every measurement the [gradflow] settings ask for: per depth, per network, per init."""
     common = {k: getattr(settings, k) for k in ("steps", "batch", "images", "probe", "lr")}
     return [Cell(f"{family}{depth}", norm, init, **common)
             for depth in settings.depths for family, norm in NETWORKS for init in settings.inits
