@@ -32,6 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MATRIX = """
+experiment = [
+  { name = "cifarnet", model = "cifarnet" },
+  { name = "resnet18", model = "resnet18" },
+  { name = "resnet20", model = "resnet20", dropout = [0.0, 0.15] },
+  { name = "resnet110-bn", model = "resnet110", batch_size = 64 },
+  { name = "resnet110-nobn", model = "resnet110", norm = "none", batch_size = 64 },
+]
 [data]
 root = "data"
 download = false
@@ -43,25 +50,6 @@ test_subset = 1024
 lr = 1e-3
 [gradflow]
 enabled = false
-[[experiment]]
-name = "cifarnet"
-model = "cifarnet"
-[[experiment]]
-name = "resnet18"
-model = "resnet18"
-[[experiment]]
-name = "resnet20"
-model = "resnet20"
-dropout = [0.0, 0.15]
-[[experiment]]
-name = "resnet110-bn"
-model = "resnet110"
-batch_size = 64
-[[experiment]]
-name = "resnet110-nobn"
-model = "resnet110"
-norm = "none"
-batch_size = 64
 """
 ESTIMATE = """
 import json, sys

@@ -10,20 +10,9 @@ from click.testing import CliRunner
 
 from labreport.cli import main
 from labreport.api import Lab
+from procs import tiny_toml
 
-TOML = """
-[data]
-root = "{root}"
-download = {download}
-[defaults]
-epochs = 1
-batch_size = 32
-train_subset = 64
-val_size = 32
-test_subset = 32
-[gradflow]
-enabled = false
-[[experiment]]
+TOML = tiny_toml("{root}", epochs=1) + """[[experiment]]
 name = "small"
 task = 3
 model = "cifarnet"
@@ -37,7 +26,7 @@ def doctor(tmp_path, *args: str):
 
 @pytest.fixture
 def lab_dir(tmp_path, cifar_dir):
-    (tmp_path / "experiments.toml").write_text(TOML.format(root=cifar_dir, download="false"))
+    (tmp_path / "experiments.toml").write_text(TOML.format(root=cifar_dir))
     return tmp_path
 
 
@@ -90,13 +79,13 @@ def test_without_pango_the_pdf_is_missing_with_its_fix_and_the_docx_and_export_s
 
 def test_data_not_there_is_a_note_when_run_downloads_it_and_missing_when_it_cannot(tmp_path):
     toml = tmp_path / "experiments.toml"
-    toml.write_text(TOML.format(root=tmp_path / "nodata", download="true"))
+    toml.write_text(TOML.format(root=tmp_path / "nodata").replace("download = false", "download = true"))
     res = doctor(tmp_path)
     (line,) = [x for x in res.stdout.splitlines() if "CIFAR-10" in x]
     assert line.startswith(f"note     CIFAR-10: not in {tmp_path / 'nodata'} yet; `run` downloads it (https://")
     assert "md5 checked" in line and "offline: put cifar-10-python.tar.gz or cifar-10-batches-py/ into" in line
     assert res.exit_code == 0
-    toml.write_text(TOML.format(root=tmp_path / "nodata", download="false"))
+    toml.write_text(TOML.format(root=tmp_path / "nodata"))
     res = doctor(tmp_path)
     assert res.exit_code == 2 and any(x.startswith("missing  CIFAR-10: not in ") for x in res.stdout.splitlines())
 

@@ -381,23 +381,15 @@ def test_the_cases_the_argument_misses_and_an_unfinished_arm_read_as_sentences(u
 
 
 COLLAPSED = """
+experiment = [
+  {{ name = "r20", task = 4, model = "resnet20", dropout = [0.0, 0.3], weight_decay = [0.0, 1e-4] }},
+  {{ name = "r110", task = 5, model = "resnet110", norm = ["batch", "none"], seeds = 3 }},
+]
 [report]
 language = "{lang}"
 [defaults]
 epochs = 1
 test_subset = 500
-[[experiment]]
-name = "r20"
-task = 4
-model = "resnet20"
-dropout = [0.0, 0.3]
-weight_decay = [0.0, 1e-4]
-[[experiment]]
-name = "r110"
-task = 5
-model = "resnet110"
-norm = ["batch", "none"]
-seeds = 3
 """
 
 
