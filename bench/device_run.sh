@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Everything a lent GPU machine should run, as one command: the CIFAR-10 copy built from
+# Everything a GPU machine without network access should run, as one command: the CIFAR-10 copy built from
 # the carried archive, bench/gpu_check.sh (fused training of the lab's member sets included), then
 # the CUDA tests (bench/gpu_tests.txt: the fused probe's against the trainer among them). From the
 # repository root there:
 #   bash bench/device_run.sh OUT_DIR [BUDGET_S]      (BUDGET_S: gpu_check's, default 420)
 # Before the call, here: mkdir -p .devdata && cp ../shared/data/build_cifar10.py
 #   ../shared/data/cifar10-jpeg.tar.gz .devdata/   (.devdata is git-ignored; carry it)
-# With the device tool: run(command="bash bench/device_run.sh $OUT", carry=[".devdata"],
-# timeout_s=600). At most ~9.5 minutes: 15 s of data, gpu_check's budget, up to 120 s of tests.
-# Writes 6 files under OUT_DIR (the tool brings back 8 at most, 2 folders down).
+# Copy .devdata/ to the machine with the checkout. At most ~9.5 minutes: 15 s of data, gpu_check's
+# budget, up to 120 s of tests. Writes 6 files under OUT_DIR, at most 2 folders down.
 set -uo pipefail
 out="${1:?usage: device_run.sh OUT_DIR [BUDGET_S]}"
 budget="${2:-420}"  # with 15 s of data and <= 120 s of tests: inside the tool's 600 s per call

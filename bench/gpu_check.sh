@@ -4,7 +4,7 @@
 # and say so): precision, one run eager, the lab's member sets fused, CUDA graphs, --jobs, resume.
 #   bench/gpu_check.sh OUT_DIR [DATA_SOURCE] [gpu_check.py options, e.g. --budget-s 900 on a T4]
 # DATA_SOURCE: a folder holding cifar-10-batches-py/, or the folder holding build_cifar10.py and
-# cifar10-jpeg.tar.gz (a copy of ../shared/data; on a lent device machine carry it in an ignored
+# cifar10-jpeg.tar.gz (a copy of ../shared/data; on a machine without it, copy it into an ignored
 # folder, e.g. .devdata/), default ../shared/data. Writes OUT_DIR/gpu_check.{log,json}.
 # Assumes the project's .venv (make install) or a python with labreport installed.
 set -euo pipefail
@@ -13,7 +13,7 @@ out="${1:?usage: gpu_check.sh OUT_DIR [DATA_SOURCE]}"
 src="${2:-$here/../../shared/data}"
 py="${PYTHON:-$here/../.venv/bin/python}"
 [ -x "$py" ] || py=python3
-# labreport from this checkout, installed or not (a lent GPU machine has torch but not labreport)
+# labreport from this checkout, installed or not (a GPU image may have torch but not labreport)
 export PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$out"
 if [ -d "$src/cifar-10-batches-py" ]; then

@@ -184,7 +184,7 @@ def test_gpu_check_wrapper_refuses_without_cuda(tmp_path, cifar_dir):
 
 
 def test_the_device_command_runs_every_cuda_test_and_ends_in_one_exit_code(tmp_path, cifar_dir):
-    """bench/device_run.sh is what a lent GPU machine runs: without CUDA its check fails in one line,
+    """bench/device_run.sh is what a GPU machine runs: without CUDA its check fails in one line,
     its CUDA tests are collected and skipped, and it still ends with both exit codes said."""
     listed = (ROOT / "bench" / "gpu_tests.txt").read_text().split()
     marked = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
