@@ -36,6 +36,14 @@ class ClusterError(LabreportError):
     """The cluster refused what `run --executor` asked for (sbatch's error, and the setting to change)."""
 
 
+class PackageDataError(LabreportError):
+    """A template, catalogue or font of the installation is missing or unreadable."""
+
+
+class CatalogueError(LabreportError):
+    """A message catalogue that cannot be read, or none for the report's language."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, Slurm's scancel, a notebook runtime stopped) while `labreport run` trains:
     handled as Ctrl-C is (the last epoch checkpoint kept, the run's claim released), exit code 143."""

@@ -28,7 +28,7 @@ from labreport.api.notebook import figures_shown_in_notebook, print_console, sho
 from labreport.api.tables import RESULT_FIELDS, registry_rows, override_list, own_params, table
 from labreport.models import OPTIONS
 from labreport.config import load_config, store_root
-from labreport.errors import LabreportError
+from labreport.errors import CatalogueError, LabreportError
 from labreport.logs import LOG
 from labreport.store import RunStore, atomic_write_bytes
 from labreport.store.records import EpochRecord
@@ -333,15 +333,16 @@ class Lab:
     def build(self, *outputs: str | Path, html: str | Path | None = None):
         """The report from the store as every file of `outputs` (.pdf and/or .docx; default
         report.pdf) and, with `html`, its HTML. Returns what was built (paths, the study)."""
+        from labreport.report import DEFAULT_OUT
         from labreport.report.build import build
 
-        return build(self.config, self.store, [Path(o) for o in outputs] or [Path("report.pdf")],
+        return build(self.config, self.store, [Path(o) for o in outputs] or [DEFAULT_OUT],
                      Path(html) if html else None)
 
 
 def _check_language(config) -> None:
     """[report] language has a message catalogue: said by `plan`, not first by `build` after training."""
-    from labreport.report.i18n import CatalogueError, check_language
+    from labreport.report.i18n import check_language
 
     user = config.templates_dir
     try:

@@ -18,6 +18,7 @@ from labreport.api import Lab
 from labreport.cluster.executors import CONFIRM_RUNS, Console
 from labreport.errors import LabreportError
 from labreport.logs import configure as configure_logging
+from labreport.report import DEFAULT_OUT
 from labreport.spec import coords_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -316,7 +317,7 @@ def _confirm_a_long_run(lab: Lab, profile: str | None, only, device: str, thread
 @lab_options
 @click.option("--out", "-o", "outs", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
               help="the report to write; the suffix picks the format: .pdf or .docx (editable in Word or "
-                   "LibreOffice); repeat for both  [default: report.pdf]")
+                   f"LibreOffice); repeat for both  [default: {DEFAULT_OUT}]")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="also write the HTML")
 @click.pass_obj
 def build(obj: Context, profile, overrides, outs, html_out):
@@ -333,7 +334,7 @@ def build(obj: Context, profile, overrides, outs, html_out):
         labreport build --profile quick --out preview.pdf --html preview.html
         labreport build --set report.language=en --out report-en.pdf
     """
-    outs = outs or (Path("report.pdf"),)
+    outs = outs or (DEFAULT_OUT,)
     built = obj.lab(profile, overrides).build(*outs, html=html_out)
     for p in built.problems:
         click.echo(f"warning: {p}", err=True)

@@ -12,26 +12,25 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from functools import partial
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from labreport.version import __version__
+from labreport.report import DEFAULT_OUT
 from labreport.report import labels as lb
-from labreport.report import coverage, provenance as prov
+from labreport.report.context import report_context
 from labreport.science.conclusions import Study
-from labreport.report.document import Numbering, outline, task_title, tidy_punctuation, unquoted
-from labreport.report.preview import preview_texts
+from labreport.report.document import Numbering, task_title, tidy_punctuation
 from labreport.report.summary import summary
-from labreport.models import MODELS
 from labreport.config import Config
 from labreport.ownmodels import model_id
-from labreport.spec import CIFAR10_TEST, DATASET_TITLES, NUM_CLASSES, train_images
+from labreport.spec import CIFAR10_TEST, train_images
 from labreport.config.sections import FONTS
-from labreport.errors import LabreportError
-from labreport.report.i18n import Lang
+from labreport.errors import LabreportError, PackageDataError
+from labreport.report.i18n import DASH, MINUS, Lang
 from labreport.report.references import Citations, access_date
 from labreport.report.study import gradflow_context, language, study_of
 from labreport.science.runs import RunView
@@ -49,23 +48,12 @@ TEMPLATES_DIR = package_dir("templates")
 FONTS_DIR = package_dir("fonts")
 
 
-class PackageDataError(LabreportError):
-    """A template, catalogue or font of the installation is missing or unreadable (exit code 2)."""
-
-
 @dataclass(frozen=True)
 class FigureRef:
     name: str
     caption: str
     svg: Path
     png: Path
-
-
-class _NoResult(dict):
-    """What the templates see for a run without a result: every field is None."""
-
-    def __missing__(self, key):
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,29 +110,38 @@ def user_templates(config: Config) -> Path | None:
     return config.templates_dir
 
 
-def _env(config: Config, L: Lang) -> jinja2.Environment:
+def _signed(number):
+    """`number` (a Lang format: dec, pts) with an explicit sign: "+0,63", "−1,20 п. п."; "—" for none."""
+
+    def with_sign(v, digits: int = 2) -> str:
+        return DASH if v is None else ("+" if v > 0 else MINUS if v < 0 else "") + number(abs(v), digits)
+
+    return with_sign
+
+
+def _env(user: Path | None, L: Lang, num: Numbering, citations: Citations) -> jinja2.Environment:
+    """The templates' environment: the user's templates (`user`, [report] templates) before the
+    shipped ones, the report's catalogues for {% trans %}, and every filter and global a template may
+    use, each registered here once. The filters format numbers in the report's language; the globals
+    make references, numbered in the order the text first names them (`num`, `citations`: this render's)."""
     loaders = []
-    if (user := user_templates(config)) is not None:
+    if user is not None:
         loaders.append(jinja2.FileSystemLoader(str(user)))
     loaders.append(jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
     env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True,
-                             extensions=["jinja2.ext.do", "jinja2.ext.i18n"],
+                             extensions=["jinja2.ext.i18n"],
                              undefined=jinja2.StrictUndefined, lstrip_blocks=True)  # no trim_blocks: a line
     # break after a tag stays white space, so sentences on consecutive template lines keep their space
     env.policies["ext.i18n.trimmed"] = True  # a message is one line, whatever the template's line breaks
     env.install_gettext_translations(L.t, newstyle=True)
     env.filters.update(
         pct=L.pct, pct_pm=L.pct_pm, dec=L.dec, grouped=L.int, pts=L.pts, sci=L.sci, sig=L.sig, pval=L.p, p_is=L.p_is,
-        signed=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.dec(abs(v), d),
-        signed_pts=lambda v, d=2: "—" if v is None else ("+" if v > 0 else "−" if v < 0 else "") + L.pts(abs(v), d),
-        model_name=lambda m: lb.model_name(m, L), optimizer_name=lb.optimizer_name,
-        test_word=lambda t: _test_word(t, L),
-        test_short=lambda t: {"mcnemar": L._("McNemar"), "welch": L._("Welch")}.get(t, "—"))
+        signed=_signed(L.dec), signed_pts=_signed(L.pts),
+        configs=partial(lb.configurations, L=L))  # names in a sentence: "A; B", "11 other configurations (table 6)"
+    env.globals.update(
+        cite=citations.cite, cited=citations.cited, eq=num.eq, refs=num.refs, fig_label=num.fig_label,
+        fig_ref=num.fig_ref, tab_label=num.tab_label, tab_ref=num.tab_ref, tab_continued=num.tab_continued)
     return env
-
-
-def _test_word(t: str, L: Lang) -> str:
-    return {"mcnemar": L._("McNemar's exact test"), "welch": L._("Welch's t-test")}.get(t, "—")
 
 
 METHOD_KEYS = ("model", "norm", "init", "dropout", "optimizer", "lr", "weight_decay", "batch_size", "epochs",
@@ -172,86 +169,26 @@ def experiment_rows(config: Config) -> list[dict]:
     return rows
 
 
-def model_rows(config: Config, views: list[RunView], L: Lang, own: dict | None = None) -> list[dict]:
-    """The models table: every model the matrix uses (per data set, where it uses several; one's own
-    per model_args), in its order, with its parameter count (the BatchNorm variant's) and the paper's;
-    the catalogue's count is for 10 classes, so a model of one's own or one on CIFAR-100 is counted
-    by its runs. `own`: Study.own, what the student calls each own model and what it implements."""
-    used = list(dict.fromkeys((model_id(r.spec.to_dict()), r.spec.dataset) for r in config.runs))
-    several = len({d for _, d in used}) > 1
-    rows = []
-    for m, d in used:
-        info, twin = MODELS.get(m), own[m].implements if own and m in own else None
-        name = lb.model_name(m, L, own) + (f" ({DATASET_TITLES[d]})" if several else "")
-        rows.append({"model": m, "name": name, "description": lb.model_description(m, L, own), "own": not info,
-                     "implements": twin,
-                     "params": info.params if info and d == "cifar10" else _counted_params(m, d, views),
-                     "paper_params_m": _paper_params(info or MODELS.get(twin or ""), d)})
-    return rows
-
-
-def _paper_params(info, dataset: str) -> float | None:
-    """The paper's count (millions) of a catalogue model (the one an own model implements), on CIFAR-10."""
-    return info.paper_params_m if info and dataset == "cifar10" else None
-
-
-def _counted_params(model: str, dataset: str, views: list[RunView]) -> int | None:
-    """The parameters the model's runs counted (a BatchNorm run's where there is one)."""
-    counted = [(v.spec.get("norm") != "batch", v.result["params"]) for v in views
-               if model_id(v.spec) == model and v.spec.get("dataset", "cifar10") == dataset
-               and v.result and v.result.get("params")]
-    return min(counted)[1] if counted else None
-
-
-def report_fields(config: Config, L: Lang) -> dict:
-    """[report] with its defaults: the ministry line of a Russian university's title page unless
-    set (an empty string leaves it out), the font and its sizes (ГОСТ: 12 pt in tables and captions)."""
-    r = asdict(config.report)
-    if r["ministry"] is None:
-        r["ministry"] = L._("Ministry of Science and Higher Education of the Russian Federation")
-    r["title"], r["discipline"] = unquoted(r["title"]), unquoted(r["discipline"])  # the title page quotes them
-    return r
-
-
 def font_context(config: Config) -> dict:
+    """The font's family, files and sizes (pt): the body's from [report]; ГОСТ: 12 in tables, captions
+    and the running header; monospaced names 2 smaller than the text around them."""
     name, size = config.report.font, config.report.font_size
-    return {**asdict(FONTS[name]), "family": name, "size": size, "size_table": min(size, 12), "size_small": 12}
+    table = min(size, 12)
+    return {**asdict(FONTS[name]), "family": name, "size": size, "size_table": table, "size_small": 12,
+            "size_mono": table - 2}
 
 
 def render_html(config: Config, study: Study, views: list[RunView], figures: dict[str, FigureRef],
                 L: Lang, gradflow: dict | None = None) -> str:
-    env = _env(config, L)
-    env.filters["model_name"] = lambda m: lb.model_name(m, L, study.own)
-    names = lb.Labels(study.groups, L, study.own)
-    num = Numbering(L)
-    citations = Citations(L, access_date(config.report.accessed))
-    context = dict(
-        r=report_fields(config, L), lang=L.code, outline=outline(study, L), study=study, views=views,
-        preview=preview_texts(config, L), not_run=coverage.texts(config, L, study.own),
-        figures=figures, provenance=prov.facts(views), devices=[prov.device_phrase(d, L) for d in prov.devices(views)],
-        config=config, version=__version__,
-        experiments=experiment_rows(config), models=model_rows(config, views, L, study.own), no_result=_NoResult(),
-        datasets=list(dict.fromkeys(r.spec.dataset for r in config.runs)), dataset_title=DATASET_TITLES.get,
-        num_classes=NUM_CLASSES.get, per_dataset=lambda values: lb.per_dataset(values, L),
-        chances=[(d, 1 / NUM_CLASSES[d]) for d in study.datasets],
-        on_dataset=lambda d: list(dict.fromkeys(r.experiment for r in config.runs if r.spec.dataset == d)),
-        fonts_dir=FONTS_DIR.as_uri(),
-        font=font_context(config),
-        gradflow=gradflow or {"enabled": False, "facts": None, "lab_inits": [], "nobn_inits": []},
-        cite=citations.cite, cited=citations.cited,
-        fig_label=num.fig_label, fig_ref=num.fig_ref, tab_label=num.tab_label, tab_ref=num.tab_ref,
-        tab_continued=num.tab_continued, eq=num.eq,
-        lbl=names, lbl_of=names.of, fval=lambda f, v: lb.factor_value(f, v, L), fname=lambda f: lb.factor_name(f, L),
-        aname=lambda f: lb.axis_name(f, L),
-        init_name=lambda i: lb.init_name(i, L), init_short=lambda i: lb.init_short(i, L),
-        model_name=lambda m: lb.model_name(m, L, study.own), model_phrase=lambda m: lb.model_phrase(m, L, study.own),
-        test_word=lambda t: _test_word(t, L),
-        configs=lambda groups, ref: lb.configurations(groups, ref, names, L), join_and=L.join_and,
-    )
-    env.filters["lbl"] = names
-    env.filters["why"] = lambda reason: lb.divergence(reason, L)
+    """The report as one HTML document: each section's context (report/context/) rendered by its
+    template. `gradflow`: study.gradflow_context's (None: not measured, not enabled)."""
+    num, citations = Numbering(L), Citations(L, access_date(config.report.accessed))
+    env = _env(user_templates(config), L, num, citations)
+    flow = gradflow or {"enabled": False, "facts": None, "lab_inits": [], "nobn_inits": []}
+    context = report_context(config, study, views, figures, L, flow, experiment_rows(config), font_context(config),
+                             FONTS_DIR.as_uri())
     try:
-        return tidy_punctuation(env.get_template("report.html.j2").render(**context))
+        return tidy_punctuation(env.get_template("report.html.j2").render(context.names()))
     except jinja2.TemplateNotFound as e:
         raise PackageDataError(f"template {e.name} not found in {TEMPLATES_DIR}"
                                + (f" or {user_templates(config)}" if user_templates(config) else "")
@@ -283,7 +220,7 @@ def check_outputs(outputs) -> tuple[Path, ...]:
     return outs
 
 
-def build(config: Config, store: RunStore, out: Path | tuple | list | None = Path("report.pdf"),
+def build(config: Config, store: RunStore, out: Path | tuple | list | None = DEFAULT_OUT,
           html_out: Path | None = None) -> Built:
     """The report from the store, as every file of `out` (.pdf and/or .docx) and, with html_out,
     its HTML. A build that fails on the way changes nothing: the figures are drawn into a staging

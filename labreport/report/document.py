@@ -88,6 +88,10 @@ class Numbering:
     def tab_continued(self, name): return self.L._("Continuation of table %(n)s", n=self.number("table", name))
     def eq(self, name): return self.number("eq", name)
 
+    def refs(self, items) -> Markup:
+        """References in the text's order: "таблица 3, рисунок 2"; `items`: ("figure" | "table", name) pairs."""
+        return Markup(", ").join(self.fig_ref(name) if kind == "figure" else self.tab_ref(name) for kind, name in items)
+
 
 def _ref(text: str):
     """A reference in the text ("рисунок 3"): never hyphenated, never broken between the word and its number."""

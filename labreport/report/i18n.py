@@ -24,17 +24,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from labreport.errors import LabreportError
+from labreport.errors import CatalogueError
 
 DOMAIN = "labreport"
 SOURCE_LANGUAGE = "en"  # the templates' own language: needs no catalogue
 DASH = "—"  # a missing number
 MINUS = "\u2212"  # a negative number's sign: the minus sign, never the hyphen-minus Babel writes
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-class CatalogueError(LabreportError):
-    """A message catalogue that cannot be read (exit code 2, like every configuration error)."""
 
 
 def _package_locale():

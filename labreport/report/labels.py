@@ -95,6 +95,16 @@ def optimizer_name(opt: str) -> str:
     return {"adam": "Adam", "sgd": "SGD"}.get(opt, opt)
 
 
+def stat_test_name(test: str, L) -> str:
+    """A statistical test in a sentence: "McNemar's exact test"; "—" for none."""
+    return {"mcnemar": L._("McNemar's exact test"), "welch": L._("Welch's t-test")}.get(test, "—")
+
+
+def stat_test_short(test: str, L) -> str:
+    """A statistical test in a table cell: "McNemar"; "—" for none."""
+    return {"mcnemar": L._("McNemar"), "welch": L._("Welch")}.get(test, "—")
+
+
 def factor_name(factor: str, L) -> str:
     """The name of a setting as a sentence uses it: "dropout", "the L2 coefficient (weight decay)"."""
     names = {"dropout": "dropout", "weight_decay": L._("the L2 coefficient (weight decay)"),
@@ -197,14 +207,16 @@ class Labels:
 MAX_NAMED = 4  # configurations a sentence names; more are counted and found in the table it refers to
 
 
-def configurations(groups: Sequence, ref, names: "Labels", L) -> str:
-    """Configurations in running text: up to MAX_NAMED by name, separated by semicolons (a name has
-    commas of its own: "ResNet-20, dropout 0, L2 0"); more as their number and the table that lists
-    them: "11 других конфигураций (таблица 6)", "11 other configurations (table 6)"."""
-    groups = list(groups)
-    if len(groups) <= MAX_NAMED:
-        return Markup("; ").join(escape(names(g)) for g in groups)
-    text = L.n_("%(num)d other configuration (%(ref)s)", "%(num)d other configurations (%(ref)s)", len(groups),
+def configurations(names: Sequence[str], ref, L) -> str:
+    """Configurations in running text, by their human names (Labels): up to MAX_NAMED by name,
+    separated by semicolons (a name has commas of its own: "ResNet-20, dropout 0, L2 0"); more as
+    their number and the table that lists them: "11 других конфигураций (таблица 6)", "11 other
+    configurations (table 6)". `ref` is rendered when the template calls this, so that the table is
+    numbered where the text first names it."""
+    names = list(names)
+    if len(names) <= MAX_NAMED:
+        return Markup("; ").join(escape(n) for n in names)
+    text = L.n_("%(num)d other configuration (%(ref)s)", "%(num)d other configurations (%(ref)s)", len(names),
                 ref="\x00")
     return escape(text).replace("\x00", Markup(ref))
 
