@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labreport.report.i18n import CatalogueError, Lang, available_languages
+from labreport.errors import CatalogueError
+from labreport.report.i18n import Lang, available_languages
 
 ROOT = Path(__file__).resolve().parents[2]
 PO = ROOT / "labreport" / "report" / "locale" / "ru" / "LC_MESSAGES" / "labreport.po"
