@@ -409,7 +409,8 @@ def with_user_template(tmp_path, name: str, text: str):
 
 def test_user_templates_override_file_by_file(tmp_path):
     config, store = make_study(tmp_path, skip=("r20", "r110-bn", "r110-nobn"))
-    config = with_user_template(tmp_path, "title.html.j2", "<section><p>МОЙ ТИТУЛЬНЫЙ ЛИСТ {{ title_page.title }}</p></section>")
+    config = with_user_template(tmp_path, "title.html.j2",
+                                "<section><p>МОЙ ТИТУЛЬНЫЙ ЛИСТ {{ title_page.title }}</p></section>")
     build(config, store, tmp_path / "r.pdf", tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert f"МОЙ ТИТУЛЬНЫЙ ЛИСТ {RU['title']}" in html  # the user's title page ...

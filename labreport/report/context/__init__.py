@@ -128,8 +128,8 @@ def report_context(config: Config, study: Study, views: Sequence[RunView], figur
                    flow: Mapping[str, Any], experiments: Sequence[dict], font: Mapping[str, Any],
                    fonts_dir: str) -> ReportContext:
     """What every section shows. `flow`: study.gradflow_context's (enabled, facts, lab_inits,
-    nobn_inits); `experiments`: study.experiment_rows (per experiment, every setting the method
-    shows, grids as their values)."""
+    nobn_inits); `experiments`: experiment_rows (per experiment, every setting the method shows,
+    grids as their values)."""
     names = lb.Labels(study.groups, L, study.own)
     heads = outline(study, L)
     not_run = not_run_texts(config, L, study.own)

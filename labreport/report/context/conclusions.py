@@ -119,8 +119,8 @@ def overfitting(study: Study, names: lb.Labels) -> Overfit | None:
     return Overfit(NamedValue(names.of(gaps[-1].label), gaps[-1].gap), NamedValue(names.of(gaps[0].label), gaps[0].gap))
 
 
-def conclusions_of(study: Study, outline: Mapping[str, Section], gf: Mapping[str, Any] | None, names: lb.Labels,
-                L: Lang) -> Conclusions:
+def conclusions_of(study: Study, outline: Mapping[str, Section], gf: Mapping[str, Any] | None,
+                   names: lb.Labels, L: Lang) -> Conclusions:
     """`gf`: the gradient-flow facts (None: not measured)."""
     gain = (gf or {}).get("gain_nobn")
     arms = tuple(ArmFinding(lb.model_phrase(cl.model, L, study.own), lb.init_name(a.init, L), a.k, a.n, a.rate,

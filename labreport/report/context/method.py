@@ -118,7 +118,7 @@ def _counted_params(model: str, dataset: str, views: Sequence[RunView]) -> int |
 
 
 def hyper_row(e: dict, L: Lang, own: Mapping) -> Hyper:
-    """`e`: one of study.experiment_rows."""
+    """`e`: one of experiment_rows."""
     return Hyper(e["name"], tuple(lb.model_name(m, L, own) for m in e["model"]), tuple(e["norm"]), tuple(e["init"]),
                  tuple(e["dropout"]), tuple(e["weight_decay"]), tuple(lb.optimizer_name(o) for o in e["optimizer"]),
                  tuple(e["lr"]), tuple(e["schedule"]) if e["schedule"] != ["constant"] else (),
@@ -131,8 +131,9 @@ def _other_data(config: Config, datasets: Sequence[str]) -> tuple[OtherData, ...
                  for d in datasets[1:])
 
 
-def method_of(config: Config, study: Study, views: Sequence[RunView], experiments: Sequence[dict], L: Lang) -> Method:
-    """`experiments`: study.experiment_rows (per experiment, every setting, grids as their values)."""
+def method_of(config: Config, study: Study, views: Sequence[RunView], experiments: Sequence[dict],
+              L: Lang) -> Method:
+    """`experiments`: experiment_rows (per experiment, every setting, grids as their values)."""
     datasets = list(dict.fromkeys(r.spec.dataset for r in config.runs))
     models = model_rows(config, views, L, study.own)
     facts = prov.facts(views)

@@ -280,7 +280,7 @@ class Results:
 
 
 def results_of(study: Study, figures: Mapping, not_run: Mapping[str, str], gf: Mapping[str, Any] | None,
-            names: lb.Labels, L: Lang) -> Results:
+               names: lb.Labels, L: Lang) -> Results:
     """`not_run`: coverage.texts, per task; `gf`: the gradient-flow facts (None: not measured)."""
     c = study.counts
     counts = Counts(sum(c.values()), c["done"], c["diverged"], c["partial"], c["failed"], c["missing"])

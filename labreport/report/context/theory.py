@@ -118,7 +118,7 @@ class Measured:
     gain_nobn: Gain
     steadier: bool  # in every measured case ResNet's norm changes less with depth than the plain net's
     unexplained: str  # the cases where it does not, in words ("" for none)
-    he_note: bool  # one of them is He init without BN before training, which He init is made for
+    he_note: bool  # a case is He init without BN before training: say what He init is made for
     lab_inits: tuple[str, ...]
     logits: Logits | None  # where both He and PyTorch's default init were measured
     fixup: bool  # Fixup was measured
@@ -145,7 +145,7 @@ def _steadiness(gf: Mapping, L: Lang) -> tuple[bool, str, bool]:
     return steadier, cases, gf["init"] == "he" and "none_init" in bad
 
 
-def measured(gf: Mapping[str, Any], flow: Mapping[str, Any], study: Study, figures: Mapping, L: Lang) -> Measured:
+def measured_of(gf: Mapping[str, Any], flow: Mapping[str, Any], study: Study, figures: Mapping, L: Lang) -> Measured:
     nets, std = gf["nets"], gf["nobn_logits_std"]
     steadier, unexplained, he_note = _steadiness(gf, L)
     fixup = [r for r in gf["rows"] if r["init"] == "fixup"]
@@ -166,4 +166,4 @@ def measured(gf: Mapping[str, Any], flow: Mapping[str, Any], study: Study, figur
 def theory_of(flow: Mapping[str, Any], study: Study, figures: Mapping, L: Lang) -> Theory:
     """`flow`: study.gradflow_context's {"enabled", "facts" (None: nothing measured), "lab_inits", "nobn_inits"}."""
     gf = flow["facts"] if flow["enabled"] else None
-    return Theory(flow["enabled"], measured(gf, flow, study, figures, L) if gf is not None else None)
+    return Theory(flow["enabled"], measured_of(gf, flow, study, figures, L) if gf is not None else None)
