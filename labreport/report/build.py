@@ -26,8 +26,6 @@ from labreport.science.conclusions import Study
 from labreport.report.document import Numbering, task_title, tidy_punctuation
 from labreport.report.summary import summary
 from labreport.config import Config
-from labreport.ownmodels import model_id
-from labreport.spec import CIFAR10_TEST, train_images
 from labreport.config.sections import FONTS
 from labreport.errors import LabreportError, PackageDataError
 from labreport.report.i18n import DASH, MINUS, Lang
@@ -144,31 +142,6 @@ def _env(user: Path | None, L: Lang, num: Numbering, citations: Citations) -> ji
     return env
 
 
-METHOD_KEYS = ("model", "norm", "init", "dropout", "optimizer", "lr", "weight_decay", "batch_size", "epochs",
-               "schedule", "augment", "precision", "dataset")
-
-
-def experiment_rows(config: Config) -> list[dict]:
-    """Per experiment: every setting the method table shows, grids as their list of values (a model
-    as its model_id: one's own with its model_args)."""
-    rows = []
-    for exp in config.experiments:
-        specs = [r.spec.to_dict() for r in config.runs if r.experiment == exp.name]
-        row = {"name": exp.name, "task": exp.task, "runs": len(specs), "seeds": list(exp.seeds)}
-        for k in METHOD_KEYS:
-            vals: list = []
-            for sp in specs:
-                v = model_id(sp) if k == "model" else sp[k]
-                if v not in vals:
-                    vals.append(v)
-            row[k] = vals
-        s0 = specs[0]
-        row["split"] = (train_images(s0["val_size"], s0["train_subset"]), s0["val_size"],
-                        min(s0["test_subset"] or CIFAR10_TEST, CIFAR10_TEST))
-        rows.append(row)
-    return rows
-
-
 def font_context(config: Config) -> dict:
     """The font's family, files and sizes (pt): the body's from [report]; ГОСТ: 12 in tables, captions
     and the running header; monospaced names 2 smaller than the text around them."""
@@ -185,7 +158,7 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
     num, citations = Numbering(L), Citations(L, access_date(config.report.accessed))
     env = _env(user_templates(config), L, num, citations)
     flow = gradflow or {"enabled": False, "facts": None, "lab_inits": [], "nobn_inits": []}
-    context = report_context(config, study, views, figures, L, flow, experiment_rows(config), font_context(config),
+    context = report_context(config, study, views, figures, L, flow, font_context(config),
                              FONTS_DIR.as_uri())
     try:
         return tidy_punctuation(env.get_template("report.html.j2").render(context.names()))

@@ -125,17 +125,15 @@ CONTENTS_LEVELS = 2  # the contents list sections and subsections (ГОСТ 7.32
 
 
 def report_context(config: Config, study: Study, views: Sequence[RunView], figures: Mapping[str, Any], L: Lang,
-                   flow: Mapping[str, Any], experiments: Sequence[dict], font: Mapping[str, Any],
-                   fonts_dir: str) -> ReportContext:
+                   flow: Mapping[str, Any], font: Mapping[str, Any], fonts_dir: str) -> ReportContext:
     """What every section shows. `flow`: study.gradflow_context's (enabled, facts, lab_inits,
-    nobn_inits); `experiments`: experiment_rows (per experiment, every setting the method shows,
-    grids as their values)."""
+    nobn_inits)."""
     names = lb.Labels(study.groups, L, study.own)
     heads = outline(study, L)
     not_run = not_run_texts(config, L, study.own)
     return ReportContext(
         document(config, L, font, fonts_dir), title_page(config, L),
         tuple((k, s) for k, s in heads.items() if s.level <= CONTENTS_LEVELS), heads, figures,
-        theory_of(flow, study, figures, L), method_of(config, study, views, experiments, L),
+        theory_of(flow, study, figures, L), method_of(config, study, views, L),
         results_of(study, figures, not_run, flow.get("facts"), names, L),
         conclusions_of(study, heads, flow.get("facts"), names, L), appendix_of(views))

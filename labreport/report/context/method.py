@@ -14,7 +14,7 @@ from labreport.report import provenance as prov
 from labreport.report.i18n import Lang
 from labreport.science.conclusions import Study
 from labreport.science.runs import RunView
-from labreport.spec import DATASET_TITLES, NUM_CLASSES
+from labreport.spec import CIFAR10_TEST, DATASET_TITLES, NUM_CLASSES, train_images
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,31 @@ def _counted_params(model: str, dataset: str, views: Sequence[RunView]) -> int |
     return min(counted)[1] if counted else None
 
 
+METHOD_KEYS = ("model", "norm", "init", "dropout", "optimizer", "lr", "weight_decay", "batch_size", "epochs",
+               "schedule", "augment", "precision", "dataset")
+
+
+def experiment_rows(config: Config) -> list[dict]:
+    """Per experiment: every setting the method table shows, grids as their list of values (a model
+    as its model_id: one's own with its model_args)."""
+    rows = []
+    for exp in config.experiments:
+        specs = [r.spec.to_dict() for r in config.runs if r.experiment == exp.name]
+        row = {"name": exp.name, "task": exp.task, "runs": len(specs), "seeds": list(exp.seeds)}
+        for k in METHOD_KEYS:
+            vals: list = []
+            for sp in specs:
+                v = model_id(sp) if k == "model" else sp[k]
+                if v not in vals:
+                    vals.append(v)
+            row[k] = vals
+        s0 = specs[0]
+        row["split"] = (train_images(s0["val_size"], s0["train_subset"]), s0["val_size"],
+                        min(s0["test_subset"] or CIFAR10_TEST, CIFAR10_TEST))
+        rows.append(row)
+    return rows
+
+
 def hyper_row(e: dict, L: Lang, own: Mapping) -> Hyper:
     """`e`: one of experiment_rows."""
     return Hyper(e["name"], tuple(lb.model_name(m, L, own) for m in e["model"]), tuple(e["norm"]), tuple(e["init"]),
@@ -131,9 +156,8 @@ def _other_data(config: Config, datasets: Sequence[str]) -> tuple[OtherData, ...
                  for d in datasets[1:])
 
 
-def method_of(config: Config, study: Study, views: Sequence[RunView], experiments: Sequence[dict],
-              L: Lang) -> Method:
-    """`experiments`: experiment_rows (per experiment, every setting, grids as their values)."""
+def method_of(config: Config, study: Study, views: Sequence[RunView], L: Lang) -> Method:
+    experiments = experiment_rows(config)
     datasets = list(dict.fromkeys(r.spec.dataset for r in config.runs))
     models = model_rows(config, views, L, study.own)
     facts = prov.facts(views)
