@@ -11,7 +11,7 @@ __all__ = ["Lab", "__version__"]
 
 
 def __getattr__(name: str):
-    """labreport.Lab, the Python API (api.py), imported when first used: `import labreport` stays instant."""
+    """labreport.Lab, the Python API (labreport/api/), imported when first used: `import labreport` stays instant."""
     if name == "Lab":
         from labreport.api import Lab
 

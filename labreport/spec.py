@@ -1,7 +1,7 @@
 """What a run is: the training settings, their checks, and the frozen TrainSpec and Run.
 
 A TrainSpec is data (hashable, printable, JSON-able); its key hashes the canonical JSON of the
-settings and TRAIN_VERSION, nothing else. config.py reads experiments.toml into these.
+settings and TRAIN_VERSION, nothing else. config/ reads experiments.toml into these.
 Nothing here imports torch.
 """
 

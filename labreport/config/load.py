@@ -1,4 +1,4 @@
-"""experiments.toml -> Config: the settings sections (settings.py) and the experiment matrix
+"""experiments.toml -> Config: the settings sections (sections.py) and the experiment matrix
 (matrix.py: one frozen `Run` per point of every experiment's grid and seed).
 
 The file is read within limits that keep a hostile or mistaken file from taking the machine down;

@@ -1,6 +1,6 @@
 """The settings sections of experiments.toml that are not the experiment matrix: [report], [data],
 [store], [analysis], [run], [executor] and [gradflow], each a frozen dataclass whose fields carry
-their default, check and help (fields.py). None of them enters a run key: they say how runs
+their default, check and help (setting.py). None of them enters a run key: they say how runs
 execute and how the report reads, never what is trained.
 
 Every error is one line naming the file, the section and the key (Ctx.err).

@@ -1,4 +1,4 @@
-"""The networks of the catalogue (catalog.py names each one's builder here), and `build_model`.
+"""The networks of the model registry (models.py names each one's builder here), and `build_model`.
 
 Reference: K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image
 Recognition", arXiv:1512.03385 (2015), section 4.2 and Table 6 (CIFAR-10).
