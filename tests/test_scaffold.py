@@ -105,3 +105,15 @@ def test_plan_lists_the_arms_of_the_bn_claim_profile(tmp_path):
     heads = [line.split(" (")[0] for line in res.output.splitlines() if not line.startswith(" ")]
     assert heads[:4] == ["resnet110-bn", "resnet110-nobn", "resnet110-nobn-torch", "resnet110-nobn-fixup"]
     assert "33 runs (33 distinct), profile 'bn-claim'" in res.output
+
+
+def test_a_template_copied_from_another_version_is_one_line_naming_its_line(tmp_path):
+    """A copied template that uses a name today's context does not hold (docs/compatibility.md)."""
+    lab = _lab(tmp_path)
+    title = lab / "templates" / "title.html.j2"
+    title.write_text(title.read_text(encoding="utf-8").replace("title_page.title", "r.title", 1), encoding="utf-8")
+    res = run("build", "--out", "r.docx", cwd=lab)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith("error: title.html.j2, line ") and "'r' is undefined" in line
+    assert "labreport init NEW --templates" in line and not (lab / "r.docx").exists()

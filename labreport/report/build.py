@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import traceback
 from functools import partial
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
@@ -168,6 +169,13 @@ def render_html(config: Config, study: Study, views: list[RunView], figures: dic
                                + ": reinstall labreport, or restore the file") from None
     except jinja2.TemplateSyntaxError as e:
         raise PackageDataError(f"template {e.filename or e.name}, line {e.lineno}: {e.message}") from None
+    except jinja2.UndefinedError as e:  # a name the context does not hold: a template copied from another version
+        frames = reversed(traceback.extract_tb(e.__traceback__))
+        where = next((f"{Path(f.filename).name}, line {f.lineno}" for f in frames if f.filename.endswith(".j2")),
+                     "a template")
+        copied = f" (copied into {user_templates(config)} from another version of labreport? compare it with " \
+                 "today's: `labreport init NEW --templates`)" if user_templates(config) else ""
+        raise PackageDataError(f"{where}: {e.message}{copied}") from None
 
 
 # --------------------------------------------------------------------------------------------
