@@ -7,15 +7,20 @@ Data flows one way (docs/architecture.md):
 
 from labreport.version import __version__
 
-__all__ = ["Lab", "__version__"]
+__all__ = ["Lab", "__version__", "init"]
 
 
 def __getattr__(name: str):
-    """labreport.Lab, the Python API (labreport/api/), imported when first used: `import labreport` stays instant."""
+    """labreport.Lab, the Python API (labreport/api/), and labreport.init, which writes a lab's
+    experiments.toml (`labreport init`), imported when first used: `import labreport` stays instant."""
     if name == "Lab":
         from labreport.api import Lab
 
         return Lab
+    if name == "init":
+        from labreport.api.scaffold import init
+
+        return init
     raise AttributeError(f"module 'labreport' has no attribute {name!r}")
 
 

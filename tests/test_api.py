@@ -126,7 +126,7 @@ def test_run_leaves_torchs_threads_as_the_caller_set_them(tmp_path, cifar_dir):
 def test_the_api_has_no_silent_traps(trained, tmp_path, cifar_dir):
     """Lab tab-completes; an unknown name for curves() is an error naming the known ones; an empty
     store's history keeps its columns; errors about overrides speak of overrides, not of --set."""
-    assert "Lab" in dir(labreport)
+    assert {"Lab", "init"} <= set(dir(labreport))
     toml, runs, _, _ = trained
     lab = Lab(toml, runs=runs)
     with pytest.raises(LabreportError, match=r"unknown experiment 'smal' \(did you mean 'small'\?\)"):

@@ -114,7 +114,7 @@ def init(folder, with_templates, force):
         labreport init                 # then edit [report] in experiments.toml
         labreport init my-lab --templates
     """
-    from labreport.cli.scaffold import init as scaffold
+    from labreport.api.scaffold import init as scaffold
 
     made = scaffold(folder, templates=with_templates, force=force)
     extra = f" and {len(made.written) - 1} template files in {folder / 'templates'}" if with_templates else ""

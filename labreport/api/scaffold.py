@@ -45,7 +45,7 @@ def init(folder: Path, *, templates: bool = False, force: bool = False) -> Scaff
     tpl = folder / TEMPLATES_NAME
     clashes = [p for p in (config, *([tpl] if templates else [])) if p.exists()]
     if clashes and not force:
-        raise LabreportError(f"{clashes[0]} exists already: pass --force to overwrite it")
+        raise LabreportError(f"{clashes[0]} exists already: pass --force (force=True) to overwrite it")
     if folder.exists() and not folder.is_dir():
         raise LabreportError(f"{folder} is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
