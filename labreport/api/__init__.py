@@ -34,6 +34,9 @@ from labreport.store import RunStore, atomic_write_bytes
 from labreport.store.records import EpochRecord
 
 
+LAST_RUN_WHY = "of the last `labreport run` there"
+
+
 def _reads_the_store(method):
     """A method that shows what the store holds: it reads through Lab.reading() (the runs of the last
     `run` when this matrix has none there)."""
@@ -221,22 +224,25 @@ class Lab:
         if cfg.profile or cfg.overrides or not self.store.keys() or self._held(self):
             return None
         last = self.store.last_run()
-        tried = [(last["profile"], tuple(last["overrides"]), "of the last `labreport run` there")] \
+        remembered = [(last["profile"], tuple(last["overrides"]), LAST_RUN_WHY)] \
             if last and (last["profile"] or last["overrides"]) else []
-        tried += sorted(((p, (), "whose runs it holds") for p in cfg.profiles),
-                        key=lambda t: -self._held(Lab(cfg.path, runs=self.store.root, profile=t[0])))
-        for profile, overrides, why in tried:
+        held = []  # (lab, why, runs the store holds of it), each candidate's Lab made once
+        for profile, overrides, why in remembered + [(p, (), "whose runs it holds") for p in cfg.profiles]:
             try:
                 lab = Lab(cfg.path, runs=self.store.root, profile=profile, overrides=overrides)
             except LabreportError:  # the TOML changed since: that profile or setting is gone
                 continue
-            if self._held(lab):
-                what = f"profile '{profile}'" if profile else "the settings"
-                how = " ".join([f"--profile {profile}"] * bool(profile) + [f"--set {o}" for o in overrides])
-                LOG.warning("%s holds none of the %d run(s) of this matrix; reading %s %s (`%s`; pass --profile "
-                            "to choose)", self.store.root, len(cfg.runs), what, why, how)
-                return lab
-        return None
+            if n := self._held(lab):
+                held.append((lab, why, n))
+        if not held:
+            return None
+        lab, why, _ = min(held, key=lambda h: (h[1] != LAST_RUN_WHY, -h[2]))  # the last run's, else the fullest
+        profile, overrides = lab.config.profile, lab.config.overrides
+        what = f"profile '{profile}'" if profile else "the settings"
+        how = " ".join([f"--profile {profile}"] * bool(profile) + [f"--set {o}" for o in overrides])
+        LOG.warning("%s holds none of the %d run(s) of this matrix; reading %s %s (`%s`; pass --profile "
+                    "to choose)", self.store.root, len(cfg.runs), what, why, how)
+        return lab
 
     def _held(self, lab: "Lab") -> int:
         """How many of `lab`'s runs the store has anything of (done, partial, failed, claimed)."""

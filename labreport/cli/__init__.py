@@ -298,7 +298,10 @@ def _confirm_a_long_run(lab: Lab, profile: str | None, only, device: str, thread
     """In a terminal, training that would take over LONG_RUN_S on a CPU is said, with the preview
     that shows the whole lab sooner, and starts only when the user says so."""
     from labreport.cluster.eta import duration
+    from labreport.engine.device import device_identity
 
+    if device_identity(device if device != "auto" else lab.config.run.device)[0] != "cpu":
+        return  # a GPU: nothing to time before a question that is never asked
     est = lab.estimate(only=only, device=device, threads=threads, jobs=jobs)
     if est.device_type != "cpu" or (est.total_s or 0) <= LONG_RUN_S:
         return
